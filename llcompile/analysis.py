@@ -1,0 +1,237 @@
+"""Read-only analysis of a canonical model: layers, cut points, segments, parameters.
+
+A *layer* is a parametric op (Conv, Gemm, MatMul with a weight) with the non-parametric ops
+that follow it. A *cut point* is a tensor that every path from the data input to the output
+passes through (a dominator of the output in the dataflow graph) and that feeds a parametric
+op: the boundaries a block can start at. A *segment* is what lies between two consecutive cut
+points. Nothing here mutates the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import onnx_ir as ir
+
+from llcompile.errors import LLCompileError
+from llcompile.macs import forward_macs
+from llcompile.ops import PARAMETRIC_OPS, PROBABILITY_OPS
+
+
+@dataclass
+class Layer:
+    name: str
+    op: str  # Conv, DepthwiseConv, GroupedConv, Gemm, MatMul
+    weight: str
+    output: str
+    output_shape: list
+    params: int
+    macs: int
+    trailing_ops: list[str] = field(default_factory=list)
+    segment: int = 0
+
+
+@dataclass
+class Segment:
+    index: int
+    input: str
+    output: str
+    layers: list[str]
+    macs: int
+    params: int
+    output_shape: list
+
+
+@dataclass
+class ModelAnalysis:
+    input: str
+    input_shape: list
+    output: str
+    logits: str
+    num_classes: int | None
+    layers: list[Layer]
+    cut_points: list[str]
+    segments: list[Segment]
+
+    @property
+    def macs(self) -> int:
+        return sum(layer.macs for layer in self.layers)
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "macs": self.macs, "params": self.params}
+
+
+def data_input(graph: ir.Graph) -> ir.Value:
+    return next(v for v in graph.inputs if v.const_value is None)
+
+
+def weight_input(node: ir.Node) -> ir.Value | None:
+    """The constant weight operand of a Conv/Gemm/MatMul, or None if it has none."""
+    if node.op_type not in PARAMETRIC_OPS:
+        return None
+    candidates = node.inputs[:2] if node.op_type in ("Gemm", "MatMul") else node.inputs[1:2]
+    return next((v for v in candidates if v is not None and v.const_value is not None), None)
+
+
+def is_parametric(node: ir.Node) -> bool:
+    return weight_input(node) is not None
+
+
+def parameter_roles(graph: ir.Graph) -> dict[str, str]:
+    """Initializer name -> ``param`` (trained by gradient) or ``buffer`` (BN running stats).
+
+    Other initializers (shape constants, scalars) are constants and are not listed.
+    """
+    roles: dict[str, str] = {}
+    for node in graph:
+        consts = [v for v in node.inputs if v is not None and v.const_value is not None]
+        if is_parametric(node):
+            roles.update({v.name: "param" for v in consts})
+        elif node.op_type == "BatchNormalization":
+            roles.update({v.name: "param" for v in node.inputs[1:3]})
+            roles.update({v.name: "buffer" for v in node.inputs[3:5]})
+        elif node.op_type == "PRelu":
+            roles.update({v.name: "param" for v in consts})
+        elif node.op_type == "Add" and _follows_parametric(node):
+            roles.update({v.name: "param" for v in consts if v.dtype == ir.DataType.FLOAT})
+    return roles
+
+
+def _follows_parametric(node: ir.Node) -> bool:
+    """An Add right after a MatMul/Conv is that layer's bias (dynamo writes Linear this way)."""
+    return any(v is not None and v.producer() is not None and is_parametric(v.producer())
+               for v in node.inputs)
+
+
+def logits_value(graph: ir.Graph) -> ir.Value:
+    """The class logits: the output, or the input of a final Softmax/LogSoftmax."""
+    output = graph.outputs[0]
+    producer = output.producer()
+    if producer is not None and producer.op_type in PROBABILITY_OPS:
+        return producer.inputs[0]
+    return output
+
+
+def num_classes_of(logits: ir.Value) -> int | None:
+    shape = logits.shape
+    if shape is None or shape.rank() != 2 or not isinstance(shape[1], int) or shape[1] < 2:
+        return None
+    return shape[1]
+
+
+def data_dependent_nodes(graph: ir.Graph) -> list[ir.Node]:
+    """Nodes (in graph order) with at least one input computed from the data input."""
+    data = {data_input(graph)}
+    nodes = []
+    for node in graph:
+        if any(v in data for v in node.inputs):
+            nodes.append(node)
+            data.update(node.outputs)
+    return nodes
+
+
+def output_dominators(graph: ir.Graph) -> list[ir.Value]:
+    """Values every input->output path passes through, from the input to the output.
+
+    Classic dominator computation on the DAG of values (graph order is topological): the
+    immediate dominator of a value is the nearest common dominator of the node's data inputs.
+    """
+    source = data_input(graph)
+    idom: dict[ir.Value, ir.Value | None] = {source: None}
+    depth = {source: 0}
+
+    def common(a: ir.Value, b: ir.Value) -> ir.Value:
+        while a is not b:
+            if depth[a] >= depth[b]:
+                a = idom[a]
+            else:
+                b = idom[b]
+        return a
+
+    for node in data_dependent_nodes(graph):
+        data_inputs = [v for v in node.inputs if v in idom]
+        dominator = data_inputs[0]
+        for v in data_inputs[1:]:
+            dominator = common(dominator, v)
+        for out in node.outputs:
+            idom[out] = dominator
+            depth[out] = depth[dominator] + 1
+    chain = []
+    value: ir.Value | None = graph.outputs[0]
+    if value not in idom:
+        raise LLCompileError(f"output {value.name!r} does not depend on the input {source.name!r}")
+    while value is not None:
+        chain.append(value)
+        value = idom[value]
+    return chain[::-1]
+
+
+def cut_points(graph: ir.Graph) -> list[ir.Value]:
+    """Dominators of the output (input and output excluded) that feed a parametric op."""
+    inner = output_dominators(graph)[1:-1]
+    return [v for v in inner if any(is_parametric(use.node) for use in v.uses())]
+
+
+def analyze(model: ir.Model) -> ModelAnalysis:
+    graph = model.graph
+    source = data_input(graph)
+    cuts = cut_points(graph)
+    segment_of_value: dict[ir.Value, int] = {source: 0}
+    segment_of_value.update({cut: i + 1 for i, cut in enumerate(cuts)})
+    layers: list[Layer] = []
+    layer_of_value: dict[ir.Value, int] = {}  # value -> index of the layer it belongs to
+    for node in data_dependent_nodes(graph):
+        data_inputs = [v for v in node.inputs if v in segment_of_value]
+        segment = max(segment_of_value[v] for v in data_inputs)
+        if is_parametric(node):
+            layers.append(_make_layer(node, segment))
+            owner = len(layers) - 1
+        else:  # a trailing op belongs to the latest layer among its inputs' layers
+            owner = max((layer_of_value[v] for v in data_inputs if v in layer_of_value), default=None)
+            if owner is not None:
+                layers[owner].trailing_ops.append(node.op_type)
+        for out in node.outputs:
+            segment_of_value.setdefault(out, segment)
+            if owner is not None:
+                layer_of_value[out] = owner
+    boundaries = [source, *cuts, graph.outputs[0]]
+    segments = []
+    for i in range(len(boundaries) - 1):
+        members = [layer for layer in layers if layer.segment == i]
+        segments.append(Segment(
+            index=i, input=boundaries[i].name, output=boundaries[i + 1].name,
+            layers=[layer.name for layer in members], macs=sum(layer.macs for layer in members),
+            params=sum(layer.params for layer in members),
+            output_shape=_shape_list(boundaries[i + 1])))
+    logits = logits_value(graph)
+    return ModelAnalysis(
+        input=source.name, input_shape=_shape_list(source), output=graph.outputs[0].name,
+        logits=logits.name, num_classes=num_classes_of(logits), layers=layers,
+        cut_points=[c.name for c in cuts], segments=segments)
+
+
+def _make_layer(node: ir.Node, segment: int) -> Layer:
+    weight = weight_input(node)
+    op = node.op_type
+    if op == "Conv":
+        group = node.attributes.get("group")
+        groups = group.as_int() if group is not None else 1
+        if groups > 1:
+            op = "DepthwiseConv" if weight.shape[1] == 1 and groups == weight.shape[0] else "GroupedConv"
+    params = sum(v.const_value.size for v in node.inputs if v is not None and v.const_value is not None)
+    try:
+        macs = forward_macs(node)
+    except ValueError as exc:
+        raise LLCompileError(f"layer {node.name!r}: cannot count MACs: {exc}") from None
+    return Layer(name=node.name, op=op, weight=weight.name, output=node.outputs[0].name,
+                 output_shape=_shape_list(node.outputs[0]), params=params, macs=macs, segment=segment)
+
+
+def _shape_list(value: ir.Value) -> list:
+    if value.shape is None:
+        return []
+    return [d if isinstance(d, int) else str(d) for d in value.shape]

@@ -1,0 +1,13 @@
+"""Graph passes. Each is an onnx_ir pass: ``pass_(model) -> PassResult(model, modified)``.
+
+Canonicalisation passes make any imported model look the same to the compiler; strategy
+passes (partition, aux heads, loss) write the training plan into the model.
+"""
+
+from llcompile.passes.aux_heads import AuxHeadsPass
+from llcompile.passes.batchnorm_mode import BatchNormModePass
+from llcompile.passes.dynamic_batch import DynamicBatchPass
+from llcompile.passes.model_loss import ModelLossPass
+from llcompile.passes.partition import PartitionPass
+
+__all__ = ["AuxHeadsPass", "BatchNormModePass", "DynamicBatchPass", "ModelLossPass", "PartitionPass"]

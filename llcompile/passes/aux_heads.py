@@ -1,0 +1,87 @@
+"""Give every non-final block an auxiliary classifier head and a local loss."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import onnx_ir as ir
+
+from llcompile.errors import LLCompileError
+from llcompile.passes.graph_builder import GraphBuilder, add_cross_entropy, labels_input, uniform_fan_in
+from llcompile.plan import require_plan
+
+AUX_HEAD_KINDS = {
+    "fc": "GlobalAveragePool -> Flatten -> Gemm(C -> classes): the small FC head of DBL",
+    "conv": "1x1 Conv + BN + ReLU -> pool -> MLP(C -> C -> classes): DGL's MLP-SR style head",
+}
+
+
+class AuxHeadsPass(ir.passes.InPlacePass):
+    """For each block but the last: head on the block's output, softmax cross-entropy loss.
+
+    Head weights are drawn like torch's defaults from a generator seeded by ``seed`` and the
+    block name, so the same options always give the same program.
+    """
+
+    def __init__(self, kind: str = "fc", seed: int = 0):
+        super().__init__()
+        if kind not in AUX_HEAD_KINDS:
+            raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
+        self.kind = kind
+        self.seed = seed
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        plan = require_plan(model, type(self).__name__)
+        graph = model.graph
+        values = {v.name: v for v in _all_values(graph)}
+        labels = labels_input(graph, plan.labels)
+        modified = False
+        for stage in plan.stages[:-1]:
+            if stage.loss is not None:
+                continue
+            builder = GraphBuilder(graph, f"{stage.name}.aux")
+            rng = np.random.default_rng([self.seed, zlib.crc32(stage.name.encode())])
+            params_before = set(graph.initializers)
+            logits = self._build_head(builder, values[stage.output], plan.num_classes, rng)
+            stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name
+            stage.head = {"kind": self.kind, "logits": logits.name,
+                          "params": sorted(set(graph.initializers) - params_before)}
+            modified = True
+        plan.options["aux_head"] = self.kind
+        plan.write(model)
+        return ir.passes.PassResult(model, modified)
+
+    def _build_head(self, b: GraphBuilder, x: ir.Value, classes: int, rng) -> ir.Value:
+        rank = x.shape.rank() if x.shape is not None else 0
+        if rank < 2 or not isinstance(x.shape[1], int):
+            raise LLCompileError(f"cannot attach an aux head to {x.name!r} of shape {x.shape}")
+        channels = x.shape[1]
+        if self.kind == "conv" and rank > 2:
+            w = b.initializer("conv.weight", uniform_fan_in(rng, (channels, channels) + (1,) * (rank - 2), channels))
+            x = b.op("Conv", [x, w], "conv", kernel_shape=[1] * (rank - 2))
+            bn = [b.initializer(f"bn.{n}", a) for n, a in (
+                ("weight", np.ones(channels, np.float32)), ("bias", np.zeros(channels, np.float32)),
+                ("running_mean", np.zeros(channels, np.float32)), ("running_var", np.ones(channels, np.float32)))]
+            x = b.op("BatchNormalization", [x, *bn], "bn", num_outputs=3, training_mode=1, momentum=0.9)
+            x = b.op("Relu", [x], "relu")
+        if rank > 2:
+            x = b.op("GlobalAveragePool", [x], "pool")
+            x = b.op("Flatten", [x], "flatten", axis=1)
+        if self.kind == "conv":
+            x = self._linear(b, x, "fc1", channels, channels, rng)
+            x = b.op("Relu", [x], "fc1_relu")
+        return self._linear(b, x, "fc" if self.kind == "fc" else "fc2", channels, classes, rng, output="logits")
+
+    @staticmethod
+    def _linear(b: GraphBuilder, x: ir.Value, name: str, fan_in: int, fan_out: int, rng,
+                output: str | None = None) -> ir.Value:
+        w = b.initializer(f"{name}.weight", uniform_fan_in(rng, (fan_out, fan_in), fan_in))
+        bias = b.initializer(f"{name}.bias", uniform_fan_in(rng, (fan_out,), fan_in))
+        return b.op("Gemm", [x, w, bias], output or name, transB=1)
+
+
+def _all_values(graph: ir.Graph):
+    yield from graph.inputs
+    for node in graph:
+        yield from node.outputs

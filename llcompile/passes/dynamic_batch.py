@@ -1,0 +1,56 @@
+"""Make a static batch dimension symbolic, so a model exported at batch 1 trains at any batch."""
+
+import numpy as np
+import onnx_ir as ir
+
+BATCH_DIM = "N"
+
+
+class DynamicBatchPass(ir.passes.InPlacePass):
+    """Replace a static first dimension of the data input and outputs with ``N``.
+
+    Old exporters bake the batch size into Reshape targets (``[1, -1]``); those are rewritten to
+    copy the batch dimension instead. Inferred shapes of intermediate values are dropped so that
+    shape inference recomputes them with the symbolic batch.
+    """
+
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
+        data_inputs = [v for v in graph.inputs if v.const_value is None]
+        static = [v for v in data_inputs if v.shape is not None and v.shape.rank() > 0
+                  and isinstance(v.shape[0], int)]
+        if not static:
+            return ir.passes.PassResult(model, False)
+        batch = static[0].shape[0]
+        for value in data_inputs + list(graph.outputs):
+            if value.shape is not None and value.shape.rank() > 0 and value.shape[0] == batch:
+                value.shape = ir.Shape([BATCH_DIM, *value.shape[1:]])
+        for node in graph:
+            if node.op_type == "Reshape":
+                self._unbake_reshape_target(node, batch)
+            for out in node.outputs:
+                if not out.is_graph_output():
+                    out.shape = None
+        return ir.passes.PassResult(model, True)
+
+    @staticmethod
+    def _unbake_reshape_target(node: ir.Node, batch: int) -> None:
+        target = node.inputs[1]
+        if target is None or target.const_value is None:
+            return
+        dims = target.const_value.numpy()
+        if dims.ndim != 1 or dims.size == 0 or dims[0] != batch:
+            return
+        allowzero = node.attributes.get("allowzero")
+        if allowzero is not None and allowzero.as_int() == 1:
+            if -1 in dims[1:]:
+                return
+            new_first = -1
+        else:
+            new_first = 0  # 0 copies the input's dimension
+        new_dims = np.array([new_first, *dims[1:]], dtype=dims.dtype)
+        new_target = ir.Value(name=f"{target.name}.dynamic_batch", shape=ir.Shape(new_dims.shape),
+                              type=ir.TensorType(ir.DataType.INT64),
+                              const_value=ir.tensor(new_dims, name=f"{target.name}.dynamic_batch"))
+        node.graph.register_initializer(new_target)
+        node.replace_input_with(1, new_target)

@@ -1,0 +1,23 @@
+"""Train the last block with the model's own loss: softmax cross-entropy on its logits."""
+
+from __future__ import annotations
+
+import onnx_ir as ir
+
+from llcompile.passes.graph_builder import add_cross_entropy, labels_input
+from llcompile.plan import require_plan
+
+MODEL_LOSS = "loss"
+
+
+class ModelLossPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        plan = require_plan(model, type(self).__name__)
+        final = plan.stages[-1]
+        if final.loss is not None:
+            return ir.passes.PassResult(model, False)
+        graph = model.graph
+        logits = next(v for node in graph for v in node.outputs if v.name == plan.logits)
+        final.loss = add_cross_entropy(graph, logits, labels_input(graph, plan.labels), MODEL_LOSS).name
+        plan.write(model)
+        return ir.passes.PassResult(model, True)
