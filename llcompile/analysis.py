@@ -70,11 +70,11 @@ def data_input(graph: ir.Graph) -> ir.Value:
 
 
 def weight_input(node: ir.Node) -> ir.Value | None:
-    """The constant weight operand of a Conv/Gemm/MatMul, or None if it has none."""
-    if node.op_type not in PARAMETRIC_OPS:
+    """The constant weight operand (the second input) of a Conv/Gemm/MatMul, or None."""
+    if node.op_type not in PARAMETRIC_OPS or len(node.inputs) < 2:
         return None
-    candidates = node.inputs[:2] if node.op_type in ("Gemm", "MatMul") else node.inputs[1:2]
-    return next((v for v in candidates if v is not None and v.const_value is not None), None)
+    weight = node.inputs[1]
+    return weight if weight is not None and weight.const_value is not None else None
 
 
 def is_parametric(node: ir.Node) -> bool:

@@ -21,6 +21,7 @@ from llcompile.errors import LLCompileError
 from llcompile.ops import SUPPORTED_OPS
 from llcompile.passes.batchnorm_mode import BatchNormModePass
 from llcompile.passes.dynamic_batch import DynamicBatchPass
+from llcompile.passes.flatten_view import FlattenViewPass
 
 # BatchNormalization's training_mode attribute needs opset 14.
 MIN_OPSET = 14
@@ -86,6 +87,7 @@ def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
     pipeline = ir.passes.PassManager([
         ir_common.RemoveInitializersFromInputsPass(),
         ir_common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        FlattenViewPass(),
         ir_common.RemoveUnusedNodesPass(),
         ir_common.NameFixPass(),
         DynamicBatchPass(),

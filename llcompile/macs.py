@@ -27,12 +27,11 @@ def forward_macs(node: ir.Node) -> int:
         weight = node.inputs[1]
         cin_per_group_times_kernel = math.prod(weight.shape[1:])
         return _per_sample_elements(node.outputs[0]) * cin_per_group_times_kernel
-    if node.op_type == "Gemm":
-        a = node.inputs[0]
-        trans_a = node.attributes.get("transA")
-        k = a.shape[0 if trans_a is not None and trans_a.as_int() else 1]
-        return _per_sample_elements(node.outputs[0]) * int(k)
-    if node.op_type == "MatMul":
-        k = node.inputs[0].shape[-1]
-        return _per_sample_elements(node.outputs[0]) * int(k)
+    if node.op_type in ("Gemm", "MatMul"):
+        # K and the output width come from the weight: activation shapes may be symbolic
+        weight = node.inputs[1]
+        trans_b = node.attributes.get("transB")
+        k, n = weight.shape[::-1] if trans_b is not None and trans_b.as_int() else weight.shape
+        rows = _per_sample_elements(node.outputs[0]) // n if node.op_type == "MatMul" else 1
+        return rows * k * n
     return 0

@@ -1,0 +1,95 @@
+"""What `llcompile inspect` shows: a model's layers, cut points and segments, or a program's stages."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import onnx_ir as ir
+
+from llcompile.analysis import analyze
+from llcompile.importer import load
+from llcompile.program import Program, is_program_dir
+
+
+def describe(path: str | os.PathLike) -> dict:
+    """A JSON-ready description of a model file or a program directory."""
+    if Path(path).is_dir() and is_program_dir(path):
+        return describe_program(Program.load(path))
+    return {"kind": "model", "path": os.fspath(path), **analyze(load(path)).to_dict()}
+
+
+def describe_program(program: Program) -> dict:
+    analysis = analyze(ir.from_proto(program.eval_model))
+    layers = {layer.name: layer for layer in analysis.layers}
+    stages = []
+    for stage in program.stages:
+        stage_layers = [layers[name] for name in stage.layers]
+        stages.append({**stage.to_json(), "macs": sum(layer.macs for layer in stage_layers),
+                       "layer_ops": [layer.op for layer in stage_layers]})
+    return {"kind": "program", **program.to_json(), "stages": stages, "macs": analysis.macs,
+            "params": analysis.params}
+
+
+def render_text(description: dict) -> str:
+    return (_render_program if description["kind"] == "program" else _render_model)(description)
+
+
+def _table(headers: list[str], rows: list[list]) -> list[str]:
+    cells = [[str(c) for c in row] for row in [headers, *rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    right = [all(_is_number(row[i]) for row in cells[1:]) for i in range(len(headers))]
+    lines = []
+    for row in cells:
+        lines.append("  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(row, widths, right)).rstrip())
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return lines
+
+
+def _is_number(text: str) -> bool:
+    return text.replace(",", "").replace(".", "").isdigit()
+
+
+def _shape(shape: list) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _render_model(d: dict) -> str:
+    out = [f"model {d['path']}",
+           f"  input {d['input']} {_shape(d['input_shape'])} -> output {d['output']} "
+           f"(logits {d['logits']}, {d['num_classes']} classes)",
+           f"  {len(d['layers'])} layers, {d['params']:,} parameters, {d['macs']:,} forward MACs per sample", "",
+           "layers:"]
+    rows = [[i, layer["name"], layer["op"], _shape(layer["output_shape"]), f"{layer['params']:,}",
+             f"{layer['macs']:,}", layer["segment"], "+".join(dict.fromkeys(layer["trailing_ops"]))]
+            for i, layer in enumerate(d["layers"])]
+    out += ["  " + line for line in _table(["#", "name", "op", "output", "params", "MACs", "seg", "then"], rows)]
+    out += ["", f"cut points ({len(d['cut_points'])}): the tensors a block boundary can sit on"]
+    out += [f"  {name}" for name in d["cut_points"]] or ["  (none)"]
+    out += ["", "segments:"]
+    rows = [[s["index"], s["input"], s["output"], _shape(s["output_shape"]), len(s["layers"]),
+             f"{s['params']:,}", f"{s['macs']:,}"] for s in d["segments"]]
+    out += ["  " + line for line in _table(["#", "from", "to", "shape", "layers", "params", "MACs"], rows)]
+    return "\n".join(out)
+
+
+def _render_program(d: dict) -> str:
+    opts = ", ".join(f"{k}={v}" for k, v in d["options"].items())
+    out = [f"program: strategy {d['strategy']} ({opts}), {len(d['stages'])} stage(s), "
+           f"{d['num_classes']} classes, format {d['format_version']}, llcompile {d['llcompile_version']}",
+           f"  source {d['source']['path']} sha256 {str(d['source']['sha256'])[:12]}",
+           f"  input {d['input']['name']} {_shape(d['input']['shape'])}; cuts: {', '.join(d['cuts']) or '(none)'}", ""]
+    rows = []
+    for i, s in enumerate(d["stages"]):
+        head = s["head"]["kind"] + " head" if s["head"] else "model head"
+        rows.append([i, s["name"], s["kind"], s["input"], s["output"], len(s["layers"]), f"{s['macs']:,}",
+                     len(s["params"]), head, s["loss"]])
+    out += _table(["#", "stage", "kind", "input", "output", "layers", "MACs", "params", "trained by", "loss"], rows)
+    for s in d["stages"]:
+        ops = ", ".join(f"{name} ({op})" for name, op in zip(s["layers"], s["layer_ops"]))
+        out += ["", f"{s['name']}: {s['graph']}", f"  layers: {ops}"]
+        if s["head"]:
+            out.append(f"  aux head {s['head']['kind']}: logits {s['head']['logits']}, "
+                       f"params {', '.join(s['head']['params'])}")
+        out.append(f"  feeds: {s['input']}, {s['labels']} -> outputs: {s['loss']}, {s['output']}")
+    return "\n".join(out)

@@ -1,0 +1,48 @@
+"""Rewrite TorchScript's ``x.view(x.size(0), -1)`` into ``Flatten(x, axis=1)``.
+
+The exported form, ``Reshape(x, Concat(Unsqueeze(Gather(Shape(x), 0)), [-1]))``, hides the
+feature size from shape inference once the batch is symbolic; Flatten states it.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx_ir as ir
+
+
+def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
+    node = value.producer() if value is not None else None
+    return node if node is not None and node.op_type == op_type else None
+
+
+def _const(value: ir.Value | None) -> np.ndarray | None:
+    return value.const_value.numpy() if value is not None and value.const_value is not None else None
+
+
+def _is_batch_then_rest(target: ir.Value, x: ir.Value) -> bool:
+    """``target`` is ``[Shape(x)[0], -1]`` built with Concat/Unsqueeze/Gather."""
+    concat = _producer(target, "Concat")
+    if concat is None or len(concat.inputs) != 2:
+        return False
+    rest = _const(concat.inputs[1])
+    if rest is None or rest.tolist() != [-1]:
+        return False
+    unsqueeze = _producer(concat.inputs[0], "Unsqueeze")
+    gather = _producer(unsqueeze.inputs[0], "Gather") if unsqueeze is not None else None
+    shape = _producer(gather.inputs[0], "Shape") if gather is not None else None
+    index = _const(gather.inputs[1]) if gather is not None else None
+    return shape is not None and shape.inputs[0] is x and index is not None and index.size == 1 and int(index) == 0
+
+
+class FlattenViewPass(ir.passes.InPlacePass):
+    def call(self, model: ir.Model) -> ir.passes.PassResult:
+        modified = False
+        for node in list(model.graph):
+            if node.op_type != "Reshape" or not _is_batch_then_rest(node.inputs[1], node.inputs[0]):
+                continue
+            flatten = ir.Node("", "Flatten", [node.inputs[0]], attributes=[ir.AttrInt64("axis", 1)],
+                              name=node.name)
+            ir.convenience.replace_nodes_and_values(
+                model.graph, node, [node], [flatten], [node.outputs[0]], [flatten.outputs[0]])
+            modified = True
+        return ir.passes.PassResult(model, modified)
