@@ -1,0 +1,65 @@
+"""Every strategy on generated CNN graphs: the emitted program is valid ONNX and computes the model."""
+
+import numpy as np
+import onnx
+import pytest
+from hypothesis import HealthCheck, given, settings
+
+import llcompile
+from llcompile.verify import relative_error, run_model, run_stage_chain
+from tests.fixtures.cnn_graphs import build_cnn, cnn_specs
+
+STRATEGY_OPTIONS = [("bp", {}), ("dbl", {"blocks": 2}), ("dbl", {"blocks": 3, "aux_head": "conv"})]
+
+
+def _check_program(program: llcompile.Program, model: onnx.ModelProto, batch: int = 3):
+    for stage in program.stages:
+        onnx.checker.check_model(stage.model, full_check=True)
+        graph_inputs = [v.name for v in stage.model.graph.input]
+        assert graph_inputs == [stage.input, stage.labels]  # stop-gradient: the block input is a graph input
+        assert [v.name for v in stage.model.graph.output] == [stage.loss, stage.output]
+    onnx.checker.check_model(program.eval_model, full_check=True)
+    x = np.random.default_rng(0).standard_normal([batch, *program.input["shape"][1:]]).astype(np.float32)
+    reference = run_model(model, x)
+    chain, losses = run_stage_chain(program, x, batchnorm_training=False)
+    assert relative_error(chain, reference) < 1e-4
+    assert relative_error(run_model(program.eval_model, x), reference) < 1e-4
+    assert all(np.isfinite(loss) for loss in losses.values())
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=cnn_specs())
+def test_random_cnns_every_strategy(spec, tmp_path_factory):
+    model = build_cnn(spec)
+    path = tmp_path_factory.mktemp("cnn") / "model.onnx"
+    onnx.save_model(model, path)
+    analysis = llcompile.analyze(llcompile.load(path))
+    assert analysis.cut_points == spec.expected_cut_points()
+    for strategy, options in STRATEGY_OPTIONS:
+        blocks = options.get("blocks")
+        if blocks is not None and blocks > len(analysis.cut_points) + 1:
+            with pytest.raises(llcompile.LLCompileError, match="at most"):
+                llcompile.transform(path, strategy, **options)
+            continue
+        program = llcompile.transform(path, strategy, **options)
+        assert len(program.stages) == (blocks or 1)
+        _check_program(program, model)
+
+
+def test_dbl_stages_partition_the_layers(save_model):
+    from tests.fixtures.cnn_graphs import CnnSpec, UnitSpec
+
+    spec = CnnSpec(seed=1, in_channels=3, size=16, classes=5,
+                   units=[UnitSpec("conv", 8, bn=True, relu=True), UnitSpec("res", 8), UnitSpec("pool"),
+                          UnitSpec("concat", branch_channels=(4, 6)), UnitSpec("conv", 12, stride=2)])
+    path = save_model(build_cnn(spec))
+    analysis = llcompile.analyze(llcompile.load(path))
+    program = llcompile.transform(path, "dbl", blocks=3)
+    stage_layers = [name for stage in program.stages for name in stage.layers]
+    assert stage_layers == [layer.name for layer in analysis.layers]
+    assert program.cuts == [program.stages[i].output for i in range(2)]
+    head_params = {p for stage in program.stages if stage.head for p in stage.head["params"]}
+    model_params = {p for stage in program.stages for p in stage.params} - head_params
+    assert len(head_params) == 4  # two FC heads: weight and bias each
+    # every trainable model parameter belongs to exactly one stage
+    assert sum(len(set(s.params) - head_params) for s in program.stages) == len(model_params)
