@@ -171,9 +171,24 @@ def output_dominators(graph: ir.Graph) -> list[ir.Value]:
 
 
 def cut_points(graph: ir.Graph) -> list[ir.Value]:
-    """Dominators of the output (input and output excluded) that feed a parametric op."""
-    inner = output_dominators(graph)[1:-1]
-    return [v for v in inner if any(is_parametric(use.node) for use in v.uses())]
+    """Dominators of the output (input and output excluded) that feed a parametric op, keeping
+    only those with a parametric op since the previous one, so that no segment is empty.
+
+    Graph order is topological, so the data nodes between two dominators' producers are exactly
+    the nodes of the segment between them.
+    """
+    position = {node: i for i, node in enumerate(graph)}
+    parametric_positions = [position[n] for n in data_dependent_nodes(graph) if is_parametric(n)]
+    cuts: list[ir.Value] = []
+    previous = -1
+    for value in output_dominators(graph)[1:-1]:
+        if not any(is_parametric(use.node) for use in value.uses()):
+            continue
+        here = position[value.producer()]
+        if any(previous < p <= here for p in parametric_positions):
+            cuts.append(value)
+            previous = here
+    return cuts
 
 
 def analyze(model: ir.Model) -> ModelAnalysis:

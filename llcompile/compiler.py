@@ -36,7 +36,10 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", *, blo
     try:
         training_model = pipeline(training_model).model
     except ir.passes.PassError as exc:
-        raise _user_error_inside(exc) or exc
+        user_error = _user_error_inside(exc)
+        if user_error is None:
+            raise
+        raise user_error from None
     return emit(training_model, eval_model, strategy, options, source)
 
 

@@ -119,6 +119,7 @@ def _convert_opset(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
             f"re-export with opset <= {MAX_OPSET}")
     if opset >= MIN_OPSET:
         return proto
+    _drop_unused_batchnorm_outputs(proto)
     try:
         converted = version_converter.convert_version(proto, MIN_OPSET)
         onnx.checker.check_model(converted)
@@ -126,6 +127,14 @@ def _convert_opset(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
         raise LLCompileError(
             f"{source}: cannot upgrade opset {opset} to {MIN_OPSET}: {_first_line(exc)}") from None
     return converted
+
+
+def _drop_unused_batchnorm_outputs(proto: onnx.ModelProto) -> None:
+    """Old BatchNormalization may list saved mean/var outputs that opset 14 no longer has."""
+    used = {name for node in proto.graph.node for name in node.input} | {v.name for v in proto.graph.output}
+    for node in proto.graph.node:
+        if node.op_type == "BatchNormalization" and not any(name in used for name in node.output[1:]):
+            del node.output[1:]
 
 
 def _refuse_unsupported(model: ir.Model, source: str) -> None:

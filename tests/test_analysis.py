@@ -1,0 +1,65 @@
+"""Layers, cut points and segments of the zoo's networks, checked against their known structure."""
+
+import re
+
+import pytest
+
+import llcompile
+
+
+def _analysis(zoo_file, name, **kw):
+    return llcompile.analyze(llcompile.load(zoo_file(name, **kw)))
+
+
+@pytest.mark.parametrize("name, blocks_per_stage", [("resnet20", 3), ("resnet56", 9)])
+def test_resnet_cut_points_are_residual_block_outputs(zoo_file, name, blocks_per_stage):
+    analysis = _analysis(zoo_file, name)
+    cuts = analysis.cut_points
+    block_outputs = [f"/stages/layer{s}/layer{s}.{b}/relu/Relu_output_0"
+                     for s in (1, 2, 3) for b in range(blocks_per_stage)]
+    # stem, every residual block output but the last (it feeds pooling, not a layer), the head input
+    assert cuts == ["/stem/act/Relu_output_0", *block_outputs[:-1], "/head/flatten/Flatten_output_0"]
+    assert len(analysis.layers) == 6 * blocks_per_stage + 2 + 2  # convs + stem + fc + 2 projection shortcuts
+    assert sum(s.macs for s in analysis.segments) == analysis.macs
+
+
+def test_resnet20_macs_by_hand(zoo_file):
+    analysis = _analysis(zoo_file, "resnet20")
+    conv3 = lambda hw, cin, cout: hw * hw * cout * cin * 9  # noqa: E731
+    expected = (conv3(32, 3, 16) + 6 * conv3(32, 16, 16)
+                + conv3(16, 16, 32) + 5 * conv3(16, 32, 32) + 16 * 16 * 32 * 16
+                + conv3(8, 32, 64) + 5 * conv3(8, 64, 64) + 8 * 8 * 64 * 32
+                + 64 * 10)
+    assert analysis.macs == expected
+
+
+def test_mobilenetv2_cut_points(zoo_file):
+    analysis = _analysis(zoo_file, "mobilenetv2")
+    cuts = set(analysis.cut_points)
+    # the output of every inverted-residual block with a skip connection is a cut point ...
+    adds = [c for c in cuts if re.search(r"/blocks\.\d+/Add_output_0$", c)]
+    assert len(adds) == 10  # (t,c,n,s) table: 1+2+3+2+2 residual blocks
+    # ... and nothing inside a residual block is
+    residual_blocks = {re.search(r"blocks\.(\d+)/", c).group(1) for c in adds}
+    for cut in cuts:
+        match = re.search(r"/blocks\.(\d+)/(\w+)/", cut)
+        if match and match.group(1) in residual_blocks:
+            pytest.fail(f"{cut} lies inside residual block {match.group(1)}")
+    depthwise = [layer for layer in analysis.layers if layer.op == "DepthwiseConv"]
+    assert len(depthwise) == 17
+
+
+def test_vgg_every_layer_output_is_a_cut_point(zoo_file):
+    analysis = _analysis(zoo_file, "vgg11_bn")
+    assert len(analysis.layers) == 9
+    assert len(analysis.cut_points) == len(analysis.layers) - 1
+    assert [len(s.layers) for s in analysis.segments] == [1] * 9
+
+
+def test_analysis_does_not_mutate(zoo_file):
+    import onnx_ir as ir
+
+    model = llcompile.load(zoo_file("small_cnn"))
+    before = ir.to_proto(model).SerializeToString()
+    llcompile.analyze(model)
+    assert ir.to_proto(model).SerializeToString() == before

@@ -1,0 +1,136 @@
+"""The command line: the happy path end to end, and one-line errors with exit code 2 for bad input."""
+
+import json
+import subprocess
+import sys
+
+import onnx
+import pytest
+
+from tests.fixtures import legacy_models as legacy
+
+
+def run(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "llcompile.cli", *map(str, args)], capture_output=True,
+                          text=True, cwd=cwd, timeout=300)
+
+
+def assert_user_error(result, *fragments):
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+def test_export_transform_inspect_verify(tmp_path):
+    model = tmp_path / "resnet20.onnx"
+    assert run("models", "export", "resnet20", "-o", model).returncode == 0
+    out = tmp_path / "prog"
+    result = run("transform", model, "-o", out, "--strategy", "dbl", "--blocks", "3", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["strategy"] == "dbl" and len(summary["stages"]) == 3
+    program = json.loads((out / "program.json").read_text())
+    for key in ("format_version", "llcompile_version", "strategy", "options", "source", "stages", "cuts",
+                "num_classes"):
+        assert key in program
+    assert program["source"]["sha256"] and program["num_classes"] == 10
+    for stage in program["stages"]:
+        for key in ("name", "kind", "graph", "input", "output", "labels", "loss", "params"):
+            assert key in stage
+        onnx.checker.check_model(onnx.load(out / stage["graph"]), full_check=True)
+    text = run("inspect", out)
+    assert text.returncode == 0 and "block3" in text.stdout and "aux head fc" in text.stdout
+    model_view = json.loads(run("inspect", model, "--format", "json").stdout)
+    assert len(model_view["cut_points"]) == 10
+    verified = run("verify", out)
+    assert verified.returncode == 0 and verified.stdout.strip().endswith("ok")
+
+
+def test_strategies_and_models_list():
+    strategies = json.loads(run("strategies", "--format", "json").stdout)
+    assert {"bp", "dbl"} <= set(strategies)
+    listed = run("models", "list").stdout
+    for name in ("resnet20", "resnet56", "resnet18", "vgg11_bn", "vgg16_bn", "mobilenetv2", "small_cnn", "mlp"):
+        assert name in listed
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("cli") / "small.onnx"
+    onnx.save_model(legacy.small_cnn(), path)
+    return path
+
+
+def test_missing_file(tmp_path):
+    assert_user_error(run("transform", tmp_path / "nope.onnx", "-o", tmp_path / "out"), "no such file")
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_onnx(tmp_path):
+    path = tmp_path / "x.onnx"
+    path.write_bytes(b"\x00\x01garbage" * 50)
+    assert_user_error(run("transform", path, "-o", tmp_path / "out"))
+    assert not (tmp_path / "out").exists()
+
+
+def test_truncated(tmp_path, small_model):
+    path = tmp_path / "t.onnx"
+    path.write_bytes(small_model.read_bytes()[:300])
+    assert_user_error(run("inspect", path))
+
+
+def test_checker_failure(tmp_path):
+    model = legacy.small_cnn()
+    model.graph.node[0].input[0] = "nowhere"
+    onnx.save_model(model, tmp_path / "bad.onnx")
+    assert_user_error(run("transform", tmp_path / "bad.onnx", "-o", tmp_path / "out"), "checker")
+
+
+@pytest.mark.parametrize("builder, fragment", [
+    (legacy.no_parametric_layer, "no parametric layer"),
+    (legacy.non_logits_output, "not class logits"),
+    (legacy.unsupported_op_model, "GridSample"),
+])
+def test_model_refusals(tmp_path, builder, fragment):
+    onnx.save_model(builder(), tmp_path / "m.onnx")
+    assert_user_error(run("transform", tmp_path / "m.onnx", "-o", tmp_path / "out"), fragment)
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.onnx"]  # nothing written, not even a temp dir
+
+
+def test_too_many_blocks(tmp_path, small_model):
+    assert_user_error(run("transform", small_model, "-o", tmp_path / "out", "--blocks", "9"), "at most 3")
+
+
+def test_unknown_cut(tmp_path, small_model):
+    assert_user_error(run("transform", small_model, "-o", tmp_path / "out", "--cuts", "nope"),
+                      "not a cut point: nope", "/pool/MaxPool_output_0")
+
+
+def test_unknown_strategy(tmp_path, small_model):
+    assert_user_error(run("transform", small_model, "-o", tmp_path / "out", "--strategy", "magic"), "magic", "dbl")
+
+
+def test_option_the_strategy_does_not_take(tmp_path, small_model):
+    assert_user_error(run("transform", small_model, "-o", tmp_path / "out", "-s", "bp", "--blocks", "2"), "--blocks")
+
+
+def test_existing_output_needs_force(tmp_path, small_model):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("user data")
+    assert_user_error(run("transform", small_model, "-o", out), "already exists", "--force")
+    assert (out / "keep.txt").read_text() == "user data"
+    assert run("transform", small_model, "-o", out, "--force", "--blocks", "2").returncode == 0
+    assert (out / "program.json").exists() and not (out / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no temp or backup dirs left
+
+
+def test_export_refuses_overwrite(tmp_path):
+    target = tmp_path / "m.onnx"
+    target.write_text("mine")
+    assert_user_error(run("models", "export", "small_cnn", "-o", target), "already exists")
+    assert target.read_text() == "mine"
+    assert_user_error(run("models", "export", "resnet1000", "-o", tmp_path / "x.onnx"), "unknown model")
