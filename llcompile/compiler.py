@@ -6,10 +6,10 @@ import os
 
 import onnx_ir as ir
 
-from llcompile.errors import LLCompileError
 from llcompile.emit import emit
 from llcompile.importer import file_sha256, load
 from llcompile.passes import BatchNormModePass
+from llcompile.passes.pipeline import run_passes
 from llcompile.program import Program
 from llcompile.strategies import build_pipeline
 
@@ -32,24 +32,8 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", *, blo
     eval_model = _clone(model)
     BatchNormModePass(training=False)(eval_model)
     training_model = _clone(model)
-    pipeline = ir.passes.PassManager(passes)
-    try:
-        training_model = pipeline(training_model).model
-    except ir.passes.PassError as exc:
-        user_error = _user_error_inside(exc)
-        if user_error is None:
-            raise
-        raise user_error from None
+    training_model = run_passes(passes, training_model).model
     return emit(training_model, eval_model, strategy, options, source)
-
-
-def _user_error_inside(exc: BaseException) -> LLCompileError | None:
-    """The LLCompileError a pass raised, which the pass manager wraps in PassErrors."""
-    while exc is not None:
-        if isinstance(exc, LLCompileError):
-            return exc.with_traceback(None)
-        exc = exc.__cause__
-    return None
 
 
 def _clone(model: ir.Model) -> ir.Model:

@@ -22,6 +22,7 @@ from llcompile.ops import SUPPORTED_OPS
 from llcompile.passes.batchnorm_mode import BatchNormModePass
 from llcompile.passes.dynamic_batch import DynamicBatchPass
 from llcompile.passes.flatten_view import FlattenViewPass
+from llcompile.passes.pipeline import run_passes
 
 # BatchNormalization's training_mode attribute needs opset 14.
 MIN_OPSET = 14
@@ -84,17 +85,16 @@ def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
     proto = _convert_opset(proto, source)
     model = ir.from_proto(proto)
     _refuse_unsupported(model, source)
-    pipeline = ir.passes.PassManager([
+    model = run_passes([
         ir_common.RemoveInitializersFromInputsPass(),
         ir_common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
         FlattenViewPass(),
+        DynamicBatchPass(),
         ir_common.RemoveUnusedNodesPass(),
         ir_common.NameFixPass(),
-        DynamicBatchPass(),
         BatchNormModePass(training=True),
         ir_common.TopologicalSortPass(),
-    ])
-    model = pipeline(model).model
+    ], model).model
     model.ir_version = IR_VERSION
     infer_shapes(model, source)
     _check_interface(model, source)

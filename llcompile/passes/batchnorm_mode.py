@@ -36,14 +36,13 @@ class BatchNormModePass(ir.passes.InPlacePass):
         num_outputs = 3 if self.training else 1
         if is_training == self.training and len(node.outputs) == num_outputs:
             return False
+        if not self.training and any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
+            raise LLCompileError(f"BatchNormalization {node.name!r}: its running statistics are used in the graph")
         node.attributes.pop("spatial", None)  # opset < 9; version conversion usually drops it
         if self.training:
             node.attributes["training_mode"] = ir.AttrInt64("training_mode", 1)
         else:
             node.attributes.pop("training_mode", None)
-            if any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
-                raise LLCompileError(
-                    f"BatchNormalization {node.name!r}: its running statistics are used in the graph")
         node.resize_outputs(num_outputs)
         y = node.outputs[0].name
         for out, suffix in zip(node.outputs[1:], ("running_mean", "running_var")):

@@ -3,6 +3,8 @@
 import numpy as np
 import onnx_ir as ir
 
+from llcompile.errors import LLCompileError
+
 BATCH_DIM = "N"
 
 
@@ -25,17 +27,21 @@ class DynamicBatchPass(ir.passes.InPlacePass):
         for value in data_inputs + list(graph.outputs):
             if value.shape is not None and value.shape.rank() > 0 and value.shape[0] == batch:
                 value.shape = ir.Shape([BATCH_DIM, *value.shape[1:]])
+        rewritten_targets: dict[ir.Value, ir.Value] = {}
         for node in graph:
             if node.op_type == "Reshape":
-                self._unbake_reshape_target(node, batch)
+                self._unbake_reshape_target(node, batch, rewritten_targets)
             for out in node.outputs:
                 if not out.is_graph_output():
                     out.shape = None
         return ir.passes.PassResult(model, True)
 
     @staticmethod
-    def _unbake_reshape_target(node: ir.Node, batch: int) -> None:
+    def _unbake_reshape_target(node: ir.Node, batch: int, rewritten: dict[ir.Value, ir.Value]) -> None:
         target = node.inputs[1]
+        if target in rewritten:
+            node.replace_input_with(1, rewritten[target])
+            return
         if target is None or target.const_value is None:
             return
         dims = target.const_value.numpy()
@@ -44,13 +50,16 @@ class DynamicBatchPass(ir.passes.InPlacePass):
         allowzero = node.attributes.get("allowzero")
         if allowzero is not None and allowzero.as_int() == 1:
             if -1 in dims[1:]:
-                return
+                raise LLCompileError(
+                    f"Reshape {node.name!r} bakes the batch size {batch} into its target {dims.tolist()} "
+                    "(allowzero=1, so it cannot copy the batch): re-export with a dynamic batch")
             new_first = -1
         else:
             new_first = 0  # 0 copies the input's dimension
         new_dims = np.array([new_first, *dims[1:]], dtype=dims.dtype)
-        new_target = ir.Value(name=f"{target.name}.dynamic_batch", shape=ir.Shape(new_dims.shape),
-                              type=ir.TensorType(ir.DataType.INT64),
-                              const_value=ir.tensor(new_dims, name=f"{target.name}.dynamic_batch"))
+        name = f"{target.name}.dynamic_batch"
+        new_target = ir.Value(name=name, shape=ir.Shape(new_dims.shape), type=ir.TensorType(ir.DataType.INT64),
+                              const_value=ir.tensor(new_dims, name=name))
         node.graph.register_initializer(new_target)
         node.replace_input_with(1, new_target)
+        rewritten[target] = new_target

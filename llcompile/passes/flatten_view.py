@@ -31,7 +31,10 @@ def _is_batch_then_rest(target: ir.Value, x: ir.Value) -> bool:
     gather = _producer(unsqueeze.inputs[0], "Gather") if unsqueeze is not None else None
     shape = _producer(gather.inputs[0], "Shape") if gather is not None else None
     index = _const(gather.inputs[1]) if gather is not None else None
-    return shape is not None and shape.inputs[0] is x and index is not None and index.size == 1 and int(index) == 0
+    if shape is None or shape.inputs[0] is not x or index is None or index.size != 1 or int(index) != 0:
+        return False
+    start = shape.attributes.get("start")  # opset 15+: Shape(x, start=s) does not begin at the batch
+    return start is None or start.as_int() == 0
 
 
 class FlattenViewPass(ir.passes.InPlacePass):

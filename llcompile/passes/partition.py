@@ -74,7 +74,7 @@ class PartitionPass(ir.passes.InPlacePass):
             if len(set(self.cuts)) != len(self.cuts):
                 raise LLCompileError(f"--cuts lists a tensor twice: {', '.join(self.cuts)}")
             return sorted(self.cuts, key=valid.index)
-        blocks = self.blocks or 1
+        blocks = 1 if self.blocks is None else self.blocks
         if blocks < 1:
             raise LLCompileError(f"--blocks must be at least 1, got {blocks}")
         if blocks > len(analysis.segments):

@@ -1,0 +1,287 @@
+"""AuxHeadsPass: head structure, initialisation, the plan it records, and the numbers it computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import onnxruntime as ort
+import pytest
+
+from llcompile.errors import LLCompileError
+from llcompile.importer import canonicalize
+from llcompile.passes.aux_heads import AuxHeadsPass
+from llcompile.passes.model_loss import ModelLossPass
+from llcompile.passes.partition import PartitionPass
+from llcompile.plan import Plan
+from tests.fixtures import legacy_models as lm
+
+# small_cnn: input [N,3,16,16]; cut points /pool/MaxPool_output_0 [N,8,8,8] and
+# /fc/Flatten_output_0 [N,8]; 10 classes.
+CUT_4D = "/pool/MaxPool_output_0"
+CUT_2D = "/fc/Flatten_output_0"
+CHANNELS = 8
+CLASSES = 10
+
+
+def _annotated(kind: str = "fc", seed: int = 0, cuts=(CUT_4D, CUT_2D)) -> ir.Model:
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=list(cuts))(model)
+    result = AuxHeadsPass(kind=kind, seed=seed)(model)
+    assert result.modified is True and result.model is model
+    return model
+
+
+def _head_nodes(model: ir.Model, stage: str) -> list[ir.Node]:
+    return [n for n in model.graph if n.name.startswith(f"{stage}.aux.") or n.name == f"{stage}.aux_loss"]
+
+
+def _attrs(node: ir.Node) -> dict:
+    return {k: v.value for k, v in node.attributes.items()}
+
+
+def _init(model: ir.Model, name: str) -> np.ndarray:
+    return model.graph.initializers[name].const_value.numpy()
+
+
+def _softmax_ce(logits: np.ndarray, labels: np.ndarray) -> float:
+    z = logits.astype(np.float64)
+    z = z - z.max(axis=1, keepdims=True)
+    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-log_p[np.arange(len(labels)), labels].mean())
+
+
+def _session(proto: onnx.ModelProto) -> ort.InferenceSession:
+    """ORT CPU session. ORT's ConstantSharing optimizer merges equal initializers (the head BN's
+    weight == running_var == 1, bias == running_mean == 0), and training-mode BN then writes its
+    running statistics over the shared buffer: wrong outputs that drift from run to run. Disable it
+    so that the reference is ONNX semantics."""
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=["ConstantSharing"])
+
+
+def _run(model: ir.Model, extra_outputs: list[str], x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    """Run `model` with `extra_outputs` (intermediate values) exposed as graph outputs."""
+    model = ir.from_proto(ir.to_proto(model))  # a copy
+    produced = {v.name: v for n in model.graph for v in n.outputs}
+    for name in extra_outputs:
+        model.graph.outputs.append(produced[name])
+    proto = ir.to_proto(model)
+    session = _session(proto)
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"input": x, "labels": labels})))
+
+
+def _batch(n: int = 4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n, 3, 16, 16)).astype(np.float32),
+            rng.integers(0, CLASSES, n).astype(np.int64))
+
+
+# ---------------------------------------------------------------- structure
+
+
+def test_fc_head_on_4d_cut_is_gap_flatten_gemm():
+    model = _annotated("fc")
+    nodes = _head_nodes(model, "block1")
+    assert [n.op_type for n in nodes] == ["GlobalAveragePool", "Flatten", "Gemm", "SoftmaxCrossEntropyLoss"]
+    gap, flatten, gemm, loss = nodes
+    assert gap.inputs[0].name == CUT_4D
+    assert flatten.inputs[0] is gap.outputs[0] and _attrs(flatten)["axis"] == 1
+    assert gemm.inputs[0] is flatten.outputs[0] and _attrs(gemm)["transB"] == 1
+    assert gemm.inputs[1].const_value.shape == (CLASSES, CHANNELS)
+    assert gemm.inputs[2].const_value.shape == (CLASSES,)
+    assert loss.inputs[0] is gemm.outputs[0] and loss.inputs[1].name == "labels"
+    assert _attrs(loss)["reduction"] == "mean"
+
+
+def test_fc_head_on_2d_cut_is_a_single_gemm():
+    model = _annotated("fc")
+    nodes = _head_nodes(model, "block2")
+    assert [n.op_type for n in nodes] == ["Gemm", "SoftmaxCrossEntropyLoss"]
+    gemm = nodes[0]
+    assert gemm.inputs[0].name == CUT_2D and _attrs(gemm)["transB"] == 1
+    assert gemm.inputs[1].const_value.shape == (CLASSES, CHANNELS)
+
+
+def test_conv_head_on_4d_cut():
+    model = _annotated("conv")
+    nodes = _head_nodes(model, "block1")
+    assert [n.op_type for n in nodes] == ["Conv", "BatchNormalization", "Relu", "GlobalAveragePool", "Flatten",
+                                          "Gemm", "Relu", "Gemm", "SoftmaxCrossEntropyLoss"]
+    conv, bn = nodes[0], nodes[1]
+    assert conv.inputs[0].name == CUT_4D
+    assert conv.inputs[1].const_value.shape == (CHANNELS, CHANNELS, 1, 1)
+    assert tuple(_attrs(conv)["kernel_shape"]) == (1, 1)
+    assert _attrs(bn)["training_mode"] == 1 and len(bn.outputs) == 3
+    assert all(v.const_value is not None for v in bn.inputs[1:5])
+    gemms = [n for n in nodes if n.op_type == "Gemm"]
+    assert [g.inputs[1].const_value.shape for g in gemms] == [(CHANNELS, CHANNELS), (CLASSES, CHANNELS)]
+
+
+def test_conv_head_on_2d_cut_is_an_mlp():
+    model = _annotated("conv")
+    assert [n.op_type for n in _head_nodes(model, "block2")] == ["Gemm", "Relu", "Gemm", "SoftmaxCrossEntropyLoss"]
+
+
+@pytest.mark.parametrize("kind", ["fc", "conv"])
+def test_plan_records_losses_and_heads(kind):
+    model = _annotated(kind)
+    plan = Plan.read(model)
+    assert plan.options["aux_head"] == kind
+    graph_outputs = [v.name for v in model.graph.outputs]
+    assert graph_outputs == ["logits", "block1.aux_loss", "block2.aux_loss"]
+    owners: dict[str, str] = {}
+    for stage in plan.stages[:-1]:
+        assert stage.loss == f"{stage.name}.aux_loss"
+        assert stage.head["kind"] == kind
+        loss_node = model.graph.outputs[graph_outputs.index(stage.loss)].producer()
+        assert loss_node.op_type == "SoftmaxCrossEntropyLoss"
+        assert loss_node.inputs[0].name == stage.head["logits"]
+        assert stage.head["params"] == sorted(stage.head["params"])
+        for name in stage.head["params"]:
+            assert name in model.graph.initializers and name.startswith(f"{stage.name}.aux.")
+            assert name not in owners
+            owners[name] = stage.name
+    final = plan.stages[-1]
+    assert final.kind == "final" and final.loss is None and final.head is None
+    # every initializer the pass added is recorded as some head's parameter
+    original = set(canonicalize(lm.small_cnn()).graph.initializers)
+    assert set(model.graph.initializers) - original == set(owners)
+
+
+def test_final_stage_gets_no_head_even_with_one_block():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(blocks=1)(model)
+    n_nodes = len(list(model.graph))
+    assert AuxHeadsPass()(model).modified is False
+    assert len(list(model.graph)) == n_nodes
+    assert [v.name for v in model.graph.outputs] == ["logits"]
+
+
+def test_labels_input_added_once():
+    model = _annotated("fc")
+    ModelLossPass()(model)
+    labels = [v for v in model.graph.inputs if v.name == "labels"]
+    assert len(labels) == 1
+    assert labels[0].dtype == ir.DataType.INT64
+    assert labels[0].shape.rank() == 1 and not isinstance(labels[0].shape[0], int)
+    assert [v.name for v in model.graph.inputs] == ["input", "labels"]
+
+
+def test_second_run_changes_nothing():
+    model = _annotated("conv")
+    before = ir.to_proto(model).SerializeToString()
+    assert AuxHeadsPass(kind="conv")(model).modified is False
+    assert ir.to_proto(model).SerializeToString() == before
+
+
+# ---------------------------------------------------------------- initialisation
+
+
+def _head_weights(model: ir.Model) -> dict[str, np.ndarray]:
+    plan = Plan.read(model)
+    return {n: _init(model, n) for s in plan.stages[:-1] for n in s.head["params"]}
+
+
+@pytest.mark.parametrize("kind", ["fc", "conv"])
+def test_same_seed_same_weights_other_seed_different(kind):
+    a, b, c = (_head_weights(_annotated(kind, seed=s)) for s in (7, 7, 8))
+    assert a.keys() == b.keys() == c.keys()
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    random_params = [k for k in a if k.endswith(("weight", "bias")) and ".bn." not in k]
+    assert random_params
+    assert all(not np.array_equal(a[k], c[k]) for k in random_params)
+
+
+def test_blocks_get_different_weights():
+    model = canonicalize(lm.matmul_mlp())  # cuts relu_0, relu_1: both [N,32]
+    PartitionPass(blocks=3)(model)
+    AuxHeadsPass(seed=0)(model)
+    assert not np.array_equal(_init(model, "block1.aux.fc.weight"), _init(model, "block2.aux.fc.weight"))
+
+
+@pytest.mark.parametrize("kind", ["fc", "conv"])
+def test_init_bound_is_one_over_sqrt_fan_in(kind):
+    model = _annotated(kind)
+    fan_in = CHANNELS  # every head layer reads C channels (1x1 conv, C -> C, C -> classes)
+    bound = 1.0 / np.sqrt(fan_in)
+    checked = 0
+    for name, w in _head_weights(model).items():
+        if ".bn." in name:
+            continue
+        assert np.abs(w).max() <= bound, name
+        assert np.abs(w).max() > 0.5 * bound, name  # drawn from the whole range, not a tiny one
+        assert w.dtype == np.float32
+        checked += 1
+    assert checked == (4 if kind == "fc" else 9)  # fc: 2 heads x (w, b); conv: conv.w + 2 heads x (fc1, fc2)
+
+
+def test_conv_head_bn_starts_at_identity():
+    model = _annotated("conv")
+    np.testing.assert_array_equal(_init(model, "block1.aux.bn.weight"), np.ones(CHANNELS))
+    np.testing.assert_array_equal(_init(model, "block1.aux.bn.bias"), np.zeros(CHANNELS))
+    np.testing.assert_array_equal(_init(model, "block1.aux.bn.running_mean"), np.zeros(CHANNELS))
+    np.testing.assert_array_equal(_init(model, "block1.aux.bn.running_var"), np.ones(CHANNELS))
+
+
+# ---------------------------------------------------------------- errors
+
+
+def test_unknown_kind():
+    with pytest.raises(LLCompileError, match="unknown aux head 'mlp'.*fc.*conv"):
+        AuxHeadsPass(kind="mlp")
+
+
+def test_without_plan_is_a_precondition_error():
+    model = canonicalize(lm.small_cnn())
+    with pytest.raises(ir.passes.PreconditionError, match="PartitionPass"):
+        AuxHeadsPass()(model)
+
+
+# ---------------------------------------------------------------- validity and numerics
+
+
+@pytest.mark.parametrize("kind", ["fc", "conv"])
+def test_annotated_model_passes_the_checker(kind):
+    model = _annotated(kind)
+    ModelLossPass()(model)
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+
+
+def _gemm(x, model, prefix):
+    return x @ _init(model, f"{prefix}.weight").T + _init(model, f"{prefix}.bias")
+
+
+def test_fc_head_numerics():
+    model = _annotated("fc")
+    x, labels = _batch()
+    out = _run(model, [CUT_4D, CUT_2D, "block1.aux.logits", "block2.aux.logits"], x, labels)
+    # head logits recomputed in numpy from the cut activations and the head weights
+    logits1 = _gemm(out[CUT_4D].mean(axis=(2, 3)), model, "block1.aux.fc")
+    logits2 = _gemm(out[CUT_2D], model, "block2.aux.fc")
+    np.testing.assert_allclose(out["block1.aux.logits"], logits1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out["block2.aux.logits"], logits2, rtol=1e-5, atol=1e-5)
+    assert out["block1.aux_loss"].shape == ()
+    np.testing.assert_allclose(out["block1.aux_loss"], _softmax_ce(logits1, labels), rtol=1e-5)
+    np.testing.assert_allclose(out["block2.aux_loss"], _softmax_ce(logits2, labels), rtol=1e-5)
+    # the model's own output is unchanged by the heads
+    plain = _session(ir.to_proto(canonicalize(lm.small_cnn()))).run(None, {"input": x})[0]
+    np.testing.assert_allclose(out["logits"], plain, rtol=1e-6, atol=1e-6)
+
+
+def test_conv_head_numerics():
+    model = _annotated("conv")
+    x, labels = _batch()
+    out = _run(model, [CUT_4D, "block1.aux.logits"], x, labels)
+    a = out[CUT_4D].astype(np.float64)
+    w = _init(model, "block1.aux.conv.weight")[:, :, 0, 0]
+    y = np.einsum("oc,nchw->nohw", w, a)
+    mean, var = y.mean(axis=(0, 2, 3), keepdims=True), y.var(axis=(0, 2, 3), keepdims=True)  # batch statistics
+    y = np.maximum((y - mean) / np.sqrt(var + 1e-5), 0.0)  # BN starts as the identity affine map
+    h = np.maximum(_gemm(y.mean(axis=(2, 3)), model, "block1.aux.fc1"), 0.0)
+    logits = _gemm(h, model, "block1.aux.fc2")
+    np.testing.assert_allclose(out["block1.aux.logits"], logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["block1.aux_loss"], _softmax_ce(logits, labels), rtol=1e-5)
