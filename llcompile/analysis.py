@@ -117,10 +117,12 @@ def logits_value(graph: ir.Graph) -> ir.Value:
 
 
 def num_classes_of(logits: ir.Value) -> int | None:
+    """C for logits of shape [N, C], or [N, C, 1, ..., 1] (a 1x1-conv classifier); else None."""
     shape = logits.shape
-    if shape is None or shape.rank() != 2 or not isinstance(shape[1], int) or shape[1] < 2:
+    if shape is None or shape.rank() < 2 or any(d != 1 for d in list(shape)[2:]):
         return None
-    return shape[1]
+    classes = shape[1]
+    return classes if isinstance(classes, int) and classes >= 2 else None
 
 
 def data_dependent_nodes(graph: ir.Graph) -> list[ir.Node]:

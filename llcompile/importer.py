@@ -22,6 +22,7 @@ from llcompile.ops import SUPPORTED_OPS
 from llcompile.passes.batchnorm_mode import BatchNormModePass
 from llcompile.passes.dynamic_batch import DynamicBatchPass
 from llcompile.passes.flatten_view import FlattenViewPass
+from llcompile.passes.fold_constants import FoldConstantsPass
 from llcompile.passes.pipeline import run_passes
 
 # BatchNormalization's training_mode attribute needs opset 14.
@@ -84,10 +85,10 @@ def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
         raise LLCompileError(f"{source}: fails the ONNX checker: {_first_line(exc)}") from None
     proto = _convert_opset(proto, source)
     model = ir.from_proto(proto)
-    _refuse_unsupported(model, source)
     model = run_passes([
         ir_common.RemoveInitializersFromInputsPass(),
         ir_common.LiftConstantsToInitializersPass(lift_all_constants=True, size_limit=0),
+        FoldConstantsPass(),
         FlattenViewPass(),
         DynamicBatchPass(),
         ir_common.RemoveUnusedNodesPass(),
@@ -95,6 +96,7 @@ def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
         BatchNormModePass(training=True),
         ir_common.TopologicalSortPass(),
     ], model).model
+    _refuse_unsupported(model, source)  # after folding: constant subgraphs may use any op
     model.ir_version = IR_VERSION
     infer_shapes(model, source)
     _check_interface(model, source)

@@ -52,7 +52,7 @@ class PartitionPass(ir.passes.InPlacePass):
             raise LLCompileError("the model has no parametric layer (Conv, Gemm or MatMul with a weight)")
         if analysis.num_classes is None:
             raise LLCompileError(
-                f"output {analysis.output!r} is not class logits: expected shape [N, classes], "
+                f"output {analysis.output!r} is not class logits: expected shape [N, classes] or [N, classes, 1, 1], "
                 f"got {analysis.segments[-1].output_shape}")
         cuts = self._choose_cuts(analysis)
         boundaries = [analysis.input, *cuts, analysis.output]
