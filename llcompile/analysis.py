@@ -87,24 +87,29 @@ def parameter_roles(graph: ir.Graph) -> dict[str, str]:
     Other initializers (shape constants, scalars) are constants and are not listed.
     """
     roles: dict[str, str] = {}
+    affine: set[ir.Node] = set()  # nodes whose output is an affine function of a layer's
     for node in graph:
         consts = [v for v in node.inputs if v is not None and v.const_value is not None]
         if is_parametric(node):
             roles.update({v.name: "param" for v in consts})
+            affine.add(node)
         elif node.op_type == "BatchNormalization":
             roles.update({v.name: "param" for v in node.inputs[1:3]})
             roles.update({v.name: "buffer" for v in node.inputs[3:5]})
+            affine.add(node)
         elif node.op_type == "PRelu":
             roles.update({v.name: "param" for v in consts})
-        elif node.op_type == "Add" and _follows_parametric(node):
-            roles.update({v.name: "param" for v in consts if v.dtype == ir.DataType.FLOAT})
+        elif node.op_type in ("Add", "Mul") and _follows(node, affine):
+            # a bias (dynamo writes Linear as MatMul + Add) or a Caffe "Scale" layer after BN
+            vectors = [v for v in consts if v.dtype == ir.DataType.FLOAT and v.const_value.size > 1]
+            roles.update({v.name: "param" for v in vectors})
+            if vectors:
+                affine.add(node)
     return roles
 
 
-def _follows_parametric(node: ir.Node) -> bool:
-    """An Add right after a MatMul/Conv is that layer's bias (dynamo writes Linear this way)."""
-    return any(v is not None and v.producer() is not None and is_parametric(v.producer())
-               for v in node.inputs)
+def _follows(node: ir.Node, producers: set[ir.Node]) -> bool:
+    return any(v is not None and v.producer() in producers for v in node.inputs)
 
 
 def logits_value(graph: ir.Graph) -> ir.Value:

@@ -63,3 +63,26 @@ def test_analysis_does_not_mutate(zoo_file):
     before = ir.to_proto(model).SerializeToString()
     llcompile.analyze(model)
     assert ir.to_proto(model).SerializeToString() == before
+
+
+def test_parameter_roles_cover_biases_and_scale_layers():
+    import numpy as np
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from llcompile.analysis import parameter_roles
+
+    inits = {"w": np.ones((4, 3)), "b": np.ones(3), "scale": np.ones(3), "shift": np.ones(3), "two": np.array(2.0),
+             "bn_s": np.ones(3), "bn_b": np.ones(3), "bn_m": np.zeros(3), "bn_v": np.ones(3)}
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), helper.make_node("Add", ["m", "b"], ["a"]),
+             helper.make_node("Unsqueeze", ["a", "axes"], ["u"]),
+             helper.make_node("BatchNormalization", ["u", "bn_s", "bn_b", "bn_m", "bn_v"], ["n"]),
+             helper.make_node("Mul", ["n", "scale"], ["s"]), helper.make_node("Add", ["s", "shift"], ["t"]),
+             helper.make_node("Mul", ["t", "two"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()]
+                              + [numpy_helper.from_array(np.array([2], np.int64), "axes")])
+    roles = parameter_roles(ir.from_proto(helper.make_model(graph)).graph)
+    assert roles == {"w": "param", "b": "param", "bn_s": "param", "bn_b": "param", "bn_m": "buffer",
+                     "bn_v": "buffer", "scale": "param", "shift": "param"}  # not the scalar, not the axes
