@@ -179,6 +179,15 @@ def test_running_statistics_in_use_cannot_be_dropped():
         BatchNormModePass(training=False)(model)
 
 
-def test_scale_not_an_initializer_through_canonicalize():
+def test_scale_computed_from_constants_is_folded_by_canonicalize():
+    model = canonicalize(_bn_model(constant_scale=False))
+    assert _bn(model).inputs[1].const_value is not None and _is_training_form(_bn(model))
+
+
+def test_scale_computed_from_the_data_is_refused_by_canonicalize():
+    proto = _bn_model()
+    bn = next(n for n in proto.graph.node if n.op_type == "BatchNormalization")
+    bn.input[1] = "data_scale"
+    proto.graph.node.insert(0, helper.make_node("ReduceMean", ["x"], ["data_scale"], axes=[0, 2, 3], keepdims=0))
     with pytest.raises(LLCompileError, match="constant"):
-        canonicalize(_bn_model(constant_scale=False))
+        canonicalize(proto)
