@@ -1,0 +1,82 @@
+"""What a training backend provides: one trainable object per program stage.
+
+The runtime (``llcompile/train``) drives stages in order: ``train_step`` on a batch returns the
+stage's loss, its classifier's number of correct predictions and the *detached* output
+activation, which is the next stage's input. Backends know nothing of strategies; a stage is an
+ONNX graph with inputs ``[input, labels]`` and outputs ``[loss, output]`` (see program.py).
+
+State is exchanged by name as numpy arrays, so a program re-emitted with other boundaries can
+continue from the same weights: parameter and buffer names are the ONNX initializer names;
+optimizer slots are ``"<param>/<slot>"`` (``momentum_buffer``, ``exp_avg``, ``exp_avg_sq``) plus
+``"<stage>/step"``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from llcompile.program import Program, Stage
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """The optimizer every stage uses; both backends implement exactly torch's update rules."""
+
+    name: str = "sgd"  # sgd (momentum, optional Nesterov, coupled weight decay) | adamw
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+
+
+@dataclass
+class StepResult:
+    loss: float
+    correct: int  # correct top-1 predictions of the stage's classifier (aux head or model head)
+    output: Any  # the stage's output activation, detached; backend-specific array type
+
+
+def classifier_logits_name(stage: Stage, program: Program) -> str:
+    """The tensor whose argmax is the stage's prediction: its aux head's logits, or the model's."""
+    return stage.head["logits"] if stage.head else program.logits
+
+
+class TrainableStage(ABC):
+    name: str
+
+    @abstractmethod
+    def train_step(self, x: Any, labels: Any, lr: float) -> StepResult:
+        """Forward, backward and one optimizer step at learning rate ``lr`` (BN on batch statistics)."""
+
+    @abstractmethod
+    def forward(self, x: Any) -> Any:
+        """Inference output (BN on running statistics, no gradients); the logits for the last stage."""
+
+    @abstractmethod
+    def state(self) -> dict[str, np.ndarray]:
+        """Parameters, buffers and optimizer slots by name (copies)."""
+
+    @abstractmethod
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        """Set every entry of ``state`` this stage has; ignore the others."""
+
+
+class Backend(ABC):
+    name: str
+
+    @abstractmethod
+    def build(self, program: Program, optimizer: OptimizerConfig) -> list[TrainableStage]:
+        """One TrainableStage per program stage, in execution order, initialised from the graphs."""
+
+    @abstractmethod
+    def to_batch(self, x: np.ndarray, labels: np.ndarray) -> tuple[Any, Any]:
+        """Move a batch (float32 NC..., int64 labels) to the backend's array type and device."""
+
+    @abstractmethod
+    def to_numpy(self, value: Any) -> np.ndarray:
+        """Bring an output activation back as a numpy array."""
