@@ -15,11 +15,16 @@ from llcompile.errors import LLCompileError
 FORMATS = click.Choice(["text", "json"])
 
 
-def _csv(_ctx, _param, value: str | None) -> list[str] | None:
-    return [v.strip() for v in value.split(",") if v.strip()] if value else None
+def _parse_csv(_ctx, _param, value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    if not names:
+        raise click.BadParameter("expected one or more tensor names separated by commas")
+    return names
 
 
-def _shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
+def _parse_input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
     try:
@@ -50,18 +55,18 @@ def cli() -> None:
               help="Program directory to write (refused if it exists, unless --force).")
 @click.option("-s", "--strategy", default="dbl", show_default=True, help="See `llcompile strategies`.")
 @click.option("-k", "--blocks", type=click.IntRange(min=1), help="dbl: number of blocks [default: 4].")
-@click.option("--cuts", callback=_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
+@click.option("--cuts", callback=_parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
 @click.option("--aux-head", type=click.Choice(["fc", "conv"]), help="dbl: aux head kind [default: fc].")
-@click.option("--seed", type=int, help="dbl: seed of the aux-head initialisation [default: 0].")
+@click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 def transform(model, out_dir, strategy, blocks, cuts, aux_head, seed, force, fmt) -> None:
     """Compile MODEL.onnx into a training program directory."""
     from llcompile.compiler import transform as compile_model
     from llcompile.inspection import describe_program, render_text
+    from llcompile.program import check_output_dir
 
-    if out_dir.exists() and not force:
-        raise LLCompileError(f"{out_dir} already exists (use --force to replace it)")
+    check_output_dir(out_dir, force)  # before compiling, which can take a while
     program = compile_model(model, strategy, blocks=blocks, cuts=cuts, aux_head=aux_head, seed=seed)
     program.save(out_dir, force=force)
     description = describe_program(program)
@@ -103,6 +108,52 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 
 
 @cli.command()
+@click.argument("program_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--data", required=True, help="cifar10:PATH | digits | mnist1d | synthetic[:N].")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate [default: 0.1 sgd, 1e-3 adamw].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--nesterov/--no-nesterov", default=True, show_default=True)
+@click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(min=0))
+@click.option("--lr-schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
+@click.option("--backend", type=click.Choice(["torch", "ort"]), default="torch", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--torch-mode", type=click.Choice(["eager", "script", "compile"]), default="eager", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch [default: torch's].")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where metrics, checkpoints and the trained model go [default: PROGRAM_DIR/run].")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Replace an existing run in --run-dir.")
+@click.option("--data-limit", type=click.IntRange(min=1), help="Use at most N samples per split (smoke tests).")
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Format of the final summary.")
+def train(program_dir, data, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, lr_schedule,
+          backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt) -> None:
+    """Train a compiled program (from `transform`) on a data set."""
+    from llcompile.backends.base import OptimizerConfig
+    from llcompile.train import TrainConfig
+    from llcompile.train import train as run_training
+
+    config = TrainConfig(
+        data=data, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+        optimizer=OptimizerConfig(name=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay),
+        backend=backend, device=device, torch_mode=torch_mode, seed=seed, threads=threads, data_limit=data_limit)
+    result = run_training(program_dir, config, run_dir or program_dir / "run", resume=resume, force=force,
+                          show_progress=not quiet)
+    summary = {"run_dir": str(result.run_dir), "test_acc": result.test_accuracy,
+               "trained_model": str(result.trained_model), "epochs": result.history}
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        last = result.history[-1]
+        click.echo(f"test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
+                   f"trained model {result.trained_model}; metrics {result.run_dir / 'metrics.jsonl'}")
+
+
+@cli.command()
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 def strategies(fmt) -> None:
     """List the strategies `transform` knows."""
@@ -141,7 +192,7 @@ def models_list(fmt) -> None:
 @click.argument("name")
 @click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--num-classes", default=10, show_default=True, type=click.IntRange(min=2))
-@click.option("--input-shape", callback=_shape, help="C,H,W of one sample [default: 3,32,32].")
+@click.option("--input-shape", callback=_parse_input_shape, help="C,H,W of one sample [default: 3,32,32].")
 @click.option("--mode", type=click.Choice(["training", "eval", "eval-unfolded", "dynamo"]), default="training",
               show_default=True, help="Export form; `training` keeps BatchNormalization trainable.")
 @click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 21))
@@ -157,8 +208,13 @@ def models_export(name, output, num_classes, input_shape, mode, opset, seed, for
         raise LLCompileError(f"unknown model {name!r}; available: {', '.join(list_models())}")
     if output.exists() and not force:
         raise LLCompileError(f"{output} already exists (use --force to overwrite it)")
+    if mode == "dynamo" and opset < 18:
+        raise LLCompileError(f"--mode dynamo exports opset 18 or newer, not {opset}")
     torch.manual_seed(seed)
-    export(name, output, num_classes=num_classes, input_shape=input_shape or (3, 32, 32), mode=mode, opset=opset)
+    try:
+        export(name, output, num_classes=num_classes, input_shape=input_shape or (3, 32, 32), mode=mode, opset=opset)
+    except OSError as exc:
+        raise LLCompileError(f"cannot write {output}: {exc.strerror or exc}") from None
     click.echo(f"wrote {output}")
 
 
@@ -166,8 +222,8 @@ def main() -> None:
     """Entry point: user errors are one line on stderr with exit code 2, never a traceback."""
     try:
         cli.main(standalone_mode=False)
-    except click.ClickException as exc:
-        exc.show()
+    except click.ClickException as exc:  # usage errors included: one line, like every other error
+        click.echo(f"llcompile: error: {exc.format_message()}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
@@ -181,7 +237,10 @@ def main() -> None:
     except Exception as exc:  # a bug in llcompile, not in the input: one line unless asked
         if os.environ.get("LLCOMPILE_DEBUG"):
             raise
-        click.echo(f"llcompile: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+        while exc.__cause__ is not None:  # the pass manager wraps errors: report the innermost
+            exc = exc.__cause__
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(f"llcompile: internal error: {type(exc).__name__}: {message} "
                    "(set LLCOMPILE_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import onnx_ir as ir
+from onnx_ir.passes import common as ir_common
 
 from llcompile.emit import emit
 from llcompile.importer import file_sha256, load
@@ -27,10 +28,10 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", *, blo
     if isinstance(model, ir.Model):
         source = {"path": None, "sha256": None}
     else:
-        source = {"path": os.fspath(model), "sha256": file_sha256(model) if os.path.isfile(model) else None}
+        source = {"path": os.path.abspath(model), "sha256": file_sha256(model) if os.path.isfile(model) else None}
         model = load(model)
     eval_model = _clone(model)
-    BatchNormModePass(training=False)(eval_model)
+    run_passes([BatchNormModePass(training=False), ir_common.RemoveUnusedNodesPass()], eval_model)
     training_model = _clone(model)
     training_model = run_passes(passes, training_model).model
     return emit(training_model, eval_model, strategy, options, source)

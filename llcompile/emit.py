@@ -44,7 +44,10 @@ def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, so
 
 
 def _extract_stage(model: ir.Model, stage: StagePlan, labels: str) -> onnx.ModelProto:
-    graph = ir.convenience.extract(model.graph, inputs=[stage.input, labels], outputs=[stage.loss, stage.output])
+    try:
+        graph = ir.convenience.extract(model.graph, inputs=[stage.input, labels], outputs=[stage.loss, stage.output])
+    except ValueError as exc:  # a tensor from another block is needed, e.g. shape arithmetic across a cut
+        raise LLCompileError(f"stage {stage.name} cannot be cut out on its own: {str(exc).splitlines()[0]}") from None
     graph.name = stage.name
     stage_model = ir.Model(graph, ir_version=IR_VERSION, producer_name="llcompile")
     return to_checked_proto(stage_model, f"stage {stage.name}")
@@ -57,5 +60,5 @@ def to_checked_proto(model: ir.Model, what: str) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(proto, full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise LLCompileError(f"internal error: {what} fails the ONNX checker: {str(exc).splitlines()[0]}") from None
+        raise RuntimeError(f"{what} fails the ONNX checker: {str(exc).splitlines()[0]}") from exc
     return proto

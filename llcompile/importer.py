@@ -8,6 +8,7 @@ order, inferred shapes, BatchNormalization in training form, only supported ops.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from pathlib import Path
 
@@ -31,6 +32,8 @@ MIN_OPSET = 14
 MAX_OPSET = 21
 # onnxruntime 1.19 refuses newer IR versions ("Unsupported model IR version").
 IR_VERSION = 10
+# initializers above this many elements are passed to shape inference by type only
+LARGE_INITIALIZER = 1024
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -104,11 +107,29 @@ def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
 
 
 def infer_shapes(model: ir.Model, source: str = "model") -> None:
-    """Run ONNX shape inference (strict) in place."""
+    """Run strict ONNX shape inference and store the inferred types and shapes in ``model``.
+
+    Large initializers are handed to onnx as typed graph inputs, not as data, so that inference
+    does not copy megabytes of weights (small ones stay: Reshape targets need their values).
+    """
+    proto = ir.to_proto(model)
+    large = [t for t in proto.graph.initializer if math.prod(t.dims) > LARGE_INITIALIZER]
+    for tensor in large:
+        proto.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
+    kept = [t for t in proto.graph.initializer if math.prod(t.dims) <= LARGE_INITIALIZER]
+    del proto.graph.initializer[:]
+    proto.graph.initializer.extend(kept)
     try:
-        ir_common.ShapeInferencePass(strict_mode=True)(model)
-    except Exception as exc:  # onnx raises InferenceError, ValidationError or RuntimeError
+        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
+    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
         raise LLCompileError(f"{source}: shape inference failed: {_first_line(exc)}") from None
+    types = {info.name: info.type for info in [*inferred.graph.value_info, *inferred.graph.output]}
+    for node in model.graph:
+        for value in node.outputs:
+            if value.name in types:
+                inferred_value = ir.serde.deserialize_value_info_proto(
+                    onnx.helper.make_value_info(value.name, types[value.name]), None)
+                value.type, value.shape = inferred_value.type, inferred_value.shape
 
 
 def _convert_opset(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
@@ -158,6 +179,15 @@ def _check_interface(model: ir.Model, source: str) -> None:
         raise LLCompileError(
             f"{source}: expected one output (the class logits), found {len(model.graph.outputs)} "
             f"({', '.join(v.name for v in model.graph.outputs)})")
+    for value in (data_inputs[0], model.graph.outputs[0]):
+        if value.dtype != ir.DataType.FLOAT:
+            raise LLCompileError(f"{source}: {value.name!r} is {value.dtype.name.lower()}; llcompile trains "
+                                 "float32 models (convert the model to float32 first)")
+    for node in model.graph:
+        if node.op_type in ("Gemm", "MatMul") and node.inputs[0].const_value is not None \
+                and node.inputs[1].const_value is None:
+            raise LLCompileError(f"{source}: {node.op_type} {node.name!r} has its weight as the first operand "
+                                 "(W @ x); only x @ W layers can be trained")
 
 
 def _first_line(exc: BaseException) -> str:

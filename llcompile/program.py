@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
+from google.protobuf.message import DecodeError
 
 from llcompile import __version__
 from llcompile.errors import LLCompileError
@@ -73,22 +74,22 @@ class Program:
     def save(self, out_dir: str | os.PathLike, force: bool = False) -> Path:
         """Write the program directory; refuse an existing one unless ``force``."""
         out = Path(out_dir)
-        if out.exists() and not force:
-            raise LLCompileError(f"{out} already exists (use --force to replace it)")
-        if out.exists() and not out.is_dir():
-            raise LLCompileError(f"{out} exists and is not a directory")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        check_output_dir(out, force)
+        tmp = None
         try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
             (tmp / "stages").mkdir()
             for stage in self.stages:
                 onnx.save_model(stage.model, tmp / stage.graph)
             onnx.save_model(self.eval_model, tmp / EVAL_MODEL_FILE)
             (tmp / PROGRAM_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n")
             _replace_dir(tmp, out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
+        except OSError as exc:
+            raise LLCompileError(f"cannot write {out}: {exc.strerror or exc}") from None
+        finally:
+            if tmp is not None and tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
         return out
 
     @classmethod
@@ -98,18 +99,33 @@ class Program:
             data = json.loads((root / PROGRAM_FILE).read_text())
         except (OSError, json.JSONDecodeError) as exc:
             raise LLCompileError(f"{root}: not a program directory ({exc})") from None
-        if data.get("format_version") != FORMAT_VERSION:
+        if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
+            version = data.get("format_version") if isinstance(data, dict) else None
             raise LLCompileError(
-                f"{root}: program format {data.get('format_version')} is not supported "
+                f"{root}: program format {version} is not supported "
                 f"(this llcompile reads format {FORMAT_VERSION}); re-run transform")
-        data.pop("eval_model")
-        stages = [Stage(**s) for s in data.pop("stages")]
-        program = cls(stages=stages, **data)
-        if with_graphs:
-            for stage in stages:
-                stage.model = onnx.load(str(root / stage.graph))
-            program.eval_model = onnx.load(str(root / EVAL_MODEL_FILE))
+        try:
+            data.pop("eval_model")
+            stages = [Stage(**s) for s in data.pop("stages")]
+            program = cls(stages=stages, **data)
+            if with_graphs:
+                for stage in stages:
+                    stage.model = onnx.load(str(root / stage.graph))
+                program.eval_model = onnx.load(str(root / EVAL_MODEL_FILE))
+        except (KeyError, TypeError, OSError, DecodeError) as exc:
+            raise LLCompileError(f"{root}: damaged program directory ({type(exc).__name__}: {exc})") from None
         return program
+
+
+def check_output_dir(out: Path, force: bool) -> None:
+    """Refuse to replace an existing directory without ``force``, a file, or the working directory
+    (or one of its parents)."""
+    if out.exists() and not out.is_dir():
+        raise LLCompileError(f"{out} exists and is not a directory")
+    if out.exists() and not force:
+        raise LLCompileError(f"{out} already exists (use --force to replace it)")
+    if out.exists() and Path.cwd().resolve().is_relative_to(out.resolve()):
+        raise LLCompileError(f"{out} is the working directory or contains it; choose another output directory")
 
 
 def is_program_dir(path: str | os.PathLike) -> bool:
@@ -122,11 +138,12 @@ def _replace_dir(new: Path, target: Path) -> None:
         os.replace(new, target)
         return
     backup = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=target.parent))
-    os.replace(target, backup / "old")
     try:
-        os.replace(new, target)
-    except BaseException:
-        os.replace(backup / "old", target)
-        raise
+        os.replace(target, backup / "old")
+        try:
+            os.replace(new, target)
+        except BaseException:
+            os.replace(backup / "old", target)
+            raise
     finally:
         shutil.rmtree(backup, ignore_errors=True)

@@ -134,3 +134,58 @@ def test_export_refuses_overwrite(tmp_path):
     assert_user_error(run("models", "export", "small_cnn", "-o", target), "already exists")
     assert target.read_text() == "mine"
     assert_user_error(run("models", "export", "resnet1000", "-o", tmp_path / "x.onnx"), "unknown model")
+
+
+@pytest.mark.parametrize("args", [
+    ["transform", "MODEL", "-o", "OUT", "--blocks", "0"],
+    ["transform", "MODEL"],  # missing -o
+    ["transform", "MODEL", "-o", "OUT", "--no-such-option"],
+    ["transform", "MODEL", "-o", "OUT", "--cuts", ","],
+    ["transform", "MODEL", "-o", "OUT", "--seed", "-5"],
+    ["models", "export", "small_cnn", "-o", "OUT", "--input-shape", "3,32"],
+    ["models", "export", "small_cnn", "-o", "OUT", "--mode", "dynamo", "--opset", "14"],
+    ["inspect", "MODEL", "--format", "xml"],
+    ["frobnicate"],
+])
+def test_usage_errors_are_one_line(tmp_path, small_model, args):
+    args = [str(small_model) if a == "MODEL" else str(tmp_path / "out") if a == "OUT" else a for a in args]
+    assert_user_error(run(*args))
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_path_under_a_file(tmp_path, small_model):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert_user_error(run("transform", small_model, "-o", blocker / "sub", "--blocks", "2"), "cannot write")
+    assert_user_error(run("transform", small_model, "-o", blocker), "not a directory")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_working_directory_is_never_replaced(tmp_path, small_model):
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mine.txt").write_text("keep")
+    assert_user_error(run("transform", small_model, "-o", ".", "--force", cwd=work), "working directory")
+    assert (work / "mine.txt").read_text() == "keep"
+
+
+def test_verify_static_batch_and_other_cwd(tmp_path):
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    model = export("small_cnn", tmp_path / "sb2.onnx", batch_size=2, input_shape=(3, 16, 16))
+    assert run("transform", model, "-o", tmp_path / "prog", "--blocks", "2").returncode == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    result = run("verify", tmp_path / "prog", cwd=elsewhere)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("content", ['{"format_version": 1}', "[1]", "not json"])
+def test_damaged_program_directory(tmp_path, content):
+    (tmp_path / "prog").mkdir()
+    (tmp_path / "prog" / "program.json").write_text(content)
+    assert_user_error(run("inspect", tmp_path / "prog"))
+    assert_user_error(run("verify", tmp_path / "prog"))

@@ -8,7 +8,8 @@ import numpy as np
 import onnx_ir as ir
 
 from llcompile.errors import LLCompileError
-from llcompile.passes.graph_builder import GraphBuilder, add_cross_entropy, labels_input, uniform_fan_in
+from llcompile.passes.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, uniform_fan_in,
+                                             value_named)
 from llcompile.plan import require_plan
 
 AUX_HEAD_KINDS = {
@@ -28,13 +29,14 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         super().__init__()
         if kind not in AUX_HEAD_KINDS:
             raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
+        if seed < 0:
+            raise LLCompileError(f"the aux-head seed must be >= 0, got {seed}")
         self.kind = kind
         self.seed = seed
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         plan = require_plan(model, type(self).__name__)
         graph = model.graph
-        values = {v.name: v for v in _all_values(graph)}
         labels = labels_input(graph, plan.labels)
         modified = False
         for stage in plan.stages[:-1]:
@@ -43,7 +45,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             builder = GraphBuilder(graph, f"{stage.name}.aux")
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.name.encode())])
             params_before = set(graph.initializers)
-            logits = self._build_head(builder, values[stage.output], plan.num_classes, rng)
+            logits = self._build_head(builder, value_named(graph, stage.output), plan.num_classes, rng)
             stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name
             stage.head = {"kind": self.kind, "logits": logits.name,
                           "params": sorted(set(graph.initializers) - params_before)}
@@ -80,8 +82,3 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         bias = b.initializer(f"{name}.bias", uniform_fan_in(rng, (fan_out,), fan_in))
         return b.op("Gemm", [x, w, bias], output or name, transB=1)
 
-
-def _all_values(graph: ir.Graph):
-    yield from graph.inputs
-    for node in graph:
-        yield from node.outputs

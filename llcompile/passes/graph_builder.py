@@ -5,18 +5,20 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from llcompile.naming import NameScope
 from llcompile.passes.dynamic_batch import BATCH_DIM
 
 
 class GraphBuilder:
-    """Appends named nodes and initializers to ``graph``, every name under ``prefix``."""
+    """Appends nodes and initializers to ``graph``, named ``prefix.name`` unless that is taken."""
 
     def __init__(self, graph: ir.Graph, prefix: str):
         self.graph = graph
         self.prefix = prefix
+        self.names = NameScope(graph)
 
     def initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        full = f"{self.prefix}.{name}"
+        full = self.names.fresh(f"{self.prefix}.{name}")
         value = ir.Value(name=full, shape=ir.Shape(array.shape),
                          type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
                          const_value=ir.tensor(array, name=full))
@@ -25,27 +27,42 @@ class GraphBuilder:
 
     def op(self, op_type: str, inputs: list[ir.Value], output: str, num_outputs: int = 1,
            **attributes) -> ir.Value:
+        name = self.names.fresh(f"{self.prefix}.{output}")
         node = ir.Node("", op_type, inputs, attributes=ir.convenience.convert_attributes(attributes),
-                       num_outputs=num_outputs, name=f"{self.prefix}.{output}")
-        node.outputs[0].name = f"{self.prefix}.{output}"
+                       num_outputs=num_outputs, name=name)
+        node.outputs[0].name = name
         for i, extra in enumerate(node.outputs[1:], start=1):
-            extra.name = f"{self.prefix}.{output}.{i}"
+            extra.name = self.names.fresh(f"{name}.{i}")
         self.graph.append(node)
         return node.outputs[0]
 
 
-def labels_input(graph: ir.Graph, name: str) -> ir.Value:
-    """The int64 [N] class-label input, created on first use."""
+def value_named(graph: ir.Graph, name: str) -> ir.Value:
+    """The graph input or node output called ``name``."""
     for value in graph.inputs:
         if value.name == name:
             return value
-    value = ir.Value(name=name, shape=ir.Shape([BATCH_DIM]), type=ir.TensorType(ir.DataType.INT64))
-    graph.inputs.append(value)
-    return value
+    for node in graph:
+        for value in node.outputs:
+            if value.name == name:
+                return value
+    raise KeyError(name)
+
+
+def labels_input(graph: ir.Graph, name: str) -> ir.Value:
+    """The int64 [N] class-label input called ``name`` (a fresh name from the plan), created on first use."""
+    try:
+        return value_named(graph, name)
+    except KeyError:
+        value = ir.Value(name=name, shape=ir.Shape([BATCH_DIM]), type=ir.TensorType(ir.DataType.INT64))
+        graph.inputs.append(value)
+        return value
 
 
 def add_cross_entropy(graph: ir.Graph, logits: ir.Value, labels: ir.Value, loss_name: str) -> ir.Value:
-    """Mean softmax cross-entropy of ``logits`` against ``labels``, added as a graph output."""
+    """Mean softmax cross-entropy of ``logits`` against ``labels``, added as a graph output named
+    ``loss_name`` or, if that is taken, a fresh variant of it."""
+    loss_name = NameScope(graph).fresh(loss_name)
     node = ir.Node("", "SoftmaxCrossEntropyLoss", [logits, labels],
                    attributes=[ir.AttrString("reduction", "mean")], name=loss_name)
     node.outputs[0].name = loss_name

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from llcompile.passes.graph_builder import GraphBuilder, add_cross_entropy, labels_input
+from llcompile.passes.graph_builder import GraphBuilder, add_cross_entropy, labels_input, value_named
 from llcompile.plan import require_plan
 
 MODEL_LOSS = "loss"
@@ -17,7 +17,7 @@ class ModelLossPass(ir.passes.InPlacePass):
         if final.loss is not None:
             return ir.passes.PassResult(model, False)
         graph = model.graph
-        logits = next(v for node in graph for v in node.outputs if v.name == plan.logits)
+        logits = value_named(graph, plan.logits)
         if logits.shape is not None and logits.shape.rank() > 2:  # [N, C, 1, 1] from a 1x1-conv classifier
             logits = GraphBuilder(graph, "model_loss").op("Flatten", [logits], "logits", axis=1)
         final.loss = add_cross_entropy(graph, logits, labels_input(graph, plan.labels), MODEL_LOSS).name

@@ -6,7 +6,8 @@ import onnx_ir as ir
 
 from llcompile.analysis import ModelAnalysis, analyze
 from llcompile.errors import LLCompileError
-from llcompile.plan import Plan, StagePlan
+from llcompile.naming import NameScope
+from llcompile.plan import LABELS, Plan, StagePlan
 
 
 def balanced_boundaries(costs: list[int], parts: int) -> list[int]:
@@ -60,7 +61,7 @@ class PartitionPass(ir.passes.InPlacePass):
                   for i in range(len(boundaries) - 1)]
         stages[-1].kind = "final"
         Plan(input=analysis.input, output=analysis.output, logits=analysis.logits,
-             num_classes=analysis.num_classes, cuts=cuts, stages=stages,
+             num_classes=analysis.num_classes, cuts=cuts, stages=stages, labels=NameScope(model.graph).fresh(LABELS),
              options={"blocks": len(stages)}).write(model)
         return ir.passes.PassResult(model, True)
 

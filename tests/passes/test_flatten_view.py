@@ -113,9 +113,17 @@ def test_view_as_graph_output_keeps_the_output_name():
     np.testing.assert_allclose(_run(model, x, "inp"), _run(original, x, "inp"), rtol=1e-6)
 
 
+def test_batch_read_from_the_model_input_is_rewritten():
+    original = _view_model(shape_of="inp")
+    model = ir.from_proto(original)
+    assert FlattenViewPass()(model).modified is True
+    assert "Reshape" not in [n.op_type for n in model.graph]
+    x = _x()
+    np.testing.assert_allclose(_run(model, x, "inp"), _run(original, x, "inp"), rtol=1e-6)
+
+
 @pytest.mark.parametrize("variant", [
     dict(shape_of="other"),   # the batch size is read from a different tensor
-    dict(shape_of="inp"),     # ... even one with the same shape
     dict(index=1),            # [x.size(1), -1] is not a flatten
     dict(rest=(2, -1)),       # [x.size(0), 2, -1] keeps three dims
     dict(rest=(16,)),         # [x.size(0), 16]: a constant feature size, not -1

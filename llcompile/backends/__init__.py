@@ -1,0 +1,25 @@
+"""Training backends: turn a Program's stage graphs into trainable stages."""
+
+from __future__ import annotations
+
+from llcompile.backends.base import Backend, OptimizerConfig, StepResult, TrainableStage
+from llcompile.errors import LLCompileError
+
+BACKENDS = ("torch", "ort")
+
+
+def make_backend(name: str, device: str = "cpu", torch_mode: str = "eager") -> Backend:
+    if name == "torch":
+        from llcompile.backends.torch_backend import TorchBackend
+
+        return TorchBackend(device=device, mode=torch_mode)
+    if name == "ort":
+        if torch_mode != "eager":
+            raise LLCompileError("--torch-mode applies to the torch backend only")
+        from llcompile.backends.ort_backend import OrtBackend
+
+        return OrtBackend(device=device)
+    raise LLCompileError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
+
+
+__all__ = ["BACKENDS", "Backend", "OptimizerConfig", "StepResult", "TrainableStage", "make_backend"]

@@ -1,0 +1,42 @@
+"""Everything that defines a training run (recorded in RUN_DIR/run.json; --resume checks it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from llcompile.backends.base import OptimizerConfig
+
+DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    epochs: int = 10
+    batch_size: int = 128
+    lr: float | None = None  # None: DEFAULT_LR of the optimizer
+    lr_schedule: str = "cosine"  # cosine | step | constant
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    backend: str = "torch"  # torch | ort
+    device: str = "cpu"
+    torch_mode: str = "eager"  # eager | script | compile
+    seed: int = 0
+    threads: int | None = None
+    data_limit: int | None = None  # at most this many samples per split (smoke tests)
+
+    @property
+    def base_lr(self) -> float:
+        return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer.name]
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> TrainConfig:
+        data = dict(data)
+        optimizer = dict(data.pop("optimizer"))
+        optimizer["betas"] = tuple(optimizer["betas"])
+        return cls(optimizer=OptimizerConfig(**optimizer), **data)
+
+    # what may differ between the run that wrote a checkpoint and the one resuming it
+    RESUMABLE_CHANGES = ("epochs", "threads")

@@ -1,0 +1,215 @@
+"""The training run: feed batches through the stages in order, evaluate, log, checkpoint.
+
+Determinism: the batches and their augmentation are a pure function of (seed, epoch, step), and
+torch's RNG is re-seeded from the same triple before every step, so a run resumed from any
+checkpoint continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from llcompile.backends import make_backend
+from llcompile.backends.base import Backend, TrainableStage
+from llcompile.data import BatchLoader, Dataset, load_dataset
+from llcompile.errors import LLCompileError
+from llcompile.program import Program
+from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
+from llcompile.train.config import TrainConfig
+from llcompile.train.export import save_trained_model
+from llcompile.train.interrupt import DeferredInterrupt
+from llcompile.train.lr_schedule import learning_rate
+from llcompile.train.memory import PeakMemoryMonitor
+from llcompile.train.metrics import write_metrics
+
+CHECKPOINT = "checkpoint.npz"
+RUN_FILE = "run.json"
+TRAINED_MODEL = "trained_model.onnx"
+
+
+class TrainingInterrupted(LLCompileError):
+    exit_code = 130
+
+
+@dataclass
+class EpochSums:
+    """Running sums of the epoch in progress (kept in checkpoints taken mid-epoch)."""
+
+    loss: dict[str, float] = field(default_factory=dict)
+    correct: dict[str, int] = field(default_factory=dict)
+    samples: int = 0
+    seconds: float = 0.0
+    peak_memory_bytes: int = 0
+
+    def add(self, stage: str, loss: float, correct: int, batch: int) -> None:
+        self.loss[stage] = self.loss.get(stage, 0.0) + loss * batch
+        self.correct[stage] = self.correct.get(stage, 0) + correct
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    history: list[dict]
+    trained_model: Path
+
+    @property
+    def test_accuracy(self) -> float:
+        return self.history[-1]["test_acc"]
+
+
+def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, resume: bool = False,
+          force: bool = False, show_progress: bool = True) -> RunResult:
+    """Train the program in ``program_dir``; everything the run writes goes to ``run_dir``."""
+    program = Program.load(program_dir)
+    run_dir = Path(run_dir)
+    arrays, progress = _prepare_run_dir(run_dir, program_dir, config, resume, force)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    dataset = load_dataset(config.data, tuple(program.input["shape"][1:]), program.num_classes, config.data_limit)
+    backend = make_backend(config.backend, config.device, config.torch_mode)
+    stages = backend.build(program, config.optimizer)
+    for stage in stages:
+        stage.load_state(arrays)
+    steps_per_epoch = len(BatchLoader(dataset, "train", config.batch_size, config.seed, 0))
+    history: list[dict] = progress["history"]
+    with DeferredInterrupt() as interrupt:
+        for epoch in range(progress["epoch"], config.epochs):
+            sums = EpochSums(**progress["sums"]) if progress["sums"] else EpochSums()
+            start_step = progress["step"]
+            stopped_at = _train_epoch(stages, backend, dataset, config, epoch, start_step, steps_per_epoch, sums,
+                                      interrupt, show_progress)
+            if stopped_at is not None:
+                _save(run_dir, stages, {"epoch": epoch, "step": stopped_at, "sums": sums.__dict__, "history": history})
+                raise TrainingInterrupted(
+                    f"interrupted at epoch {epoch + 1} step {stopped_at}; checkpoint saved, continue with --resume")
+            record = _epoch_record(program, stages, backend, dataset, config, epoch, steps_per_epoch, sums)
+            history.append(record)
+            write_metrics(run_dir, history)
+            _save(run_dir, stages, {"epoch": epoch + 1, "step": 0, "sums": None, "history": history})
+            progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
+            if show_progress:
+                _print_epoch(record)
+    state = _merged_state(stages)
+    save_trained_model(program, state, run_dir / TRAINED_MODEL)
+    return RunResult(run_dir=run_dir, history=history, trained_model=run_dir / TRAINED_MODEL)
+
+
+def _train_epoch(stages: list[TrainableStage], backend: Backend, dataset: Dataset, config: TrainConfig,
+                 epoch: int, start_step: int, steps_per_epoch: int, sums: EpochSums,
+                 interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
+    """Train from ``start_step`` to the end of the epoch, adding to ``sums``; return None, or the
+    step at which a Ctrl-C stopped it (that step not yet taken)."""
+    loader = BatchLoader(dataset, "train", config.batch_size, config.seed, epoch, start_step=start_step)
+    bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{config.epochs}",
+               disable=not show_progress, leave=False, unit="step")
+    final = stages[-1].name
+    started = time.perf_counter() - sums.seconds
+    with PeakMemoryMonitor(config.device) as memory:
+        for step, (x, labels) in enumerate(loader, start=start_step):
+            if interrupt.requested:
+                break
+            torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, step]).generate_state(1)[0]))
+            lr = learning_rate(config.lr_schedule, config.base_lr, epoch * steps_per_epoch + step,
+                               config.epochs * steps_per_epoch)
+            activation, batch_labels = backend.to_batch(x, labels)
+            for stage in stages:
+                result = stage.train_step(activation, batch_labels, lr)
+                sums.add(stage.name, result.loss, result.correct, len(labels))
+                activation = result.output
+            sums.samples += len(labels)
+            elapsed = time.perf_counter() - started
+            bar.set_postfix(loss=f"{sums.loss[final] / sums.samples:.3f}",
+                            acc=f"{sums.correct[final] / sums.samples:.3f}",
+                            img_s=f"{sums.samples / max(elapsed, 1e-9):.0f}", lr=f"{lr:.3g}")
+            bar.update(1)
+        else:
+            step = None
+        sums.seconds = time.perf_counter() - started
+        sums.peak_memory_bytes = max(sums.peak_memory_bytes, memory.peak_bytes())
+    bar.close()
+    return step
+
+
+def evaluate(stages: list[TrainableStage], backend: Backend, dataset: Dataset, batch_size: int) -> float:
+    """Top-1 accuracy of the final head on the test split (BN on running statistics)."""
+    correct = total = 0
+    for x, labels in BatchLoader(dataset, "test", batch_size, seed=0, epoch=0):
+        activation, _ = backend.to_batch(x, labels)
+        for stage in stages:
+            activation = stage.forward(activation)
+        predictions = backend.to_numpy(activation).reshape(len(labels), -1).argmax(1)
+        correct += int((predictions == labels).sum())
+        total += len(labels)
+    return correct / max(total, 1)
+
+
+def _epoch_record(program: Program, stages: list[TrainableStage], backend: Backend, dataset: Dataset,
+                  config: TrainConfig, epoch: int, steps_per_epoch: int, sums: EpochSums) -> dict:
+    n = max(sums.samples, 1)
+    final = program.stages[-1].name
+    per_stage = {s.name: {"loss": sums.loss[s.name] / n, "acc": sums.correct[s.name] / n} for s in program.stages}
+    return {
+        "epoch": epoch + 1,
+        "lr": learning_rate(config.lr_schedule, config.base_lr, (epoch + 1) * steps_per_epoch - 1,
+                            config.epochs * steps_per_epoch),
+        "train_loss": per_stage[final]["loss"],
+        "train_acc": per_stage[final]["acc"],
+        "test_acc": evaluate(stages, backend, dataset, config.batch_size),
+        "stages": per_stage,
+        "epoch_time_s": sums.seconds,
+        "images_per_s": sums.samples / max(sums.seconds, 1e-9),
+        "peak_memory_mb": sums.peak_memory_bytes / 2**20,
+    }
+
+
+def _print_epoch(record: dict) -> None:
+    stages = "  ".join(f"{name} {v['loss']:.3f}/{v['acc']:.3f}" for name, v in record["stages"].items())
+    tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}  "
+               f"test acc {record['test_acc']:.4f}  {record['epoch_time_s']:.1f}s "
+               f"{record['images_per_s']:.0f} img/s  peak {record['peak_memory_mb']:.0f} MiB  [loss/acc {stages}]")
+
+
+def _merged_state(stages: list[TrainableStage]) -> dict[str, np.ndarray]:
+    state: dict[str, np.ndarray] = {}
+    for stage in stages:
+        state.update(stage.state())
+    return state
+
+
+def _save(run_dir: Path, stages: list[TrainableStage], progress: dict) -> None:
+    save_checkpoint(run_dir / CHECKPOINT, _merged_state(stages), progress)
+
+
+def _prepare_run_dir(run_dir: Path, program_dir, config: TrainConfig, resume: bool,
+                     force: bool) -> tuple[dict[str, np.ndarray], dict]:
+    """Create or check the run directory; return the checkpoint to start from (empty when new)."""
+    fresh = {"epoch": 0, "step": 0, "sums": None, "history": []}
+    run_record = {"program": str(Path(program_dir).resolve()),
+                  "program_json": (Path(program_dir) / "program.json").read_text(), "config": config.to_json()}
+    if resume:
+        if not (run_dir / CHECKPOINT).exists():
+            raise LLCompileError(f"{run_dir}: no checkpoint to resume from")
+        previous = json.loads((run_dir / RUN_FILE).read_text())
+        if previous["program_json"] != run_record["program_json"]:
+            raise LLCompileError(f"{run_dir} was trained from another program; cannot resume with {program_dir}")
+        changed = sorted(k for k, v in config.to_json().items()
+                         if previous["config"].get(k) != v and k not in TrainConfig.RESUMABLE_CHANGES)
+        if changed:
+            raise LLCompileError(f"cannot resume with other settings: {', '.join(changed)} differ from the run's")
+        (run_dir / RUN_FILE).write_text(json.dumps(run_record, indent=2))
+        return load_checkpoint(run_dir / CHECKPOINT)
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not force:
+            raise LLCompileError(f"{run_dir} already holds a run (use --resume to continue it or --force to replace it)")
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / RUN_FILE).write_text(json.dumps(run_record, indent=2))
+    return {}, fresh
