@@ -4,13 +4,12 @@
     program.save("out/")
 """
 
-__version__ = "0.1.0"
-
-from llcompile.analysis import analyze  # noqa: E402
-from llcompile.compiler import transform  # noqa: E402
-from llcompile.errors import LLCompileError  # noqa: E402
-from llcompile.importer import load  # noqa: E402
-from llcompile.program import Program  # noqa: E402
-from llcompile.strategies import STRATEGIES  # noqa: E402
+from llcompile.analysis import analyze
+from llcompile.compiler import transform
+from llcompile.errors import LLCompileError
+from llcompile.importer import load
+from llcompile.program import Program
+from llcompile.strategies import STRATEGIES
+from llcompile.version import __version__
 
 __all__ = ["LLCompileError", "Program", "STRATEGIES", "__version__", "analyze", "load", "transform"]

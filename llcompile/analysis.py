@@ -228,10 +228,10 @@ def analyze(model: ir.Model) -> ModelAnalysis:
             index=i, input=boundaries[i].name, output=boundaries[i + 1].name,
             layers=[layer.name for layer in members], macs=sum(layer.macs for layer in members),
             params=sum(layer.params for layer in members),
-            output_shape=_shape_list(boundaries[i + 1])))
+            output_shape=shape_list(boundaries[i + 1])))
     logits = logits_value(graph)
     return ModelAnalysis(
-        input=source.name, input_shape=_shape_list(source), output=graph.outputs[0].name,
+        input=source.name, input_shape=shape_list(source), output=graph.outputs[0].name,
         logits=logits.name, num_classes=num_classes_of(logits), layers=layers,
         cut_points=[c.name for c in cuts], segments=segments)
 
@@ -250,10 +250,10 @@ def _make_layer(node: ir.Node, segment: int) -> Layer:
     except ValueError as exc:
         raise LLCompileError(f"layer {node.name!r}: cannot count MACs: {exc}") from None
     return Layer(name=node.name, op=op, weight=weight.name, output=node.outputs[0].name,
-                 output_shape=_shape_list(node.outputs[0]), params=params, macs=macs, segment=segment)
+                 output_shape=shape_list(node.outputs[0]), params=params, macs=macs, segment=segment)
 
 
-def _shape_list(value: ir.Value) -> list:
+def shape_list(value: ir.Value) -> list:
     if value.shape is None:
         return []
     return [d if isinstance(d, int) else str(d) for d in value.shape]

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
-from llcompile import __version__
+from llcompile.version import __version__
 from llcompile.errors import LLCompileError
+from llcompile.passes.aux_heads import AUX_HEAD_KINDS
 
 FORMATS = click.Choice(["text", "json"])
 
@@ -56,7 +57,7 @@ def cli() -> None:
 @click.option("-s", "--strategy", default="dbl", show_default=True, help="See `llcompile strategies`.")
 @click.option("-k", "--blocks", type=click.IntRange(min=1), help="dbl: number of blocks [default: 4].")
 @click.option("--cuts", callback=_parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
-@click.option("--aux-head", type=click.Choice(["fc", "conv"]), help="dbl: aux head kind [default: fc].")
+@click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import onnx
 import onnx_ir as ir
 
-from llcompile.analysis import analyze, parameter_roles
+from llcompile.analysis import analyze, parameter_roles, shape_list
 from llcompile.errors import LLCompileError
 from llcompile.importer import IR_VERSION
 from llcompile.plan import Plan, StagePlan
@@ -22,7 +22,7 @@ def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, so
     if plan is None or any(stage.loss is None for stage in plan.stages):
         raise ir.passes.PreconditionError("emit needs a plan whose every stage has a loss")
     analysis = analyze(eval_model)
-    layer_segment = {layer.name: layer for layer in analysis.layers}
+    layers_by_name = {layer.name: layer for layer in analysis.layers}
     stages = []
     for index, stage_plan in enumerate(plan.stages):
         stage_model = _extract_stage(model, stage_plan, plan.labels)
@@ -33,12 +33,12 @@ def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, so
             input=stage_plan.input, output=stage_plan.output, labels=plan.labels, loss=stage_plan.loss,
             params=sorted(n for n, r in roles.items() if r == "param"),
             buffers=sorted(n for n, r in roles.items() if r == "buffer"),
-            layers=[name for name in layer_segment if name in node_names],
+            layers=[name for name in layers_by_name if name in node_names],
             head=stage_plan.head, model=stage_model))
     input_value = model.graph.inputs[0]
     return Program(
         strategy=strategy, options={**options, **plan.options}, source=source,
-        input={"name": input_value.name, "shape": [d if isinstance(d, int) else str(d) for d in input_value.shape]},
+        input={"name": input_value.name, "shape": shape_list(input_value)},
         output=plan.output, logits=plan.logits, num_classes=plan.num_classes, cuts=plan.cuts,
         stages=stages, eval_model=to_checked_proto(eval_model, "eval model"))
 

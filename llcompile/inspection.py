@@ -57,7 +57,7 @@ def _shape(shape: list) -> str:
 def _render_model(d: dict) -> str:
     out = [f"model {d['path']}",
            f"  input {d['input']} {_shape(d['input_shape'])} -> output {d['output']} "
-           f"(logits {d['logits']}, {d['num_classes']} classes)",
+           f"(logits {d['logits']}, {d['num_classes'] or 'no'} classes)",
            f"  {len(d['layers'])} layers, {d['params']:,} parameters, {d['macs']:,} forward MACs per sample", "",
            "layers:"]
     rows = [[i, layer["name"], layer["op"], _shape(layer["output_shape"]), f"{layer['params']:,}",

@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 from google.protobuf.message import DecodeError
 
-from llcompile import __version__
+from llcompile.version import __version__
 from llcompile.errors import LLCompileError
 
 FORMAT_VERSION = 1

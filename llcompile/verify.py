@@ -18,7 +18,9 @@ from llcompile.passes.batchnorm_mode import BatchNormModePass
 from llcompile.program import Program
 
 
-def session(model: onnx.ModelProto) -> ort.InferenceSession:
+def session(model: onnx.ModelProto | ir.Model) -> ort.InferenceSession:
+    if isinstance(model, ir.Model):
+        model = ir.to_proto(model)
     options = ort.SessionOptions()
     options.log_severity_level = 3
     # ORT 1.19's ConstantSharing merges equal initializers (a fresh BN's weight and running_var are

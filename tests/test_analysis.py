@@ -39,6 +39,9 @@ def test_mobilenetv2_cut_points(zoo_file):
     # the output of every inverted-residual block with a skip connection is a cut point ...
     adds = [c for c in cuts if re.search(r"/blocks\.\d+/Add_output_0$", c)]
     assert len(adds) == 10  # (t,c,n,s) table: 1+2+3+2+2 residual blocks
+    # plus, in the 7 blocks without a skip, the expand and depthwise outputs and the block output
+    # (block 0 has no expansion layer: 2 cuts), the stem output and the head's input
+    assert len(cuts) == 10 + (2 + 6 * 3) + 2
     # ... and nothing inside a residual block is
     residual_blocks = {re.search(r"blocks\.(\d+)/", c).group(1) for c in adds}
     for cut in cuts:

@@ -63,3 +63,10 @@ def test_dbl_stages_partition_the_layers(save_model):
     assert len(head_params) == 4  # two FC heads: weight and bias each
     # every trainable model parameter belongs to exactly one stage
     assert sum(len(set(s.params) - head_params) for s in program.stages) == len(model_params)
+
+
+def test_every_registered_strategy_is_exercised():
+    from tests.test_zoo_strategies import STRATEGIES as ZOO_STRATEGIES
+
+    assert {name for name, _ in STRATEGY_OPTIONS} == set(llcompile.STRATEGIES)
+    assert {name for name, _ in ZOO_STRATEGIES} == set(llcompile.STRATEGIES)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 
 from llcompile.errors import LLCompileError
@@ -14,6 +13,7 @@ from llcompile.passes.aux_heads import AuxHeadsPass
 from llcompile.passes.model_loss import ModelLossPass
 from llcompile.passes.partition import PartitionPass
 from llcompile.plan import Plan
+from llcompile.verify import session as ort_session
 from tests.fixtures import legacy_models as lm
 
 # small_cnn: input [N,3,16,16]; cut points /pool/MaxPool_output_0 [N,8,8,8] and
@@ -22,6 +22,7 @@ CUT_4D = "/pool/MaxPool_output_0"
 CUT_2D = "/fc/Flatten_output_0"
 CHANNELS = 8
 CLASSES = 10
+from tests.reference import softmax_cross_entropy
 
 
 def _annotated(kind: str = "fc", seed: int = 0, cuts=(CUT_4D, CUT_2D)) -> ir.Model:
@@ -44,24 +45,6 @@ def _init(model: ir.Model, name: str) -> np.ndarray:
     return model.graph.initializers[name].const_value.numpy()
 
 
-def _softmax_ce(logits: np.ndarray, labels: np.ndarray) -> float:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(labels)), labels].mean())
-
-
-def _session(proto: onnx.ModelProto) -> ort.InferenceSession:
-    """ORT CPU session. ORT's ConstantSharing optimizer merges equal initializers (the head BN's
-    weight == running_var == 1, bias == running_mean == 0), and training-mode BN then writes its
-    running statistics over the shared buffer: wrong outputs that drift from run to run. Disable it
-    so that the reference is ONNX semantics."""
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["ConstantSharing"])
-
-
 def _run(model: ir.Model, extra_outputs: list[str], x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
     """Run `model` with `extra_outputs` (intermediate values) exposed as graph outputs."""
     model = ir.from_proto(ir.to_proto(model))  # a copy
@@ -69,7 +52,7 @@ def _run(model: ir.Model, extra_outputs: list[str], x: np.ndarray, labels: np.nd
     for name in extra_outputs:
         model.graph.outputs.append(produced[name])
     proto = ir.to_proto(model)
-    session = _session(proto)
+    session = ort_session(proto)
     names = [o.name for o in session.get_outputs()]
     return dict(zip(names, session.run(None, {"input": x, "labels": labels})))
 
@@ -265,10 +248,10 @@ def test_fc_head_numerics():
     np.testing.assert_allclose(out["block1.aux.logits"], logits1, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(out["block2.aux.logits"], logits2, rtol=1e-5, atol=1e-5)
     assert out["block1.aux_loss"].shape == ()
-    np.testing.assert_allclose(out["block1.aux_loss"], _softmax_ce(logits1, labels), rtol=1e-5)
-    np.testing.assert_allclose(out["block2.aux_loss"], _softmax_ce(logits2, labels), rtol=1e-5)
+    np.testing.assert_allclose(out["block1.aux_loss"], softmax_cross_entropy(logits1, labels), rtol=1e-5)
+    np.testing.assert_allclose(out["block2.aux_loss"], softmax_cross_entropy(logits2, labels), rtol=1e-5)
     # the model's own output is unchanged by the heads
-    plain = _session(ir.to_proto(canonicalize(lm.small_cnn()))).run(None, {"input": x})[0]
+    plain = ort_session(ir.to_proto(canonicalize(lm.small_cnn()))).run(None, {"input": x})[0]
     np.testing.assert_allclose(out["logits"], plain, rtol=1e-6, atol=1e-6)
 
 
@@ -284,4 +267,4 @@ def test_conv_head_numerics():
     h = np.maximum(_gemm(y.mean(axis=(2, 3)), model, "block1.aux.fc1"), 0.0)
     logits = _gemm(h, model, "block1.aux.fc2")
     np.testing.assert_allclose(out["block1.aux.logits"], logits, rtol=1e-4, atol=1e-5)
-    np.testing.assert_allclose(out["block1.aux_loss"], _softmax_ce(logits, labels), rtol=1e-5)
+    np.testing.assert_allclose(out["block1.aux_loss"], softmax_cross_entropy(logits, labels), rtol=1e-5)

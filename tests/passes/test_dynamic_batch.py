@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -13,6 +12,7 @@ from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
 from llcompile.passes.batchnorm_mode import BatchNormModePass
 from llcompile.passes.dynamic_batch import BATCH_DIM, DynamicBatchPass
+from llcompile.verify import session as ort_session
 from tests.fixtures import legacy_models as lm
 
 
@@ -34,17 +34,9 @@ def _reshape_model(batch: int = 1, target=(1, -1), allowzero: int | None = None)
     return model
 
 
-def _session(model) -> ort.InferenceSession:
-    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["ConstantSharing"])
-
-
 def _per_sample(original: onnx.ModelProto, x: np.ndarray, input_name: str, step: int = 1) -> np.ndarray:
     """The original (static-batch) model run on `step` samples at a time, concatenated."""
-    session = _session(original)
+    session = ort_session(original)
     return np.concatenate([session.run(None, {input_name: x[i:i + step]})[0] for i in range(0, len(x), step)])
 
 
@@ -88,7 +80,7 @@ def test_baked_reshape_target_is_rewritten(batch, target, allowzero, expected):
     assert _target(model) == expected
     # at a new batch size it computes what the original computes on its own batch size
     x = np.random.default_rng(1).standard_normal((6, 2, 2, 2)).astype(np.float32)
-    np.testing.assert_allclose(_session(model).run(None, {"x": x})[0], _per_sample(original, x, "x", batch),
+    np.testing.assert_allclose(ort_session(model).run(None, {"x": x})[0], _per_sample(original, x, "x", batch),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -109,7 +101,7 @@ def test_allowzero_with_inferred_dim_is_rewritten_or_refused():
     except LLCompileError:
         return
     x = np.random.default_rng(1).standard_normal((3, 2, 2, 2)).astype(np.float32)
-    np.testing.assert_allclose(_session(model).run(None, {"x": x})[0], _per_sample(original, x, "x"),
+    np.testing.assert_allclose(ort_session(model).run(None, {"x": x})[0], _per_sample(original, x, "x"),
                                rtol=1e-5, atol=1e-6)
 
 
@@ -127,7 +119,7 @@ def test_shared_reshape_target():
     DynamicBatchPass()(model)
     assert _target(model, "reshape1") == _target(model, "reshape2") == [0, -1]
     x = np.random.default_rng(1).standard_normal((3, 2, 2, 2)).astype(np.float32)
-    np.testing.assert_allclose(_session(model).run(None, {"x": x})[0], _per_sample(original, x, "x"), rtol=1e-6)
+    np.testing.assert_allclose(ort_session(model).run(None, {"x": x})[0], _per_sample(original, x, "x"), rtol=1e-6)
 
 
 @pytest.mark.parametrize("build", [lm.small_cnn, lm.matmul_mlp, lm.bn_training_mode_model])
@@ -155,6 +147,6 @@ def test_legacy_caffe_model_runs_at_any_batch(global_pool):
         assert reshape.inputs[1].const_value.numpy().tolist() == [0, -1]
     BatchNormModePass(training=False)(model)  # the original runs BN on running statistics
     x = np.random.default_rng(2).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    batched = _session(model).run(None, {"data_0": x})[0]
+    batched = ort_session(model).run(None, {"data_0": x})[0]
     assert batched.shape == (3, 10)
     np.testing.assert_allclose(batched, _per_sample(original, x, "data_0"), rtol=1e-5, atol=1e-6)

@@ -5,27 +5,19 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from llcompile.importer import canonicalize
 from llcompile.passes.flatten_view import FlattenViewPass
+from llcompile.verify import session as ort_session
 from tests.fixtures import legacy_models as lm
 
 SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Concat", "Constant"}
 
 
-def _session(model) -> ort.InferenceSession:
-    proto = ir.to_proto(model) if isinstance(model, ir.Model) else model
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["ConstantSharing"])
-
-
 def _run(model, x: np.ndarray, input_name: str) -> np.ndarray:
-    return _session(model).run(None, {input_name: x})[0]
+    return ort_session(model).run(None, {input_name: x})[0]
 
 
 def _view_model(shape_of: str = "x", shape_attrs: dict | None = None, index=0, rest=(-1,),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_ir as ir
-import onnxruntime as ort
 import pytest
 
 from llcompile.importer import canonicalize
@@ -14,22 +13,9 @@ from llcompile.passes.batchnorm_mode import BatchNormModePass
 from llcompile.passes.model_loss import ModelLossPass
 from llcompile.passes.partition import PartitionPass
 from llcompile.plan import Plan
+from llcompile.verify import session as ort_session
 from tests.fixtures import legacy_models as lm
-
-
-def _softmax_ce(logits: np.ndarray, labels: np.ndarray) -> float:
-    z = logits.astype(np.float64)
-    z = z - z.max(axis=1, keepdims=True)
-    log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return float(-log_p[np.arange(len(labels)), labels].mean())
-
-
-def _session(proto: onnx.ModelProto) -> ort.InferenceSession:
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    # ConstantSharing + training-mode BN is unsafe in ORT 1.19 (see test_aux_heads._session)
-    return ort.InferenceSession(proto.SerializeToString(), options, providers=["CPUExecutionProvider"],
-                                disabled_optimizers=["ConstantSharing"])
+from tests.reference import softmax_cross_entropy
 
 
 def _with_loss(proto: onnx.ModelProto, blocks: int = 1) -> ir.Model:
@@ -44,7 +30,7 @@ def _run(model: ir.Model, feeds: dict, extra_outputs=()) -> dict[str, np.ndarray
     model = ir.from_proto(ir.to_proto(model))
     produced = {v.name: v for n in model.graph for v in n.outputs}
     model.graph.outputs.extend(produced[name] for name in extra_outputs)
-    session = _session(ir.to_proto(model))
+    session = ort_session(ir.to_proto(model))
     return dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds)))
 
 
@@ -62,7 +48,7 @@ def test_loss_on_logits_output(batch):
     labels = rng.integers(0, 10, batch).astype(np.int64)
     out = _run(model, {"input": x, "labels": labels})
     assert out["loss"].shape == ()
-    np.testing.assert_allclose(out["loss"], _softmax_ce(out["logits"], labels), rtol=1e-5)
+    np.testing.assert_allclose(out["loss"], softmax_cross_entropy(out["logits"], labels), rtol=1e-5)
 
 
 def test_loss_on_softmax_input_for_a_probability_output():
@@ -75,12 +61,12 @@ def test_loss_on_softmax_input_for_a_probability_output():
     x = rng.standard_normal((4, 3, 32, 32)).astype(np.float32)
     labels = np.array([0, 3, 9, 3], dtype=np.int64)
     out = _run(model, {"data_0": x, "labels": labels}, extra_outputs=["fc_1"])
-    expected = _softmax_ce(out["fc_1"], labels)
+    expected = softmax_cross_entropy(out["fc_1"], labels)
     np.testing.assert_allclose(out["loss"], expected, rtol=1e-5)
     # the same number from the model's own probabilities (not CE applied to probabilities)
     prob = out["prob_1"].astype(np.float64)
     np.testing.assert_allclose(out["loss"], -np.log(prob[np.arange(4), labels]).mean(), rtol=1e-4)
-    assert abs(_softmax_ce(prob, labels) - expected) > 1e-2
+    assert abs(softmax_cross_entropy(prob, labels) - expected) > 1e-2
 
 
 def test_second_run_is_a_no_op():
@@ -110,7 +96,7 @@ def test_two_dimensional_mlp_logits():
     x = rng.standard_normal((6, 64)).astype(np.float32)
     labels = rng.integers(0, 10, 6).astype(np.int64)
     out = _run(model, {"x": x, "labels": labels})
-    np.testing.assert_allclose(out["loss"], _softmax_ce(out["logits"], labels), rtol=1e-5)
+    np.testing.assert_allclose(out["loss"], softmax_cross_entropy(out["logits"], labels), rtol=1e-5)
 
 
 def test_without_plan_is_a_precondition_error():
