@@ -1,6 +1,5 @@
 """VGG-11/16 with BatchNorm, adapted to CIFAR: the classifier is GAP -> Linear(512, classes)."""
 
-from collections import OrderedDict
 
 import torch
 from torch import nn

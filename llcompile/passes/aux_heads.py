@@ -44,11 +44,13 @@ class AuxHeadsPass(ir.passes.InPlacePass):
                 continue
             builder = GraphBuilder(graph, f"{stage.name}.aux")
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.name.encode())])
-            params_before = set(graph.initializers)
+            before = set(graph.initializers)
             logits = self._build_head(builder, value_named(graph, stage.output), plan.num_classes, rng)
             stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name
-            stage.head = {"kind": self.kind, "logits": logits.name,
-                          "params": sorted(set(graph.initializers) - params_before)}
+            added = set(graph.initializers) - before
+            buffers = {v.name for node in graph if node.op_type == "BatchNormalization" for v in node.inputs[3:5]}
+            stage.head = {"kind": self.kind, "logits": logits.name, "params": sorted(added - buffers),
+                          "buffers": sorted(added & buffers)}
             modified = True
         plan.options["aux_head"] = self.kind
         plan.write(model)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, field
 
 from llcompile.backends.base import OptimizerConfig
@@ -29,7 +30,7 @@ class TrainConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer.name]
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return json.loads(json.dumps(asdict(self)))  # plain JSON types, comparable with a stored run
 
     @classmethod
     def from_json(cls, data: dict) -> TrainConfig:

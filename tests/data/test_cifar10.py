@@ -16,7 +16,7 @@ from llcompile.data import load_dataset
 from llcompile.data.cache import cache_root
 from llcompile.data.decode import decode_images
 from llcompile.data.image_tree import list_zip_tree
-from tests.data.builders import image_files, write_python_batches, write_tree, write_zip
+from tests.data.builders import image_files, write_python_batches, write_zip
 
 SHAPE = (3, 32, 32)
 SHARED_ZIP = Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.zip"

@@ -124,13 +124,15 @@ def test_plan_records_losses_and_heads(kind):
         assert loss_node.op_type == "SoftmaxCrossEntropyLoss"
         assert loss_node.inputs[0].name == stage.head["logits"]
         assert stage.head["params"] == sorted(stage.head["params"])
-        for name in stage.head["params"]:
+        assert all(name.endswith(("running_mean", "running_var")) for name in stage.head["buffers"])
+        assert len(stage.head["buffers"]) == (2 if kind == "conv" and stage.name == "block1" else 0)  # BN on 4-D only
+        for name in stage.head["params"] + stage.head["buffers"]:
             assert name in model.graph.initializers and name.startswith(f"{stage.name}.aux.")
             assert name not in owners
             owners[name] = stage.name
     final = plan.stages[-1]
     assert final.kind == "final" and final.loss is None and final.head is None
-    # every initializer the pass added is recorded as some head's parameter
+    # every initializer the pass added is recorded as some head's parameter or buffer
     original = set(canonicalize(lm.small_cnn()).graph.initializers)
     assert set(model.graph.initializers) - original == set(owners)
 

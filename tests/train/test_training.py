@@ -1,0 +1,160 @@
+"""End-to-end training on built-in data: both backends, bp and dbl, resume, export, bad data."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+import llcompile
+from llcompile.data import BatchLoader, load_dataset
+from llcompile.train import TrainConfig, train
+from llcompile.train.checkpoint import load_checkpoint
+from llcompile.verify import session
+
+
+@pytest.fixture(scope="module")
+def digits_programs(tmp_path_factory):
+    """small_cnn for 1x8x8 digits, compiled with bp and dbl (3 blocks)."""
+    import torch
+
+    from llcompile.models import export
+
+    root = tmp_path_factory.mktemp("digits")
+    torch.manual_seed(0)
+    model = export("small_cnn", root / "small_cnn.onnx", input_shape=(1, 8, 8))
+    programs = {}
+    for strategy, options in [("bp", {}), ("dbl", {"blocks": 3})]:
+        programs[strategy] = llcompile.transform(model, strategy, **options).save(root / strategy)
+    return programs
+
+
+def _config(**overrides) -> TrainConfig:
+    base = dict(data="digits", epochs=3, batch_size=64, lr=0.05, seed=0, threads=2)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+@pytest.mark.parametrize("strategy", ["bp", "dbl"])
+def test_training_learns_digits(digits_programs, tmp_path, backend, strategy):
+    result = train(digits_programs[strategy], _config(backend=backend), tmp_path / "run", show_progress=False)
+    history = result.history
+    assert len(history) == 3
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert result.test_accuracy > 0.6  # chance is 0.1
+    names = [stage["name"] for stage in json.loads((digits_programs[strategy] / "program.json").read_text())["stages"]]
+    for record in history:
+        assert list(record["stages"]) == names
+        assert record["epoch_time_s"] > 0 and record["peak_memory_mb"] > 0
+    lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines] == [1, 2, 3]
+    assert (tmp_path / "run" / "metrics.csv").exists()
+
+
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_trained_model_gives_the_reported_accuracy(digits_programs, tmp_path, backend):
+    result = train(digits_programs["dbl"], _config(backend=backend, epochs=2), tmp_path / "run", show_progress=False)
+    model = onnx.load(result.trained_model)
+    onnx.checker.check_model(model, full_check=True)
+    dataset = load_dataset("digits", (1, 8, 8), 10)
+    sess = session(model)
+    correct = total = 0
+    for x, labels in BatchLoader(dataset, "test", 100, seed=0, epoch=0):
+        predictions = sess.run(None, {sess.get_inputs()[0].name: x})[0].argmax(1)
+        correct += int((predictions == labels).sum())
+        total += len(labels)
+    assert correct / total == pytest.approx(result.test_accuracy, abs=1 / total)
+
+
+def _run_cli(program, run_dir, *extra):
+    return [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", "digits", "--epochs", "3",
+            "--batch-size", "32", "--lr", "0.05", "--threads", "1", "--quiet", "--run-dir", str(run_dir), *extra]
+
+
+def _final_state(run_dir):
+    arrays, progress = load_checkpoint(run_dir / "checkpoint.npz")
+    return arrays, progress["history"]
+
+
+def _assert_same_run(a, b):
+    arrays_a, history_a = _final_state(a)
+    arrays_b, history_b = _final_state(b)
+    strip = [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s", "peak_memory_mb")}
+             for r in history_a]
+    assert strip == [{k: v for k, v in r.items() if k not in ("epoch_time_s", "images_per_s", "peak_memory_mb")}
+                     for r in history_b]
+    assert set(arrays_a) == set(arrays_b)
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+
+
+def _wait_for_progress(run_dir, proc, min_epochs_done: int, timeout=120):
+    """Wait until the run is inside epoch ``min_epochs_done + 1``."""
+    start = time.time()
+    while time.time() - start < timeout:
+        if (run_dir / "metrics.jsonl").exists():
+            done = len((run_dir / "metrics.jsonl").read_text().splitlines())
+            if done >= min_epochs_done:
+                time.sleep(0.3)  # into the middle of the next epoch
+                return
+        if proc.poll() is not None:
+            pytest.fail(f"run ended early: {proc.stderr.read()}")
+        time.sleep(0.05)
+    pytest.fail("run made no progress")
+
+
+@pytest.mark.parametrize("how", ["kill", "ctrl-c"])
+def test_resume_after_interruption_matches_an_uninterrupted_run(digits_programs, tmp_path, how):
+    program = digits_programs["dbl"]
+    reference = tmp_path / "reference"
+    subprocess.run(_run_cli(program, reference), check=True, timeout=300)
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen(_run_cli(program, interrupted), stderr=subprocess.PIPE, text=True)
+    _wait_for_progress(interrupted, proc, min_epochs_done=1)
+    proc.send_signal(signal.SIGKILL if how == "kill" else signal.SIGINT)
+    proc.wait(timeout=60)
+    if how == "ctrl-c":
+        assert proc.returncode == 130
+        _, progress = load_checkpoint(interrupted / "checkpoint.npz")
+        assert progress["step"] > 0  # stopped mid-epoch, and said where
+    resumed = subprocess.run(_run_cli(program, interrupted, "--resume"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_run(reference, interrupted)
+
+
+def test_resume_refuses_other_settings(digits_programs, tmp_path):
+    run_dir = tmp_path / "run"
+    train(digits_programs["bp"], _config(epochs=1), run_dir, show_progress=False)
+    with pytest.raises(llcompile.LLCompileError, match="lr differ"):
+        train(digits_programs["bp"], _config(epochs=2, lr=0.2), run_dir, resume=True, show_progress=False)
+    with pytest.raises(llcompile.LLCompileError, match="already holds a run"):
+        train(digits_programs["bp"], _config(epochs=1), run_dir, show_progress=False)
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("cifar10:/nonexistent/path", "/nonexistent/path"),
+    ("imagenet", "unknown"),
+])
+def test_bad_data_is_a_one_line_error(digits_programs, tmp_path, spec, fragment):
+    result = subprocess.run([sys.executable, "-m", "llcompile.cli", "train", str(digits_programs["bp"]),
+                             "--data", spec, "--run-dir", str(tmp_path / "run"), "--quiet"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+
+
+def test_data_with_more_classes_than_the_model(tmp_path):
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    model = export("mlp", tmp_path / "mlp5.onnx", input_shape=(1, 8, 8), num_classes=5)
+    program = llcompile.transform(model, "bp").save(tmp_path / "bp")
+    with pytest.raises(llcompile.LLCompileError, match="10 classes"):
+        train(program, _config(epochs=1), tmp_path / "run", show_progress=False)
