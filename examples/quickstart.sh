@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The quickstart: export ResNet-20 from the zoo (shaped for the built-in sklearn digits data,
-# 1x8x8 images, 10 classes), compile it into a 4-block DBL training program, look at it, and
-# check that the stages, chained, compute exactly what the model computes.
+# 1x8x8 images, 10 classes), compile it into a 4-block DBL training program, look at it, check
+# that the stages, chained, compute exactly what the model computes, and train it on digits.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 llc=.venv/bin/llcompile
@@ -19,3 +19,6 @@ $llc transform "$out/resnet20.onnx" -o "$out/resnet20-dbl" --strategy dbl --bloc
 echo
 echo "== llcompile verify (onnxruntime: stage chain and eval model vs the source model)"
 $llc verify "$out/resnet20-dbl"
+echo
+echo "== llcompile train --data digits (block-local training, torch backend)"
+$llc train "$out/resnet20-dbl" --data digits --epochs 5 --batch-size 64 --lr 0.05 --run-dir "$out/run" --force
