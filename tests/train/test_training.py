@@ -158,3 +158,40 @@ def test_data_with_more_classes_than_the_model(tmp_path):
     program = llcompile.transform(model, "bp").save(tmp_path / "bp")
     with pytest.raises(llcompile.LLCompileError, match="10 classes"):
         train(program, _config(epochs=1), tmp_path / "run", show_progress=False)
+
+
+SHARED_ZIP = __import__("pathlib").Path(__file__).resolve().parents[3] / "shared" / "data" / "cifar10-jpeg.zip"
+
+
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_mnist1d_and_synthetic(tmp_path, backend):
+    """The other built-in data: an MLP on mnist1d (signals reshaped to the model's 1x1x40 input), a
+    small CNN on synthetic data, each with bp and dbl."""
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    cases = [("mlp", (1, 1, 40), "mnist1d", 0.3), ("small_cnn", (3, 16, 16), "synthetic:1024", 0.5)]
+    for name, shape, data, accuracy in cases:
+        model = export(name, tmp_path / f"{name}.onnx", input_shape=shape)
+        for strategy, options in [("bp", {}), ("dbl", {"blocks": 2})]:
+            program = llcompile.transform(model, strategy, **options).save(tmp_path / f"{name}-{strategy}")
+            result = train(program, _config(data=data, backend=backend, epochs=3, lr=0.05), program / "run",
+                           show_progress=False)
+            assert result.test_accuracy > accuracy, (name, strategy, result.test_accuracy)  # chance is 0.1
+
+
+@pytest.mark.skipif(not SHARED_ZIP.exists(), reason="../shared/data/cifar10-jpeg.zip is not present")
+def test_cifar10_zip_smoke(tmp_path):
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    model = export("small_cnn", tmp_path / "small_cnn.onnx")
+    program = llcompile.transform(model, "dbl", blocks=2).save(tmp_path / "dbl")
+    result = train(program, _config(data=f"cifar10:{SHARED_ZIP}", data_limit=256, epochs=1, batch_size=64),
+                   tmp_path / "run", show_progress=False)
+    assert len(result.history) == 1 and 0 <= result.test_accuracy <= 1
+    assert result.history[0]["images_per_s"] > 0
