@@ -267,25 +267,25 @@ class _Codegen:
             return _literal(array.item())
         return self.x(node, index)
 
-    def ints(self, node: ir.Node, index: int, what: str) -> list[int] | None:
-        """A constant int-vector input (axes, pads, shapes) as a list; None when the input is absent."""
+    def constant_input(self, node: ir.Node, index: int, what: str) -> np.ndarray | None:
+        """A constant input as an array; None when the input is absent; an error when not constant."""
         value = self.input(node, index)
         if value is None:
             return None
         array = self.array(value)
         if array is None:
             raise LLCompileError(f"{node.op_type} {node.name!r}: {what} must be a constant")
-        return [int(v) for v in array.reshape(-1)]
+        return array.reshape(-1)
+
+    def ints(self, node: ir.Node, index: int, what: str) -> list[int] | None:
+        """A constant int-vector input (axes, pads, shapes) as a list; None when the input is absent."""
+        array = self.constant_input(node, index, what)
+        return None if array is None else [int(v) for v in array]
 
     def scalar(self, node: ir.Node, index: int, what: str) -> str | None:
         """A constant scalar input as a float literal; None when absent."""
-        value = self.input(node, index)
-        if value is None:
-            return None
-        array = self.array(value)
-        if array is None:
-            raise LLCompileError(f"{node.op_type} {node.name!r}: {what} must be a constant")
-        return _literal(float(array.reshape(-1)[0]))
+        array = self.constant_input(node, index, what)
+        return None if array is None else _literal(float(array[0]))
 
     def rank(self, value: ir.Value) -> int:
         if value.shape is None:

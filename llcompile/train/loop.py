@@ -109,7 +109,7 @@ def _train_epoch(stages: list[TrainableStage], backend: Backend, dataset: Datase
     step at which a Ctrl-C stopped it (that step not yet taken)."""
     loader = BatchLoader(dataset, "train", config.batch_size, config.seed, epoch, start_step=start_step)
     bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{config.epochs}",
-               disable=not show_progress, leave=False, unit="step")
+               disable=None if show_progress else True, leave=False, unit="step")  # None: off when not a TTY
     final = stages[-1].name
     started = time.perf_counter() - sums.seconds
     with PeakMemoryMonitor(config.device) as memory:

@@ -16,6 +16,7 @@ from llcompile.errors import LLCompileError
 from llcompile.models import build
 from llcompile.program import Stage
 from llcompile.verify import run_model, session, with_batchnorm_mode
+from tests.backends.chain import train_chain
 
 INPUT_SHAPE = (3, 16, 16)
 BATCH = 16
@@ -51,16 +52,6 @@ def batch(seed=0, size=BATCH):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((size, *INPUT_SHAPE)).astype(np.float32),
             rng.integers(0, 10, size).astype(np.int64))
-
-
-def train_chain(stages, x, labels, lr=0.05):
-    """One training step of every stage in order; their losses."""
-    losses = []
-    for stage in stages:
-        result = stage.train_step(x, labels, lr)
-        losses.append(result.loss)
-        x = result.output
-    return losses
 
 
 def initializers(model: onnx.ModelProto) -> dict[str, np.ndarray]:
@@ -160,7 +151,7 @@ def test_running_stats_after_one_step_equal_torch_batchnorm(backend, program):
 def test_steps_on_a_fixed_batch_reduce_every_stage_loss(backend, program, kind):
     stages = backend.build(program(kind), SGD_CONFIG)
     x, labels = batch()
-    losses = [train_chain(stages, x, labels) for _ in range(6)]
+    losses = [train_chain(stages, x, labels, 0.05) for _ in range(6)]
     assert all(last < first for first, last in zip(losses[0], losses[-1])), losses
 
 
@@ -217,7 +208,7 @@ def test_forward_equals_the_eval_models_with_the_trained_weights(backend, progra
     dbl = program("dbl-conv")
     stages = backend.build(dbl, SGD_CONFIG)
     for seed in range(3):
-        train_chain(stages, *batch(seed))
+        train_chain(stages, *batch(seed), 0.05)
     x, labels = batch(seed=7)
     activation = x
     for stage, trained in zip(dbl.stages, stages):  # each stage graph in inference form

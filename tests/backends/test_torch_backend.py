@@ -13,6 +13,7 @@ from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
 from llcompile.models import export
 from tests.fixtures import legacy_models as lm
+from tests.backends.chain import train_chain
 
 SHAPE = (3, 8, 8)
 LR = 0.05
@@ -36,16 +37,6 @@ def _batch(backend: TorchBackend, n: int = 16, seed: int = 0):
     return backend.to_batch(rng.standard_normal((n, *SHAPE)).astype(np.float32), rng.integers(0, 10, n))
 
 
-def _step_all(stages, x, labels, lr: float = LR) -> list[float]:
-    """One train step of every stage in order, each fed the previous stage's output."""
-    losses = []
-    for stage in stages:
-        result = stage.train_step(x, labels, lr)
-        losses.append(result.loss)
-        x = result.output
-    return losses
-
-
 def _forward_all(stages, x):
     for stage in stages:
         x = stage.forward(x)
@@ -56,7 +47,7 @@ def test_sgd_steps_reduce_the_loss(dbl):
     backend = TorchBackend()
     stages = backend.build(dbl, SGD)
     x, labels = _batch(backend)
-    history = [_step_all(stages, x, labels) for _ in range(10)]
+    history = [train_chain(stages, x, labels, LR) for _ in range(10)]
     assert all(last < first for first, last in zip(history[0], history[-1]))
 
 
@@ -77,13 +68,13 @@ def test_state_round_trip_reproduces_the_next_steps(dbl, config):
     x, labels = _batch(backend)
     trained = backend.build(dbl, config)
     for _ in range(3):
-        _step_all(trained, x, labels)
+        train_chain(trained, x, labels, LR)
     restored = backend.build(dbl, config)
     for stage, source in zip(restored, trained):
         stage.load_state(source.state())
     # two steps: the second also depends on the optimizer slots the first one updated
     for _ in range(2):
-        assert _step_all(restored, x, labels) == _step_all(trained, x, labels)
+        assert train_chain(restored, x, labels, LR) == train_chain(trained, x, labels, LR)
     assert torch.equal(_forward_all(restored, x), _forward_all(trained, x))  # BN statistics too
 
 
@@ -94,7 +85,7 @@ def test_state_is_named_like_the_program(dbl):
     program_stage = dbl.stages[0]
     assert set(fresh) == {*program_stage.params, *program_stage.buffers, "block1/step"}
     assert int(fresh["block1/step"]) == 0
-    _step_all(stages, *_batch(backend))
+    train_chain(stages, *_batch(backend), LR)
     state = stages[0].state()
     assert set(state) == set(fresh) | {f"{p}/momentum_buffer" for p in program_stage.params}
     assert int(state["block1/step"]) == 1
@@ -107,7 +98,7 @@ def test_state_carries_over_to_a_program_with_other_boundaries(dbl, model_path):
     backend = TorchBackend()
     stages = backend.build(dbl, SGD)
     for _ in range(2):
-        _step_all(stages, *_batch(backend))
+        train_chain(stages, *_batch(backend), LR)
     carried = {k: v for stage in stages for k, v in stage.state().items()}
     (bp_stage,) = backend.build(llcompile.transform(model_path, "bp"), SGD)
     bp_stage.load_state(carried)
@@ -150,7 +141,7 @@ def test_script_mode_matches_eager(dbl):
     eager_stages, script_stages = eager.build(dbl, SGD), script.build(dbl, SGD)
     assert isinstance(script_stages[0].runner, torch.jit.ScriptModule)
     for _ in range(3):
-        np.testing.assert_allclose(_step_all(script_stages, x, labels), _step_all(eager_stages, x, labels),
+        np.testing.assert_allclose(train_chain(script_stages, x, labels, LR), train_chain(eager_stages, x, labels, LR),
                                    rtol=1e-6)
     torch.testing.assert_close(_forward_all(script_stages, x), _forward_all(eager_stages, x))
     # the scripted module updates the eager module's tensors, which state() reads
@@ -203,14 +194,15 @@ def test_cuda_step(dbl):
     stages = backend.build(dbl, SGD)
     x, labels = _batch(backend)
     assert x.is_cuda and labels.is_cuda
-    losses = [_step_all(stages, x, labels) for _ in range(3)]
+    losses = [train_chain(stages, x, labels, LR) for _ in range(3)]
     assert all(np.isfinite(losses).ravel())
     assert stages[0].train_step(x, labels, LR).output.is_cuda
     cpu_stages = TorchBackend().build(dbl, SGD)
     for cpu_stage, stage in zip(cpu_stages, stages):
         cpu_stage.load_state(stage.state())  # state comes back as numpy, whatever the device
     # loose: CUDA convolutions may run in TF32
-    np.testing.assert_allclose(_step_all(cpu_stages, x.cpu(), labels.cpu()), _step_all(stages, x, labels), rtol=1e-2)
+    np.testing.assert_allclose(train_chain(cpu_stages, x.cpu(), labels.cpu(), LR), train_chain(stages, x, labels, LR),
+                               rtol=1e-2)
 
 
 def test_bad_options_are_refused(dbl):
