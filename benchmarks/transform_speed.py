@@ -48,7 +48,7 @@ def main() -> None:
         for name in dict.fromkeys(c[0] for c in CASES):
             torch.manual_seed(0)
             files[name] = export(name, Path(tmp) / f"{name}.onnx")
-        print(f"| model | strategy | options | load s | transform s (load included) | save s | target | ok |")
+        print("| model | strategy | options | load s | transform s (load included) | save s | target | ok |")
         print("|---|---|---|---|---|---|---|---|")
         for name, strategy, options, target in CASES:
             path = files[name]
