@@ -32,6 +32,7 @@ import onnx.inliner
 import onnxruntime
 from onnxruntime.training import artifacts
 
+from llcompile.data.cache import cache_root
 from llcompile.errors import LLCompileError
 
 TRAINING_MODEL = "training_model.onnx"
@@ -77,8 +78,7 @@ def running_stats(model: onnx.ModelProto) -> list[RunningStats]:
 
 
 def default_cache_dir() -> Path:
-    root = os.environ.get("LLCOMPILE_CACHE") or Path.home() / ".cache" / "llcompile"
-    return Path(root) / "ort-artifacts"
+    return cache_root() / "ort-artifacts"
 
 
 def stage_artifacts(model: onnx.ModelProto, params: list[str], extra_outputs: list[str], cache_dir: Path) -> Path:

@@ -29,7 +29,7 @@ class TorchBackend(Backend):
     def __init__(self, device: str | torch.device = "cpu", mode: str = "eager"):
         if mode not in MODES:
             raise LLCompileError(f"unknown torch backend mode {mode!r}; choose one of: {', '.join(MODES)}")
-        self.device = torch.device(device)
+        self.device = _checked_device(device)
         self.mode = mode
 
     def build(self, program: Program, optimizer: OptimizerConfig) -> list[TrainableStage]:
@@ -55,6 +55,21 @@ class TorchBackend(Backend):
         if self.mode == "compile":
             return torch.compile(module)
         return module
+
+
+def _checked_device(device: str | torch.device) -> torch.device:
+    try:
+        checked = torch.device(device)
+    except RuntimeError:
+        raise LLCompileError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+    if checked.type == "cuda":
+        if not torch.cuda.is_available():
+            raise LLCompileError("this torch has no usable CUDA device; train on --device cpu")
+        if checked.index is not None and checked.index >= torch.cuda.device_count():
+            raise LLCompileError(f"{device}: there are {torch.cuda.device_count()} CUDA devices")
+    elif checked.type != "cpu":
+        raise LLCompileError(f"device {device!r} is not supported; use cpu, cuda or cuda:N")
+    return checked
 
 
 def make_optimizer(config: OptimizerConfig, module: StageModule) -> torch.optim.Optimizer:

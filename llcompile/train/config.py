@@ -30,7 +30,8 @@ class TrainConfig:
         return self.lr if self.lr is not None else DEFAULT_LR[self.optimizer.name]
 
     def to_json(self) -> dict:
-        return json.loads(json.dumps(asdict(self)))  # plain JSON types, comparable with a stored run
+        """Plain JSON types, comparable with a stored run; ``lr`` is the effective one."""
+        return json.loads(json.dumps({**asdict(self), "lr": self.base_lr}))
 
     @classmethod
     def from_json(cls, data: dict) -> TrainConfig:

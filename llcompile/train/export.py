@@ -8,6 +8,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from llcompile.atomic import atomic_write
 from llcompile.program import Program
 
 
@@ -22,6 +23,4 @@ def trained_eval_model(program: Program, state: dict[str, np.ndarray]) -> onnx.M
 
 
 def save_trained_model(program: Program, state: dict[str, np.ndarray], path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    onnx.save_model(trained_eval_model(program, state), tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda f: f.write(trained_eval_model(program, state).SerializeToString()))

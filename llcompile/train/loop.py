@@ -18,6 +18,7 @@ import torch
 from tqdm import tqdm
 
 from llcompile.backends import make_backend
+from llcompile.atomic import atomic_write_text
 from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import BatchLoader, Dataset, load_dataset
 from llcompile.errors import LLCompileError
@@ -70,15 +71,18 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     """Train the program in ``program_dir``; everything the run writes goes to ``run_dir``."""
     program = Program.load(program_dir)
     run_dir = Path(run_dir)
-    arrays, progress = _prepare_run_dir(run_dir, program_dir, config, resume, force)
     if config.threads:
         torch.set_num_threads(config.threads)
+    # everything that can fail on bad input comes before the run directory is touched
     dataset = load_dataset(config.data, tuple(program.input["shape"][1:]), program.num_classes, config.data_limit)
+    if len(dataset.train_y) < 2:
+        raise LLCompileError(f"the training split has {len(dataset.train_y)} sample(s); training needs at least 2")
     backend = make_backend(config.backend, config.device, config.torch_mode)
     stages = backend.build(program, config.optimizer)
+    arrays, progress = _prepare_run_dir(run_dir, program_dir, config, resume, force)
     for stage in stages:
         stage.load_state(arrays)
-    steps_per_epoch = len(BatchLoader(dataset, "train", config.batch_size, config.seed, 0))
+    steps_per_epoch = len(_train_loader(dataset, config, epoch=0))
     history: list[dict] = progress["history"]
     with DeferredInterrupt() as interrupt:
         for epoch in range(progress["epoch"], config.epochs):
@@ -93,8 +97,8 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
             record = _epoch_record(program, stages, backend, dataset, config, epoch, steps_per_epoch, sums)
             history.append(record)
             write_metrics(run_dir, history)
-            _save(run_dir, stages, {"epoch": epoch + 1, "step": 0, "sums": None, "history": history})
             progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
+            _save(run_dir, stages, progress)
             if show_progress:
                 _print_epoch(record)
     state = _merged_state(stages)
@@ -107,7 +111,7 @@ def _train_epoch(stages: list[TrainableStage], backend: Backend, dataset: Datase
                  interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
     """Train from ``start_step`` to the end of the epoch, adding to ``sums``; return None, or the
     step at which a Ctrl-C stopped it (that step not yet taken)."""
-    loader = BatchLoader(dataset, "train", config.batch_size, config.seed, epoch, start_step=start_step)
+    loader = _train_loader(dataset, config, epoch, start_step)
     bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{config.epochs}",
                disable=None if show_progress else True, leave=False, unit="step")  # None: off when not a TTY
     final = stages[-1].name
@@ -136,6 +140,13 @@ def _train_epoch(stages: list[TrainableStage], backend: Backend, dataset: Datase
         sums.peak_memory_bytes = max(sums.peak_memory_bytes, memory.peak_bytes())
     bar.close()
     return step
+
+
+def _train_loader(dataset: Dataset, config: TrainConfig, epoch: int, start_step: int = 0) -> BatchLoader:
+    # a last batch of one sample cannot train BatchNormalization (one value per channel): drop it
+    drop_last = len(dataset.train_y) % config.batch_size == 1
+    return BatchLoader(dataset, "train", config.batch_size, config.seed, epoch, start_step=start_step,
+                       drop_last=drop_last)
 
 
 def evaluate(stages: list[TrainableStage], backend: Backend, dataset: Dataset, batch_size: int) -> float:
@@ -191,25 +202,43 @@ def _save(run_dir: Path, stages: list[TrainableStage], progress: dict) -> None:
 def _prepare_run_dir(run_dir: Path, program_dir, config: TrainConfig, resume: bool,
                      force: bool) -> tuple[dict[str, np.ndarray], dict]:
     """Create or check the run directory; return the checkpoint to start from (empty when new)."""
-    fresh = {"epoch": 0, "step": 0, "sums": None, "history": []}
     run_record = {"program": str(Path(program_dir).resolve()),
                   "program_json": (Path(program_dir) / "program.json").read_text(), "config": config.to_json()}
-    if resume:
-        if not (run_dir / CHECKPOINT).exists():
-            raise LLCompileError(f"{run_dir}: no checkpoint to resume from")
+    try:
+        if resume:
+            arrays, progress = _resumable_checkpoint(run_dir, program_dir, config, run_record)
+        else:
+            arrays, progress = {}, {"epoch": 0, "step": 0, "sums": None, "history": []}
+            if run_dir.exists() and any(run_dir.iterdir()):
+                if not force:
+                    raise LLCompileError(
+                        f"{run_dir} already holds a run (use --resume to continue it or --force to replace it)")
+                shutil.rmtree(run_dir)
+            run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(run_dir / RUN_FILE, json.dumps(run_record, indent=2))
+    except OSError as exc:
+        raise LLCompileError(f"cannot use {run_dir} as the run directory: {exc.strerror or exc}") from None
+    return arrays, progress
+
+
+def _resumable_checkpoint(run_dir: Path, program_dir, config: TrainConfig,
+                          run_record: dict) -> tuple[dict[str, np.ndarray], dict]:
+    if not (run_dir / CHECKPOINT).exists():
+        raise LLCompileError(f"{run_dir}: no checkpoint to resume from")
+    try:
         previous = json.loads((run_dir / RUN_FILE).read_text())
-        if previous["program_json"] != run_record["program_json"]:
-            raise LLCompileError(f"{run_dir} was trained from another program; cannot resume with {program_dir}")
-        changed = sorted(k for k, v in config.to_json().items()
-                         if previous["config"].get(k) != v and k not in TrainConfig.RESUMABLE_CHANGES)
-        if changed:
-            raise LLCompileError(f"cannot resume with other settings: {', '.join(changed)} differ from the run's")
-        (run_dir / RUN_FILE).write_text(json.dumps(run_record, indent=2))
-        return load_checkpoint(run_dir / CHECKPOINT)
-    if run_dir.exists() and any(run_dir.iterdir()):
-        if not force:
-            raise LLCompileError(f"{run_dir} already holds a run (use --resume to continue it or --force to replace it)")
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / RUN_FILE).write_text(json.dumps(run_record, indent=2))
-    return {}, fresh
+        previous_program, previous_config = previous["program_json"], previous["config"]
+    except (OSError, ValueError, KeyError, TypeError):
+        raise LLCompileError(f"{run_dir}: {RUN_FILE} is missing or damaged; cannot resume") from None
+    if previous_program != run_record["program_json"]:
+        raise LLCompileError(f"{run_dir} was trained from another program; cannot resume with {program_dir}")
+    changed = sorted(k for k, v in run_record["config"].items()
+                     if previous_config.get(k) != v and k not in TrainConfig.RESUMABLE_CHANGES)
+    if changed:
+        raise LLCompileError(f"cannot resume with other settings: {', '.join(changed)} "
+                             "differ(s) from the run's (only --epochs and --threads may change)")
+    arrays, progress = load_checkpoint(run_dir / CHECKPOINT)
+    if config.epochs < progress["epoch"]:
+        raise LLCompileError(f"the run has already trained {progress['epoch']} epochs; --epochs {config.epochs} "
+                             "is fewer")
+    return arrays, progress

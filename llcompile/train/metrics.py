@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 from pathlib import Path
+
+from llcompile.atomic import atomic_write_text
 
 
 def flatten(record: dict, prefix: str = "") -> dict:
@@ -20,11 +23,10 @@ def flatten(record: dict, prefix: str = "") -> dict:
 
 def write_metrics(run_dir: Path, history: list[dict]) -> None:
     """Rewrite both files from the full history (a resumed run rewrites what it continues)."""
-    jsonl = "".join(json.dumps(record) + "\n" for record in history)
-    (run_dir / "metrics.jsonl").write_text(jsonl)
+    atomic_write_text(run_dir / "metrics.jsonl", "".join(json.dumps(record) + "\n" for record in history))
     rows = [flatten(record) for record in history]
-    columns = list(dict.fromkeys(key for row in rows for key in row))
-    with open(run_dir / "metrics.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    table = io.StringIO(newline="")
+    writer = csv.DictWriter(table, fieldnames=list(dict.fromkeys(key for row in rows for key in row)))
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(run_dir / "metrics.csv", table.getvalue())

@@ -38,7 +38,7 @@ def test_checkpoint_round_trip_without_pickle(tmp_path):
 def test_checkpoint_with_an_object_array_is_refused(tmp_path):
     path = tmp_path / "evil.npz"
     np.savez(path, payload=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(LLCompileError, match="unreadable checkpoint"):
+    with pytest.raises(LLCompileError, match="not a readable llcompile checkpoint"):
         load_checkpoint(path)
 
 

@@ -145,6 +145,13 @@ def test_resume_refuses_other_settings(digits_programs, tmp_path):
     train(digits_programs["bp"], _config(epochs=1), run_dir, show_progress=False)
     with pytest.raises(llcompile.LLCompileError, match="lr differ"):
         train(digits_programs["bp"], _config(epochs=2, lr=0.2), run_dir, resume=True, show_progress=False)
+    with pytest.raises(llcompile.LLCompileError, match="fewer"):
+        train(digits_programs["bp"], _config(epochs=0), run_dir, resume=True, show_progress=False)
+    # the default learning rate given explicitly is the same setting
+    train(digits_programs["bp"], _config(epochs=1, lr=None), run_dir / "default", show_progress=False)
+    train(digits_programs["bp"], _config(epochs=1, lr=0.1), run_dir / "default", resume=True, show_progress=False)
+    with pytest.raises(llcompile.LLCompileError, match="lr differ"):
+        train(digits_programs["bp"], _config(epochs=2, lr=0.2), run_dir, resume=True, show_progress=False)
     with pytest.raises(llcompile.LLCompileError, match="already holds a run"):
         train(digits_programs["bp"], _config(epochs=1), run_dir, show_progress=False)
 
@@ -159,6 +166,7 @@ def test_bad_data_is_a_one_line_error(digits_programs, tmp_path, spec, fragment)
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and fragment in result.stderr
+    assert not (tmp_path / "run").exists()  # nothing written before the input was checked
 
 
 def test_data_with_more_classes_than_the_model(tmp_path):
