@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from llcompile.version import __version__
+from llcompile.backends import BACKENDS
 from llcompile.errors import LLCompileError
 from llcompile.passes.aux_heads import AUX_HEAD_KINDS
 
@@ -119,7 +120,7 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--nesterov/--no-nesterov", default=True, show_default=True)
 @click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(min=0))
 @click.option("--lr-schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
-@click.option("--backend", type=click.Choice(["torch", "ort"]), default="torch", show_default=True)
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--torch-mode", type=click.Choice(["eager", "script", "compile"]), default="eager", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)

@@ -9,7 +9,7 @@ import sys
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from llcompile.errors import LLCompileError
 
@@ -86,5 +86,7 @@ def _decode_rgb(data: bytes, name: str) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+    except UnidentifiedImageError:
+        raise LLCompileError(f"cannot decode image {name}: not an image file Pillow can read") from None
     except DECODE_ERRORS as error:
         raise LLCompileError(f"cannot decode image {name}: {error}") from None

@@ -65,3 +65,11 @@ def test_metrics_files(tmp_path):
     lines = (tmp_path / "metrics.csv").read_text().splitlines()
     assert lines[0] == "epoch,test_acc,stages.block1.loss,stages.block1.acc"
     assert lines[2] == "2,0.6,0.8,0.5"
+
+
+def test_cli_offers_exactly_the_schedules_the_runtime_knows():
+    from llcompile.cli import train as train_command
+    from llcompile.train.lr_schedule import SCHEDULES
+
+    options = {param.name: param for param in train_command.params}
+    assert tuple(options["lr_schedule"].type.choices) == SCHEDULES
