@@ -77,6 +77,24 @@ def step_time_ratio(program: Path, args, steps: int = 20) -> tuple[float, float]
     return statistics.median(times["plain"]), statistics.median(times["llcompile"])
 
 
+def stage_step_times(programs: dict[str, Path], args, steps: int = 20) -> dict[str, list[float]]:
+    """Median seconds of each stage's train_step at batch 128 (random data), strategies interleaved."""
+    torch.set_num_threads(args.threads)
+    built = {name: TorchBackend().build(llcompile.Program.load(p), OptimizerConfig()) for name, p in programs.items()}
+    x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+    times: dict[str, list[list[float]]] = {name: [] for name in built}
+    for i in range(steps + 3):
+        for name, stages in built.items():
+            activation, per_stage = x, []
+            for stage in stages:
+                start = time.perf_counter()
+                activation = stage.train_step(activation, y, 0.1).output
+                per_stage.append(time.perf_counter() - start)
+            if i >= 3:
+                times[name].append(per_stage)
+    return {name: np.median(np.array(t), axis=0).tolist() for name, t in times.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=3)
@@ -84,6 +102,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, help="samples per split (for a quick look)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--backends", default="torch,ort")
+    parser.add_argument("--step-times-only", action="store_true", help="skip the training runs")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -96,6 +115,14 @@ def main() -> None:
         print("| loop | s/step | ratio |\n|---|---|---|")
         print(f"| plain PyTorch (hand-written ResNet-20) | {plain_s:.3f} | 1.00 |")
         print(f"| llcompile torch backend, bp | {generated_s:.3f} | {generated_s / plain_s:.2f} |\n")
+        per_stage = stage_step_times(programs, args)
+        print("| strategy | s/step (torch, per-stage sum) | vs bp | per stage |\n|---|---|---|---|")
+        for name, seconds in per_stage.items():
+            print(f"| {name} | {sum(seconds):.3f} | {sum(seconds) / sum(per_stage['bp']):.2f} | "
+                  f"{' / '.join(f'{s:.3f}' for s in seconds)} |")
+        print()
+        if args.step_times_only:
+            return
         loader_rate = loader_images_per_s(args)
         print(f"Input pipeline alone (crop + flip + normalise, batch 128): {loader_rate:,.0f} images/s, "
               f"{loader_rate * generated_s / 128:.0f}x what one training step consumes.\n")

@@ -1,4 +1,5 @@
 import os
+import tempfile
 from pathlib import Path
 
 import onnx
@@ -43,3 +44,5 @@ def zoo_file(tmp_path_factory):
 
 def pytest_configure(config):
     os.environ.setdefault("OMP_NUM_THREADS", "2")
+    # decoded data and ORT artifacts go to a cache of this test session, not the user's
+    os.environ["LLCOMPILE_CACHE"] = tempfile.mkdtemp(prefix="llcompile-test-cache-")
