@@ -9,7 +9,7 @@ from onnx_ir.passes import common as ir_common
 
 from llcompile.emit import emit
 from llcompile.importer import file_sha256, load
-from llcompile.passes import BatchNormModePass
+from llcompile.passes import TrainingModePass
 from llcompile.passes.pipeline import run_passes
 from llcompile.program import Program
 from llcompile.strategies import build_pipeline
@@ -31,7 +31,7 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", *, blo
         source = {"path": os.path.abspath(model), "sha256": file_sha256(model) if os.path.isfile(model) else None}
         model = load(model)
     eval_model = _clone(model)
-    run_passes([BatchNormModePass(training=False), ir_common.RemoveUnusedNodesPass()], eval_model)
+    run_passes([TrainingModePass(training=False), ir_common.RemoveUnusedNodesPass()], eval_model)
     training_model = _clone(model)
     training_model = run_passes(passes, training_model).model
     return emit(training_model, eval_model, strategy, options, source)

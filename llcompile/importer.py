@@ -20,7 +20,7 @@ from onnx_ir.passes import common as ir_common
 
 from llcompile.errors import LLCompileError
 from llcompile.ops import SUPPORTED_OPS
-from llcompile.passes.batchnorm_mode import BatchNormModePass
+from llcompile.passes.training_mode import TrainingModePass
 from llcompile.passes.dynamic_batch import DynamicBatchPass
 from llcompile.passes.flatten_view import FlattenViewPass
 from llcompile.passes.fold_constants import FoldConstantsPass
@@ -96,7 +96,7 @@ def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
         DynamicBatchPass(),
         ir_common.RemoveUnusedNodesPass(),
         ir_common.NameFixPass(),
-        BatchNormModePass(training=True),
+        TrainingModePass(training=True),
         ir_common.TopologicalSortPass(),
     ], model).model
     _refuse_unsupported(model, source)  # after folding: constant subgraphs may use any op

@@ -14,7 +14,7 @@ import onnxruntime as ort
 
 from llcompile.errors import LLCompileError
 from llcompile.importer import read_model_proto
-from llcompile.passes.batchnorm_mode import BatchNormModePass
+from llcompile.passes.training_mode import TrainingModePass
 from llcompile.program import Program
 
 
@@ -29,25 +29,25 @@ def session(model: onnx.ModelProto | ir.Model) -> ort.InferenceSession:
                                 disabled_optimizers=["ConstantSharing"])
 
 
-def with_batchnorm_mode(model: onnx.ModelProto, training: bool) -> onnx.ModelProto:
+def with_training_mode(model: onnx.ModelProto, training: bool) -> onnx.ModelProto:
     ir_model = ir.from_proto(model)
-    BatchNormModePass(training=training)(ir_model)
+    TrainingModePass(training=training)(ir_model)
     return ir.to_proto(ir_model)
 
 
 def run_stage_chain(program: Program, x: np.ndarray, labels: np.ndarray | None = None,
-                    batchnorm_training: bool = True) -> tuple[np.ndarray, dict[str, float]]:
+                    training_form: bool = True) -> tuple[np.ndarray, dict[str, float]]:
     """The final output and every stage's loss for input ``x``.
 
-    ``batchnorm_training=False`` runs BatchNormalization on its running statistics (as the eval
-    model does); True runs the stage graphs as written, with batch statistics.
+    ``training_form=False`` runs the stages in inference form (BatchNormalization on running
+    statistics, Dropout off, as the eval model does); True runs the stage graphs as written.
     """
     if labels is None:
         labels = np.zeros(x.shape[0], dtype=np.int64)
     activation = x
     losses = {}
     for stage in program.stages:
-        model = stage.model if batchnorm_training else with_batchnorm_mode(stage.model, training=False)
+        model = stage.model if training_form else with_training_mode(stage.model, training=False)
         loss, activation = session(model).run([stage.loss, stage.output],
                                               {stage.input: activation, stage.labels: labels})
         losses[stage.name] = float(loss)
@@ -80,15 +80,15 @@ def verify_program(program_dir, model_path=None, batch_size: int = 4, seed: int 
     batch = _static_batch(source) or batch_size
     x = rng.standard_normal([batch, *program.input["shape"][1:]]).astype(np.float32)
     labels = rng.integers(0, program.num_classes, batch).astype(np.int64)
-    reference = run_model(with_batchnorm_mode(source, training=False), x)
-    chain, _ = run_stage_chain(program, x, labels, batchnorm_training=False)
+    reference = run_model(with_training_mode(source, training=False), x)
+    chain, _ = run_stage_chain(program, x, labels, training_form=False)
     errors = {"stage chain vs source (inference)": relative_error(chain, reference),
               "eval_model vs source (inference)": relative_error(run_model(program.eval_model, x), reference)}
     op_types = {node.op_type for node in source.graph.node}
     source_trains_bn = any(node.op_type == "BatchNormalization" and any(
         a.name == "training_mode" and a.i == 1 for a in node.attribute) for node in source.graph.node)
     if source_trains_bn and "Dropout" not in op_types:
-        chain, _ = run_stage_chain(program, x, labels, batchnorm_training=True)
+        chain, _ = run_stage_chain(program, x, labels, training_form=True)
         errors["stage chain vs source (batch statistics)"] = relative_error(chain, run_model(source, x))
     return errors
 

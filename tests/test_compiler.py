@@ -21,7 +21,7 @@ def _check_program(program: llcompile.Program, model: onnx.ModelProto, batch: in
     onnx.checker.check_model(program.eval_model, full_check=True)
     x = np.random.default_rng(0).standard_normal([batch, *program.input["shape"][1:]]).astype(np.float32)
     reference = run_model(model, x)
-    chain, losses = run_stage_chain(program, x, batchnorm_training=False)
+    chain, losses = run_stage_chain(program, x, training_form=False)
     assert relative_error(chain, reference) < 1e-4
     assert relative_error(run_model(program.eval_model, x), reference) < 1e-4
     assert all(np.isfinite(loss) for loss in losses.values())

@@ -121,8 +121,8 @@ def test_torch_exports_of_every_form(zoo_file, mode, tmp_path):
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     source = onnx.load(path)
     if mode == "training":  # the source runs BN on batch statistics; compare in inference form
-        from llcompile.verify import with_batchnorm_mode
-        source = with_batchnorm_mode(source, training=False)
+        from llcompile.verify import with_training_mode
+        source = with_training_mode(source, training=False)
     assert relative_error(run_model(program.eval_model, x), run_model(source, x)) < 1e-4
 
 

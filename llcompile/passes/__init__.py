@@ -5,12 +5,12 @@ passes (partition, aux heads, loss) write the training plan into the model.
 """
 
 from llcompile.passes.aux_heads import AuxHeadsPass
-from llcompile.passes.batchnorm_mode import BatchNormModePass
+from llcompile.passes.training_mode import TrainingModePass
 from llcompile.passes.dynamic_batch import DynamicBatchPass
 from llcompile.passes.flatten_view import FlattenViewPass
 from llcompile.passes.fold_constants import FoldConstantsPass
 from llcompile.passes.model_loss import ModelLossPass
 from llcompile.passes.partition import PartitionPass
 
-__all__ = ["AuxHeadsPass", "BatchNormModePass", "DynamicBatchPass", "FlattenViewPass", "FoldConstantsPass",
+__all__ = ["AuxHeadsPass", "TrainingModePass", "DynamicBatchPass", "FlattenViewPass", "FoldConstantsPass",
            "ModelLossPass", "PartitionPass"]

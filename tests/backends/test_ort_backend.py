@@ -15,7 +15,7 @@ from llcompile.backends.ort_backend import OrtBackend, OrtStage
 from llcompile.errors import LLCompileError
 from llcompile.models import build
 from llcompile.program import Stage
-from llcompile.verify import run_model, session, with_batchnorm_mode
+from llcompile.verify import run_model, session, with_training_mode
 from tests.backends.chain import train_chain
 
 INPUT_SHAPE = (3, 16, 16)
@@ -212,7 +212,7 @@ def test_forward_equals_the_eval_models_with_the_trained_weights(backend, progra
     x, labels = batch(seed=7)
     activation = x
     for stage, trained in zip(dbl.stages, stages):  # each stage graph in inference form
-        model = with_weights(with_batchnorm_mode(stage.model, training=False), trained.state())
+        model = with_weights(with_training_mode(stage.model, training=False), trained.state())
         (expected,) = session(model).run([stage.output], {stage.input: activation, stage.labels: labels})
         actual = trained.forward(activation)
         np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-5, err_msg=stage.name)

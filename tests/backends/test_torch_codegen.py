@@ -26,7 +26,7 @@ from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
 from llcompile.models import build, export
 from llcompile.ops import SUPPORTED_OPS
-from llcompile.verify import relative_error, session, with_batchnorm_mode
+from llcompile.verify import relative_error, session, with_training_mode
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.cnn_graphs import build_cnn, cnn_specs
 
@@ -76,7 +76,7 @@ def _check_program(program: llcompile.Program, x: np.ndarray, train_tolerance: f
         feeds = {stage.input: x, stage.labels: labels}
         module = build_module(stage.model, names)
         for training, reference_model, tolerance in (
-                (False, with_batchnorm_mode(stage.model, training=False), TOLERANCE),
+                (False, with_training_mode(stage.model, training=False), TOLERANCE),
                 (True, _without_dropout(stage.model), train_tolerance)):
             expected = _ort_run(reference_model, names, feeds)
             actual = _torch_run(module, x, labels, training)

@@ -71,7 +71,7 @@ def dims(value_info: onnx.ValueInfoProto) -> list[int | str]:
     return [d.dim_param or d.dim_value for d in value_info.type.tensor_type.shape.dim]
 
 
-def batchnorm_training_modes(proto: onnx.ModelProto) -> list[int]:
+def training_form_modes(proto: onnx.ModelProto) -> list[int]:
     return [
         onnx.helper.get_attribute_value(attribute)
         for node in proto.graph.node
@@ -149,7 +149,7 @@ def test_training_export_matches_torch_train_mode(name, tmp_path):
     assert dims(proto.graph.input[0]) == ["N", 3, 32, 32]
     assert [o.name for o in proto.graph.output] == ["logits"]
     assert dims(proto.graph.output[0]) == ["N", 10]
-    assert set(batchnorm_training_modes(proto)) == {1}
+    assert set(training_form_modes(proto)) == {1}
     assert_initializers_hold_state(proto, state)  # running stats as before the export's trace
     np.testing.assert_allclose(ort_output(path, x), expected, **TOLERANCE)
 
@@ -171,10 +171,10 @@ def test_eval_exports_match_torch_eval_mode(name, mode, tmp_path):
     assert dims(proto.graph.input[0]) == ["N", 3, 32, 32]
     assert dims(proto.graph.output[0]) == ["N", 10]
     if mode == "eval-unfolded":
-        assert set(batchnorm_training_modes(proto)) == {0}
+        assert set(training_form_modes(proto)) == {0}
         assert_initializers_hold_state(proto, state)
     else:
-        assert batchnorm_training_modes(proto) == []  # BN folded into the convs
+        assert training_form_modes(proto) == []  # BN folded into the convs
     if mode == "dynamo":
         assert max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")) >= 18
     expected = torch_output(model, x, training=False)

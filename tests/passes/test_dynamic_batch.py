@@ -10,7 +10,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
-from llcompile.passes.batchnorm_mode import BatchNormModePass
+from llcompile.passes.training_mode import TrainingModePass
 from llcompile.passes.dynamic_batch import BATCH_DIM, DynamicBatchPass
 from llcompile.verify import session as ort_session
 from tests.fixtures import legacy_models as lm
@@ -145,7 +145,7 @@ def test_legacy_caffe_model_runs_at_any_batch(global_pool):
     if not global_pool:
         (reshape,) = [n for n in model.graph if n.op_type == "Reshape"]
         assert reshape.inputs[1].const_value.numpy().tolist() == [0, -1]
-    BatchNormModePass(training=False)(model)  # the original runs BN on running statistics
+    TrainingModePass(training=False)(model)  # the original runs BN on running statistics
     x = np.random.default_rng(2).standard_normal((3, 3, 32, 32)).astype(np.float32)
     batched = ort_session(model).run(None, {"data_0": x})[0]
     assert batched.shape == (3, 10)

@@ -9,7 +9,7 @@ import pytest
 
 from llcompile.importer import canonicalize
 from llcompile.passes.aux_heads import AuxHeadsPass
-from llcompile.passes.batchnorm_mode import BatchNormModePass
+from llcompile.passes.training_mode import TrainingModePass
 from llcompile.passes.model_loss import ModelLossPass
 from llcompile.passes.partition import PartitionPass
 from llcompile.plan import Plan
@@ -54,7 +54,7 @@ def test_loss_on_logits_output(batch):
 def test_loss_on_softmax_input_for_a_probability_output():
     """legacy_caffe_style ends in Softmax: the loss is CE on its input `fc_1`, i.e. -log(prob)."""
     model = _with_loss(lm.legacy_caffe_style())
-    BatchNormModePass(training=False)(model)  # deterministic BN; the loss does not depend on it
+    TrainingModePass(training=False)(model)  # deterministic BN; the loss does not depend on it
     (node,) = [n for n in model.graph if n.op_type == "SoftmaxCrossEntropyLoss"]
     assert node.inputs[0].name == "fc_1"
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ from llcompile.errors import LLCompileError
 from llcompile.naming import NameScope
 
 
-class BatchNormModePass(ir.passes.InPlacePass):
+class TrainingModePass(ir.passes.InPlacePass):
     """Training form: BatchNormalization with ``training_mode=1`` and its running-mean/var
     outputs, as ORT training and torch's training-mode export write it; Dropout with a
     ``training_mode`` input of True. Inference form: BatchNormalization with one output and no

@@ -1,4 +1,4 @@
-"""BatchNormModePass: training form (batch statistics, 3 outputs) <-> inference form (running statistics)."""
+"""TrainingModePass: training form (batch statistics, 3 outputs) <-> inference form (running statistics)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
-from llcompile.passes.batchnorm_mode import BatchNormModePass
+from llcompile.passes.training_mode import TrainingModePass
 from tests.fixtures import legacy_models as lm
 
 C = 3
@@ -86,7 +86,7 @@ def _numpy_bn(x: np.ndarray, batch_stats: bool) -> np.ndarray:
 
 def test_inference_to_training_form():
     model = ir.from_proto(_bn_model(training=False))
-    result = BatchNormModePass(training=True)(model)
+    result = TrainingModePass(training=True)(model)
     assert result.modified is True and result.model is model
     node = _bn(model)
     assert _is_training_form(node)
@@ -99,7 +99,7 @@ def test_inference_to_training_form():
 
 def test_training_to_inference_form():
     model = ir.from_proto(lm.bn_training_mode_model())
-    assert BatchNormModePass(training=False)(model).modified is True
+    assert TrainingModePass(training=False)(model).modified is True
     node = _bn(model)
     assert _is_inference_form(node)
     assert node.outputs[0].name == "/bn1/BatchNormalization_output_0"
@@ -110,25 +110,25 @@ def test_training_to_inference_form():
 @pytest.mark.parametrize("start_training", [True, False])
 def test_idempotent(training, start_training):
     model = ir.from_proto(_bn_model(training=start_training))
-    BatchNormModePass(training=training)(model)
+    TrainingModePass(training=training)(model)
     before = ir.to_proto(model).SerializeToString()
-    assert BatchNormModePass(training=training)(model).modified is False
+    assert TrainingModePass(training=training)(model).modified is False
     assert ir.to_proto(model).SerializeToString() == before
 
 
 def test_already_in_form_is_not_modified():
-    assert BatchNormModePass(training=True)(ir.from_proto(_bn_model(training=True))).modified is False
-    assert BatchNormModePass(training=False)(ir.from_proto(_bn_model(training=False))).modified is False
+    assert TrainingModePass(training=True)(ir.from_proto(_bn_model(training=True))).modified is False
+    assert TrainingModePass(training=False)(ir.from_proto(_bn_model(training=False))).modified is False
 
 
 def test_model_without_batchnorm_is_not_modified():
-    assert BatchNormModePass(training=True)(ir.from_proto(lm.matmul_mlp())).modified is False
+    assert TrainingModePass(training=True)(ir.from_proto(lm.matmul_mlp())).modified is False
 
 
 def test_opset7_spatial_attribute_is_dropped():
     model = ir.from_proto(lm.legacy_caffe_style(opset=8))
     assert "spatial" in _bn(model).attributes
-    BatchNormModePass(training=True)(model)
+    TrainingModePass(training=True)(model)
     assert "spatial" not in _bn(model).attributes and _is_training_form(_bn(model))
 
 
@@ -150,11 +150,11 @@ def test_round_trip_keeps_numerics():
     assert np.abs(batch_reference - running_reference).max() > 0.1  # the two modes are distinguishable
     np.testing.assert_allclose(_run(model, x), batch_reference, rtol=1e-4, atol=1e-5)
 
-    assert BatchNormModePass(training=False)(model).modified is True
+    assert TrainingModePass(training=False)(model).modified is True
     assert _is_inference_form(_bn(model))
     np.testing.assert_allclose(_run(model, x), running_reference, rtol=1e-4, atol=1e-5)
 
-    assert BatchNormModePass(training=True)(model).modified is True
+    assert TrainingModePass(training=True)(model).modified is True
     assert _is_training_form(_bn(model))
     np.testing.assert_allclose(_run(model, x), batch_reference, rtol=1e-4, atol=1e-5)
     # the parameters themselves are untouched by the round trip
@@ -169,14 +169,14 @@ def test_round_trip_keeps_numerics():
 def test_scale_not_an_initializer(training):
     model = ir.from_proto(_bn_model(training=not training, constant_scale=False))
     with pytest.raises(LLCompileError, match="'bn'.*constant"):
-        BatchNormModePass(training=training)(model)
+        TrainingModePass(training=training)(model)
 
 
 def test_running_statistics_in_use_cannot_be_dropped():
     model = ir.from_proto(_bn_model(training=True))
     model.graph.outputs.append(_bn(model).outputs[1])
     with pytest.raises(LLCompileError, match="running statistics are used"):
-        BatchNormModePass(training=False)(model)
+        TrainingModePass(training=False)(model)
 
 
 def test_scale_computed_from_constants_is_folded_by_canonicalize():
