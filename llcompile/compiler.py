@@ -7,23 +7,24 @@ import os
 import onnx_ir as ir
 from onnx_ir.passes import common as ir_common
 
+from llcompile.analysis import analyze
 from llcompile.emit import emit
 from llcompile.importer import file_sha256, load
 from llcompile.passes import TrainingModePass
 from llcompile.passes.pipeline import run_passes
 from llcompile.program import Program
-from llcompile.strategies import build_pipeline
+from llcompile.strategies import build_pipeline, get_strategy, learning_mode_of
 
 
-def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", *, blocks: int | None = None,
-              cuts: list[str] | None = None, aux_head: str | None = None, seed: int | None = None) -> Program:
+def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", **options) -> Program:
     """Compile ``model`` (a path or a canonical ir.Model from ``llcompile.load``) with ``strategy``.
 
-    Options left at None take the strategy's defaults; an option the strategy does not take is an
-    error. ``program.options`` records the options given.
+    ``options`` are the strategy's (``llcompile strategies``); those left at None take the
+    strategy's defaults; an option the strategy does not take is an error. ``program.options``
+    records the options given, what the passes chose, and the resolved learning mode of a
+    strategy with a Hebbian prefix.
     """
-    options = {k: v for k, v in dict(blocks=blocks, cuts=cuts, aux_head=aux_head, seed=seed).items()
-               if v is not None}
+    options = {k: v for k, v in options.items() if v is not None}
     passes = build_pipeline(strategy, **options)
     if isinstance(model, ir.Model):
         source = {"path": None, "sha256": None}
@@ -34,7 +35,24 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", *, blo
     run_passes([TrainingModePass(training=False), ir_common.RemoveUnusedNodesPass()], eval_model)
     training_model = _clone(model)
     training_model = run_passes(passes, training_model).model
-    return emit(training_model, eval_model, strategy, options, source)
+    program = emit(training_model, eval_model, strategy, options, source)
+    learning_mode = learning_mode_of(strategy, program.options)
+    if learning_mode is not None:
+        segment_macs = [segment.macs for segment in analyze(eval_model).segments]
+        program.options.update(learning_mode.resolved(segment_macs).to_json())
+    return program
+
+
+def recompile(program: Program, **changes) -> Program:
+    """``program``'s strategy compiled again from its own eval model with some options changed
+    (the runtime moves the Hebbian prefix this way); stage and tensor names of unchanged parts stay."""
+    model = ir.from_proto(program.eval_model)
+    run_passes([TrainingModePass(training=True)], model)
+    names = set(get_strategy(program.strategy).options)
+    options = {k: v for k, v in {**program.options, **changes}.items() if k in names}
+    recompiled = transform(model, program.strategy, **options)
+    recompiled.source = program.source
+    return recompiled
 
 
 def _clone(model: ir.Model) -> ir.Model:

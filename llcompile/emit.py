@@ -19,8 +19,8 @@ from llcompile.program import Program, Stage
 def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, source: dict) -> Program:
     """Build the Program for ``model`` (which carries a complete plan)."""
     plan = Plan.read(model)
-    if plan is None or any(stage.loss is None for stage in plan.stages):
-        raise ir.passes.PreconditionError("emit needs a plan whose every stage has a loss")
+    if plan is None or any(stage.loss is None and stage.updates is None for stage in plan.stages):
+        raise ir.passes.PreconditionError("emit needs a plan whose every stage has a loss or Hebbian updates")
     analysis = analyze(eval_model)
     layers_by_name = {layer.name: layer for layer in analysis.layers}
     stages = []
@@ -34,7 +34,7 @@ def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, so
             params=sorted(n for n, r in roles.items() if r == "param"),
             buffers=sorted(n for n, r in roles.items() if r == "buffer"),
             layers=[name for name in layers_by_name if name in node_names],
-            head=stage_plan.head, model=stage_model))
+            head=stage_plan.head, updates=stage_plan.updates, lr_input=stage_plan.lr_input, model=stage_model))
     input_value = model.graph.inputs[0]
     return Program(
         strategy=strategy, options={**options, **plan.options}, source=source,
@@ -44,12 +44,20 @@ def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, so
 
 
 def _extract_stage(model: ir.Model, stage: StagePlan, labels: str) -> onnx.ModelProto:
+    if stage.updates is not None:  # forward-only: the activation and the layers' new weights
+        inputs, outputs = [stage.input, stage.lr_input], [stage.output, *stage.updates.values()]
+    else:
+        inputs, outputs = [stage.input, labels], [stage.loss, stage.output]
     try:
-        graph = ir.convenience.extract(model.graph, inputs=[stage.input, labels], outputs=[stage.loss, stage.output])
+        graph = ir.convenience.extract(model.graph, inputs=inputs, outputs=outputs)
     except ValueError as exc:  # a tensor from another block is needed, e.g. shape arithmetic across a cut
         raise LLCompileError(f"stage {stage.name} cannot be cut out on its own: {str(exc).splitlines()[0]}") from None
     graph.name = stage.name
-    stage_model = ir.Model(graph, ir_version=IR_VERSION, producer_name="llcompile")
+    functions = [f for f in model.functions.values()
+                 if any(node.domain == f.domain and node.op_type == f.name for node in graph)]
+    for function in functions:
+        graph.opset_imports[function.domain] = model.opset_imports[function.domain]
+    stage_model = ir.Model(graph, ir_version=IR_VERSION, producer_name="llcompile", functions=functions)
     return to_checked_proto(stage_model, f"stage {stage.name}")
 
 

@@ -18,11 +18,15 @@ LABELS = "labels"
 @dataclass
 class StagePlan:
     name: str
-    kind: str  # "block": trained by its aux head's loss; "final": by the model's own loss
+    # "block": trained by its aux head's loss; "final": by the model's own loss;
+    # "hebbian": forward-only, its layers' weights updated by HebbianUpdate (no loss)
+    kind: str
     input: str
     output: str
     loss: str | None = None
     head: dict | None = None  # aux head: kind, logits tensor, parameter names
+    updates: dict | None = None  # hebbian: weight initializer -> the tensor holding its new value
+    lr_input: str | None = None  # hebbian: the scalar input that carries the localized learning rate
 
 
 @dataclass
@@ -47,6 +51,9 @@ class Plan:
 
     def write(self, model: ir.Model) -> None:
         model.metadata_props[PLAN_KEY] = json.dumps(asdict(self))
+
+
+HEBBIAN_STAGE = "hebbian"
 
 
 def require_plan(model: ir.Model, pass_name: str) -> Plan:

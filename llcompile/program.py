@@ -32,16 +32,18 @@ EVAL_MODEL_FILE = "eval_model.onnx"
 @dataclass
 class Stage:
     name: str
-    kind: str  # block | final
+    kind: str  # block | final | hebbian
     graph: str  # path of the stage's ONNX file, relative to the program directory
     input: str
     output: str
     labels: str
-    loss: str
+    loss: str | None  # None for a hebbian stage
     params: list[str]
     buffers: list[str]
     layers: list[str]
     head: dict | None = None
+    updates: dict | None = None  # hebbian: weight -> output holding its new value
+    lr_input: str | None = None  # hebbian: the scalar input for the localized learning rate
     model: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:

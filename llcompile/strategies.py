@@ -8,7 +8,8 @@ from typing import Callable
 import onnx_ir as ir
 
 from llcompile.errors import LLCompileError
-from llcompile.passes import AuxHeadsPass, ModelLossPass, PartitionPass
+from llcompile.learning_mode import LearningMode
+from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
 
 DEFAULT_DBL_BLOCKS = 4
 
@@ -32,12 +33,53 @@ def _dbl(blocks: int | None = None, cuts: list[str] | None = None, aux_head: str
     return [PartitionPass(blocks=blocks, cuts=cuts), AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0), ModelLossPass()]
 
 
+HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation")
+# read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
+LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "threshold", "stall",
+                         "step", "hebbian_lr", "weak_supervision", "decay")
+
+
+def _hebbian_passes(prefix: int | None, hebbian_rule: str | None, hebbian_activation: str | None,
+                    learning_mode: dict) -> tuple[int, HebbianPass]:
+    LearningMode.from_options(learning_mode)  # checks the values
+    return prefix or 0, HebbianPass(rule=hebbian_rule or "oja", activation=hebbian_activation or "post")
+
+
+def _local_sgd(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
+               **learning_mode) -> list[ir.passes.PassBase]:
+    prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, learning_mode)
+    return [PartitionPass(blocks=1, prefix=prefix), hebbian, ModelLossPass()]
+
+
+def _dbl_hebbian(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
+                 blocks: int | None = None, cuts: list[str] | None = None, aux_head: str | None = None,
+                 seed: int | None = None, **learning_mode) -> list[ir.passes.PassBase]:
+    prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, learning_mode)
+    if blocks is None and cuts is None:
+        blocks = DEFAULT_DBL_BLOCKS
+    return [PartitionPass(blocks=blocks, cuts=cuts, prefix=prefix), hebbian,
+            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0), ModelLossPass()]
+
+
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("bp", "end-to-end backpropagation: one stage trained with the model's own loss", _bp),
     Strategy("dbl", f"block-wise local learning: K blocks (default {DEFAULT_DBL_BLOCKS}) at cut points, "
                     "each trained by its own aux head; no error crosses a block boundary", _dbl,
              ("blocks", "cuts", "aux_head", "seed")),
+    Strategy("local-sgd", "LoCal+SGD: a forward-only Hebbian prefix of --prefix segments (growing during training "
+                          "by the learning mode), the rest trained end to end by the model's loss", _local_sgd,
+             HEBBIAN_OPTIONS + LEARNING_MODE_OPTIONS),
+    Strategy("dbl-hebbian", f"a forward-only Hebbian prefix followed by K DBL blocks (default "
+                            f"{DEFAULT_DBL_BLOCKS}) with aux heads", _dbl_hebbian,
+             HEBBIAN_OPTIONS + LEARNING_MODE_OPTIONS + ("blocks", "cuts", "aux_head", "seed")),
 )}
+
+
+def learning_mode_of(strategy: str, options: dict) -> LearningMode | None:
+    """The learning-mode settings of a program's options; None for a strategy without a prefix."""
+    if "prefix" not in get_strategy(strategy).options:
+        return None
+    return LearningMode.from_options(options)
 
 
 def build_pipeline(name: str, **options) -> list[ir.passes.PassBase]:

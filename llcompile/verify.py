@@ -37,10 +37,11 @@ def with_training_mode(model: onnx.ModelProto, training: bool) -> onnx.ModelProt
 
 def run_stage_chain(program: Program, x: np.ndarray, labels: np.ndarray | None = None,
                     training_form: bool = True) -> tuple[np.ndarray, dict[str, float]]:
-    """The final output and every stage's loss for input ``x``.
+    """The final output and every trained stage's loss for input ``x``.
 
     ``training_form=False`` runs the stages in inference form (BatchNormalization on running
     statistics, Dropout off, as the eval model does); True runs the stage graphs as written.
+    A Hebbian stage runs with a learning rate of 0 (its new weights are not used here).
     """
     if labels is None:
         labels = np.zeros(x.shape[0], dtype=np.int64)
@@ -48,6 +49,10 @@ def run_stage_chain(program: Program, x: np.ndarray, labels: np.ndarray | None =
     losses = {}
     for stage in program.stages:
         model = stage.model if training_form else with_training_mode(stage.model, training=False)
+        if stage.updates is not None:
+            (activation,) = session(model).run([stage.output], {stage.input: activation,
+                                                                stage.lr_input: np.zeros((), np.float32)})
+            continue
         loss, activation = session(model).run([stage.loss, stage.output],
                                               {stage.input: activation, stage.labels: labels})
         losses[stage.name] = float(loss)

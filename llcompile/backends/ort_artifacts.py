@@ -77,6 +77,18 @@ def running_stats(model: onnx.ModelProto) -> list[RunningStats]:
     return stats
 
 
+def unbiased_running_var(ort_running_var: np.ndarray, old_running_var: np.ndarray, stats: RunningStats,
+                         batch: int) -> np.ndarray:
+    """ORT updates the running variance with the biased batch variance, torch with the unbiased one.
+
+    ORT: ``new = m * old + (1 - m) * var_biased``; torch: ``(1 - m) * var_biased * n / (n - 1)`` in
+    place of that last term, n values per channel. The difference is ``(new - m * old) / (n - 1)``.
+    """
+    n = batch * stats.values_per_sample
+    momentum = np.float32(stats.momentum)
+    return ort_running_var + (ort_running_var - momentum * old_running_var) / np.float32(n - 1)
+
+
 def default_cache_dir() -> Path:
     return cache_root() / "ort-artifacts"
 

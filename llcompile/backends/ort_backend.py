@@ -23,7 +23,9 @@ from onnxruntime.training.api import CheckpointState, Module
 from llcompile.backends.base import Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name
 from llcompile.backends.numpy_optimizers import make_optimizer
 from llcompile.backends.ort_artifacts import (CHECKPOINT, EVAL_MODEL, TRAINING_MODEL, RunningStats,
-                                              default_cache_dir, running_stats, stage_artifacts)
+                                              default_cache_dir, running_stats, stage_artifacts,
+                                              unbiased_running_var)
+from llcompile.backends.ort_hebbian import OrtHebbianStage
 from llcompile.errors import LLCompileError
 from llcompile.program import Program, Stage
 
@@ -37,8 +39,11 @@ class OrtBackend(Backend):
         self.device = _checked_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
-    def build(self, program: Program, optimizer: OptimizerConfig) -> list[OrtStage]:
-        return [OrtStage(stage, classifier_logits_name(stage, program), optimizer, self.device, self.cache_dir)
+    def build(self, program: Program, optimizer: OptimizerConfig) -> list[TrainableStage]:
+        if self.device != "cpu" and any(stage.updates is not None for stage in program.stages):
+            raise LLCompileError("the ort backend runs Hebbian stages on the CPU only; use --backend torch")
+        return [OrtHebbianStage(stage) if stage.updates is not None else
+                OrtStage(stage, classifier_logits_name(stage, program), optimizer, self.device, self.cache_dir)
                 for stage in program.stages]
 
     def to_batch(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -116,7 +121,7 @@ class OrtStage(TrainableStage):
     def _update_running_stats(self, outputs: tuple[np.ndarray, ...], batch: int) -> None:
         parameters = self._state.parameters
         for stats in self._running_stats:
-            new_var = _unbiased_running_var(outputs[self._train_outputs[stats.new_var]],
+            new_var = unbiased_running_var(outputs[self._train_outputs[stats.new_var]],
                                             parameters[stats.var].data, stats, batch)
             parameters[stats.mean].data = outputs[self._train_outputs[stats.new_mean]]
             parameters[stats.var].data = new_var
@@ -141,18 +146,6 @@ def _extra_outputs(stage: Stage, logits: str, stats: list[RunningStats]) -> list
     """What the training graph must return besides its own outputs ``[loss, output]``."""
     wanted = [logits, *(name for s in stats for name in (s.new_mean, s.new_var))]
     return [name for name in dict.fromkeys(wanted) if name not in (stage.loss, stage.output)]
-
-
-def _unbiased_running_var(ort_running_var: np.ndarray, old_running_var: np.ndarray, stats: RunningStats,
-                          batch: int) -> np.ndarray:
-    """ORT updates the running variance with the biased batch variance, torch with the unbiased one.
-
-    ORT: ``new = m * old + (1 - m) * var_biased``; torch: ``(1 - m) * var_biased * n / (n - 1)`` in
-    place of that last term, n values per channel. The difference is ``(new - m * old) / (n - 1)``.
-    """
-    n = batch * stats.values_per_sample
-    momentum = np.float32(stats.momentum)
-    return ort_running_var + (ort_running_var - momentum * old_running_var) / np.float32(n - 1)
 
 
 def _correct(logits: np.ndarray, labels: np.ndarray) -> int:

@@ -42,7 +42,11 @@ class TorchBackend(Backend):
     def to_numpy(self, value: torch.Tensor) -> np.ndarray:
         return value.detach().cpu().numpy()
 
-    def _build_stage(self, stage: Stage, program: Program, config: OptimizerConfig) -> TorchStage:
+    def _build_stage(self, stage: Stage, program: Program, config: OptimizerConfig) -> TrainableStage:
+        if stage.updates is not None:
+            module = build_module(stage.model, [stage.output, *stage.updates.values()])
+            module.to(self.device)
+            return HebbianTorchStage(stage.name, module, self._runner(module), list(stage.updates))
         module = build_module(stage.model, [stage.loss, stage.output, classifier_logits_name(stage, program)])
         module.to(self.device)
         return TorchStage(stage.name, module, self._runner(module), make_optimizer(config, module))
@@ -141,3 +145,35 @@ class TorchStage(TrainableStage):
                                 for slot, value in slots.items()})
             if isinstance(self.optimizer, torch.optim.AdamW):
                 param_state["step"] = torch.tensor(float(self.steps))  # torch keeps it as a CPU float
+
+
+class HebbianTorchStage(TrainableStage):
+    """A forward-only stage: no autograd graph, no stored activations; the graph's new weights
+    (``HebbianUpdate``) are copied into the parameters after the forward pass."""
+
+    def __init__(self, name: str, module: StageModule, runner: nn.Module, updated: list[str]):
+        self.name = name
+        self.module = module
+        self.runner = runner
+        parameters = module.onnx_parameters()
+        self.updated = [parameters[weight] for weight in updated]
+
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor, lr: float) -> StepResult:
+        """``lr`` is the localized learning rate; BN uses (and updates) batch statistics."""
+        self.runner.train()
+        with torch.no_grad():
+            output, *new_weights = self.runner(x, torch.tensor(lr, dtype=torch.float32, device=x.device))
+            for parameter, value in zip(self.updated, new_weights):
+                parameter.copy_(value)
+        return StepResult(loss=float("nan"), correct=0, output=output)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.runner.eval()
+        with torch.no_grad():
+            return self.runner(x, torch.zeros((), dtype=torch.float32, device=x.device))[0]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return self.module.onnx_state()
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        self.module.load_onnx_state(state)

@@ -36,7 +36,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from llcompile.analysis import parameter_roles
+from llcompile.backends.torch_hebbian import hebbian_update
 from llcompile.errors import LLCompileError
+from llcompile.passes import hebbian_function
 
 # --------------------------------------------------------------------------------------------
 # Run-time helpers called by generated code (TorchScript compiles them with the forward).
@@ -93,6 +95,7 @@ def onnx_reshape(x: Tensor, shape: Tensor, allowzero: bool) -> Tensor:
 _GENERATED_GLOBALS = {
     "torch": torch, "F": F, "Tensor": Tensor, "Tuple": Tuple, "List": List,
     "onnx_gather": onnx_gather, "onnx_lrn": onnx_lrn, "pad_same": pad_same, "onnx_reshape": onnx_reshape,
+    "hebbian_update": hebbian_update,
 }
 _RESERVED_NAMES = frozenset(_GENERATED_GLOBALS) | {"self", "float"}
 
@@ -223,9 +226,12 @@ class _Codegen:
             # folded: consumers read its value like an initializer's
             self.constants[node.outputs[0]] = _constant_value(node)
             return ""
-        if node.domain not in ("", "ai.onnx") or node.op_type not in _EMITTERS:
+        if (node.domain, node.op_type) == (hebbian_function.DOMAIN, hebbian_function.OP_TYPE):
+            expr = _hebbian_update(self, node)
+        elif node.domain not in ("", "ai.onnx") or node.op_type not in _EMITTERS:
             raise LLCompileError(f"the torch backend cannot run op {node.op_type!r} (node {node.name!r})")
-        expr = _EMITTERS[node.op_type](self, node)
+        else:
+            expr = _EMITTERS[node.op_type](self, node)
         var = self.var_names.make(node.outputs[0].name.removesuffix("_output_0"), "t")
         self.exprs[node.outputs[0]] = var
         self.local_vars.add(var)
@@ -555,6 +561,14 @@ def _gemm(g: _Codegen, node: ir.Node) -> str:
 def _matmul(g: _Codegen, node: ir.Node) -> str:
     # A constant weight stays a [K, N] parameter in ONNX layout: state is exchanged in it.
     return f"torch.matmul({g.x(node, 0)}, {g.x(node, 1)})"
+
+
+def _hebbian_update(g: _Codegen, node: ir.Node) -> str:
+    a = node.attributes
+    arguments = [g.x(node, i) for i in range(4)] + [
+        str(list(a.get_ints(name))) for name in ("strides", "pads", "dilations")] + [
+        str(a.get_int("group")), _literal(a.get_float("decay")), _literal(bool(a.get_int("renormalize")))]
+    return f"hebbian_update({', '.join(arguments)})"
 
 
 def _batch_norm(g: _Codegen, node: ir.Node) -> str:

@@ -9,8 +9,9 @@ from llcompile.passes.training_mode import TrainingModePass
 from llcompile.passes.dynamic_batch import DynamicBatchPass
 from llcompile.passes.flatten_view import FlattenViewPass
 from llcompile.passes.fold_constants import FoldConstantsPass
+from llcompile.passes.hebbian import HebbianPass
 from llcompile.passes.model_loss import ModelLossPass
 from llcompile.passes.partition import PartitionPass
 
 __all__ = ["AuxHeadsPass", "TrainingModePass", "DynamicBatchPass", "FlattenViewPass", "FoldConstantsPass",
-           "ModelLossPass", "PartitionPass"]
+           "HebbianPass", "ModelLossPass", "PartitionPass"]

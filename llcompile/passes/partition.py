@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from llcompile.analysis import ModelAnalysis, analyze
+from llcompile.analysis import ModelAnalysis, Segment, analyze
 from llcompile.errors import LLCompileError
 from llcompile.naming import NameScope
-from llcompile.plan import LABELS, Plan, StagePlan
+from llcompile.plan import HEBBIAN_STAGE, LABELS, Plan, StagePlan
 
 
 def balanced_boundaries(costs: list[int], parts: int) -> list[int]:
@@ -38,14 +38,21 @@ def balanced_boundaries(costs: list[int], parts: int) -> list[int]:
 
 
 class PartitionPass(ir.passes.InPlacePass):
-    """Write a plan of K blocks (stages) into the model; the last block keeps the model's head."""
+    """Write a plan of K blocks (stages) into the model; the last block keeps the model's head.
 
-    def __init__(self, blocks: int | None = None, cuts: list[str] | None = None):
+    ``prefix`` > 0 puts the first ``prefix`` segments into a forward-only ``hebbian`` stage
+    (HebbianPass rewrites it) and partitions the segments after it into the K blocks.
+    """
+
+    def __init__(self, blocks: int | None = None, cuts: list[str] | None = None, prefix: int = 0):
         super().__init__()
         if blocks is not None and cuts is not None and blocks != len(cuts) + 1:
             raise LLCompileError(f"--blocks {blocks} disagrees with {len(cuts)} --cuts (that is {len(cuts) + 1} blocks)")
+        if prefix < 0:
+            raise LLCompileError(f"--prefix must be >= 0, got {prefix}")
         self.blocks = blocks
         self.cuts = cuts
+        self.prefix = prefix
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         analysis = analyze(model)
@@ -55,32 +62,49 @@ class PartitionPass(ir.passes.InPlacePass):
             raise LLCompileError(
                 f"output {analysis.output!r} is not class logits: expected shape [N, classes] or [N, classes, 1, 1], "
                 f"got {analysis.segments[-1].output_shape}")
-        cuts = self._choose_cuts(analysis)
-        boundaries = [analysis.input, *cuts, analysis.output]
+        if self.prefix >= len(analysis.segments):
+            raise LLCompileError(
+                f"--prefix {self.prefix} leaves no layer to train by gradient: this model has "
+                f"{len(analysis.segments)} segments, so the prefix can be at most {len(analysis.segments) - 1}")
+        trained = analysis.segments[self.prefix:]
+        block_cuts = self._choose_cuts(analysis, trained)
+        boundaries = [trained[0].input, *block_cuts, analysis.output]
         stages = [StagePlan(name=f"block{i + 1}", kind="block", input=boundaries[i], output=boundaries[i + 1])
                   for i in range(len(boundaries) - 1)]
         stages[-1].kind = "final"
+        options = {"blocks": len(stages)}
+        if self.prefix:
+            stages.insert(0, StagePlan(name=HEBBIAN_STAGE, kind="hebbian", input=analysis.input,
+                                       output=trained[0].input))
+            options["prefix"] = self.prefix
+        cuts = [stage.input for stage in stages[1:]]
         Plan(input=analysis.input, output=analysis.output, logits=analysis.logits,
              num_classes=analysis.num_classes, cuts=cuts, stages=stages, labels=NameScope(model.graph).fresh(LABELS),
-             options={"blocks": len(stages)}).write(model)
+             options=options).write(model)
         return ir.passes.PassResult(model, True)
 
-    def _choose_cuts(self, analysis: ModelAnalysis) -> list[str]:
-        valid = analysis.cut_points
+    def _choose_cuts(self, analysis: ModelAnalysis, trained: list[Segment]) -> list[str]:
+        """The cuts between the blocks made of the ``trained`` segments (those after the prefix)."""
+        valid = [s.input for s in trained[1:]]
         if self.cuts is not None:
-            unknown = [c for c in self.cuts if c not in valid]
+            unknown = [c for c in self.cuts if c not in analysis.cut_points]
             if unknown:
                 raise LLCompileError(
-                    f"not a cut point: {', '.join(unknown)}; valid cut points: {', '.join(valid) or '(none)'}")
+                    f"not a cut point: {', '.join(unknown)}; valid cut points: "
+                    f"{', '.join(analysis.cut_points) or '(none)'}")
+            in_prefix = [c for c in self.cuts if c not in valid]
+            if in_prefix:
+                raise LLCompileError(f"--cuts {', '.join(in_prefix)} lie(s) inside or at the end of the Hebbian "
+                                     f"prefix of {self.prefix} segments")
             if len(set(self.cuts)) != len(self.cuts):
                 raise LLCompileError(f"--cuts lists a tensor twice: {', '.join(self.cuts)}")
             return sorted(self.cuts, key=valid.index)
         blocks = 1 if self.blocks is None else self.blocks
         if blocks < 1:
             raise LLCompileError(f"--blocks must be at least 1, got {blocks}")
-        if blocks > len(analysis.segments):
+        if blocks > len(trained):
             raise LLCompileError(
-                f"--blocks {blocks} is more than this model allows: at most {len(analysis.segments)} "
-                f"({len(valid)} cut points)")
-        starts = balanced_boundaries([s.macs for s in analysis.segments], blocks)
-        return [analysis.segments[i].input for i in starts]
+                f"--blocks {blocks} is more than this model allows: at most {len(trained)} "
+                f"({len(trained) - 1} cut points{' after the prefix' if self.prefix else ''})")
+        starts = balanced_boundaries([s.macs for s in trained], blocks)
+        return [trained[i].input for i in starts]

@@ -1,0 +1,82 @@
+"""The ort backend's forward-only Hebbian stage: an inference session that also returns the new weights.
+
+The stage graph's parameters and BatchNormalization statistics become graph inputs, fed from a
+numpy store at every step; the session returns the activation, the ``HebbianUpdate`` results
+and the new running statistics, which are written back into the store. No training session,
+no gradient graph, no stored activations.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from llcompile.backends.base import StepResult, TrainableStage
+from llcompile.backends.ort_artifacts import running_stats, unbiased_running_var
+from llcompile.errors import LLCompileError
+from llcompile.program import Stage
+from llcompile.verify import session, with_training_mode
+
+
+class OrtHebbianStage(TrainableStage):
+    def __init__(self, stage: Stage):
+        self.name = stage.name
+        self._input, self._lr_input, self._output = stage.input, stage.lr_input, stage.output
+        self._updates = dict(stage.updates)
+        self._stats = running_stats(stage.model)
+        state_names = list(stage.params) + list(stage.buffers)
+        self._store = {t.name: onnx.numpy_helper.to_array(t).copy()
+                       for t in stage.model.graph.initializer if t.name in set(state_names)}
+        stat_outputs = [name for s in self._stats for name in (s.new_mean, s.new_var)]
+        self._train_outputs = [self._output, *self._updates.values(), *stat_outputs]
+        self._train = session(_with_state_inputs(stage.model, self._store, self._train_outputs))
+        # the eval graph returns the activation only: ORT then drops the update computation
+        self._eval = session(_with_state_inputs(with_training_mode(stage.model, training=False), self._store,
+                                                [self._output]))
+
+    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
+        """``lr`` is the localized learning rate; BN uses (and updates) batch statistics."""
+        if any(len(x) * s.values_per_sample < 2 for s in self._stats):
+            raise LLCompileError(f"stage {self.name}: BatchNormalization needs more than one value per channel "
+                                 f"to train (got a batch of {len(x)})")
+        feeds = {self._input: x, self._lr_input: np.asarray(lr, dtype=np.float32), **self._store}
+        output, *rest = self._train.run(self._train_outputs, feeds)
+        new_weights, new_stats = rest[:len(self._updates)], rest[len(self._updates):]
+        self._store.update(zip(self._updates, new_weights))
+        for stats, new_mean, new_var in zip(self._stats, new_stats[0::2], new_stats[1::2]):
+            new_var = unbiased_running_var(new_var, self._store[stats.var], stats, len(x))
+            self._store[stats.mean], self._store[stats.var] = new_mean, new_var
+        return StepResult(loss=float("nan"), correct=0, output=output)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        feeds = {self._input: x, self._lr_input: np.zeros((), np.float32), **self._store}
+        return self._eval.run([self._output], feeds)[0]
+
+    def state(self) -> dict[str, np.ndarray]:
+        return {name: value.copy() for name, value in self._store.items()}
+
+    def load_state(self, state: dict[str, np.ndarray]) -> None:
+        for name, current in self._store.items():
+            if name in state:
+                value = np.ascontiguousarray(state[name], dtype=current.dtype)
+                if value.shape != current.shape:
+                    raise LLCompileError(f"stage {self.name}: {name} has shape {list(value.shape)} in the state, "
+                                         f"{list(current.shape)} in the stage")
+                self._store[name] = value
+
+
+def _with_state_inputs(model: onnx.ModelProto, state: dict[str, np.ndarray], outputs: list[str]) -> onnx.ModelProto:
+    """``model`` with the initializers named in ``state`` turned into graph inputs and exactly
+    ``outputs`` as graph outputs (types from shape inference)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    kept = [t for t in model.graph.initializer if t.name not in state]
+    moved = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+             for t in model.graph.initializer if t.name in state]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
+    model.graph.input.extend(moved)
+    typed = onnx.shape_inference.infer_shapes(model).graph
+    values = {v.name: v for v in [*typed.value_info, *typed.output]}
+    del model.graph.output[:]
+    model.graph.output.extend(values[name] for name in outputs)
+    return model

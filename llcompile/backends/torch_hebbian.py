@@ -1,0 +1,41 @@
+"""torch's ``ai.llcompile::HebbianUpdate`` (see ``llcompile/passes/hebbian_function.py``).
+
+The correlation of input patches with output maps is exactly what the convolution's
+weight-gradient kernel computes with the layer's output in place of dY, so the update runs as
+one ``aten.convolution_backward`` with only the weight gradient requested: the same single GEMM
+(im2col or oneDNN/cuDNN) that backprop's dW would use, and no dX.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[int], pads: List[int],
+                   dilations: List[int], groups: int, decay: float, renormalize: bool) -> Tensor:
+    """``W + lr * (H - decay * diag(mean y^2) W)``, rescaled per filter to the old norm when
+    ``renormalize``; ``H`` the mean over samples and positions of ``y x^T``. Pads in ONNX order."""
+    dims = len(strides)
+    begin, end = pads[:dims], pads[dims:]
+    if begin != end:
+        torch_pads: List[int] = []
+        for i in range(dims - 1, -1, -1):  # F.pad lists the last dim first
+            torch_pads += [begin[i], end[i]]
+        x = F.pad(x, torch_pads)
+        begin = [0] * dims
+    grads = torch.ops.aten.convolution_backward(y, x, w, None, strides, begin, dilations, False, [0] * dims, groups,
+                                                [False, True, False])
+    count = y.numel() // y.shape[1]
+    filters = w.shape[0]
+    hebbian = grads[1].reshape(filters, -1) / count
+    reduce_dims: List[int] = [0] + list(range(2, y.dim()))
+    y_power = (y * y).sum(dim=reduce_dims).reshape(filters, 1) / count
+    rows = w.reshape(filters, -1)
+    stepped = rows + lr * (hebbian - decay * y_power * rows)
+    if renormalize:
+        stepped = stepped * (rows.norm(dim=1, keepdim=True) / stepped.norm(dim=1, keepdim=True))
+    return stepped.reshape(w.shape)

@@ -1,0 +1,130 @@
+"""LoCal+SGD's learning-mode selection: where the Localized->SGD transition sits, epoch by epoch.
+
+The transition point is a number of leading *segments* (``prefix``): those are localized
+(Hebbian, forward-only), everything after is trained by gradient. All layers start on SGD and
+the prefix only grows. The paper's scheduler shapes, dynamic criterion and weak-supervision
+function are not public (``../shared/ALGORITHMS.md``); these are llcompile's, each a named
+option with its default documented in docs/strategies.md.
+
+- ``static``: a scheduler function of the epoch (``linear``, ``step``, ``exp`` saturation)
+  from ``start_epoch`` up to ``max_prefix`` over ``ramp_epochs``.
+- ``dynamic``: after every epoch from ``start_epoch`` on, the transition layer (the first SGD
+  layer) moves ``step`` segments deeper when its relative update norm over the epoch,
+  ``||W_end - W_start|| / ||W_start||``, is below ``threshold`` or fell by less than a factor
+  ``stall`` from the previous epoch (its learning has settled).
+- weak supervision (``loss-trend``): the localized learning rate is multiplied by ``decay`` for
+  the next epoch when the epoch's training loss rose over the previous one, and restored toward
+  1 (x 1/decay, at most 1) when it fell; ``none`` keeps the factor at 1. The rate also follows the
+  SGD learning-rate schedule (``hebbian_lr * lr(t) / base_lr * factor``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from llcompile.errors import LLCompileError
+
+MODES = ("static", "dynamic")
+SCHEDULES = ("linear", "step", "exp")
+WEAK_SUPERVISION = ("loss-trend", "none")
+# default share of the forward MACs that may be localized: the rest stays on SGD
+DEFAULT_MAX_LOCALIZED_MACS = 0.5
+
+
+@dataclass(frozen=True)
+class LearningMode:
+    learning_mode: str = "static"
+    schedule: str = "linear"
+    start_epoch: int = 2  # 1-based: the first epoch whose prefix may be non-empty
+    ramp_epochs: int = 2  # static: epochs from start_epoch until max_prefix is reached
+    max_prefix: int | None = None  # None: the longest prefix with at most half the forward MACs
+    threshold: float = 0.05  # dynamic: relative update norm per epoch below which the transition moves
+    stall: float = 0.9  # dynamic: ... or when it is above this fraction of the previous epoch's
+    step: int = 1  # dynamic: segments the transition moves at a time
+    hebbian_lr: float = 1e-3  # localized learning rate at the SGD schedule's peak
+    weak_supervision: str = "loss-trend"
+    decay: float = 0.5  # weak supervision: factor applied when the training loss rises
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.learning_mode in MODES, f"--learning-mode must be one of {', '.join(MODES)}"),
+            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
+            (self.weak_supervision in WEAK_SUPERVISION,
+             f"--weak-supervision must be one of {', '.join(WEAK_SUPERVISION)}"),
+            (self.start_epoch >= 1, "--start-epoch must be >= 1"),
+            (self.ramp_epochs >= 1, "--ramp-epochs must be >= 1"),
+            (self.max_prefix is None or self.max_prefix >= 0, "--max-prefix must be >= 0"),
+            (self.threshold > 0, "--threshold must be > 0"),
+            (0 < self.stall <= 1, "--stall must be in (0, 1]"),
+            (self.step >= 1, "--step must be >= 1"),
+            (self.hebbian_lr >= 0, "--hebbian-lr must be >= 0"),
+            (0 < self.decay <= 1, "--decay must be in (0, 1]"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise LLCompileError(message)
+
+    @classmethod
+    def from_options(cls, options: dict) -> LearningMode:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def resolved(self, segment_macs: list[int]) -> LearningMode:
+        """With ``max_prefix`` set: the default from the segments' forward MACs, and never more
+        than leaves one segment on SGD."""
+        limit = len(segment_macs) - 1
+        if self.max_prefix is not None:
+            if self.max_prefix > limit:
+                raise LLCompileError(f"--max-prefix {self.max_prefix} leaves no layer on SGD: this model has "
+                                     f"{len(segment_macs)} segments, so at most {limit}")
+            return self
+        total, running, best = sum(segment_macs), 0, 0
+        for count, macs in enumerate(segment_macs[:limit], start=1):
+            running += macs
+            if running <= DEFAULT_MAX_LOCALIZED_MACS * total:
+                best = count
+        return LearningMode(**{**asdict(self), "max_prefix": best})
+
+
+def static_prefix(mode: LearningMode, epoch: int) -> int:
+    """The prefix of 1-based ``epoch`` under the static scheduler (``mode`` resolved)."""
+    if epoch < mode.start_epoch:
+        return 0
+    progress = (epoch - mode.start_epoch + 1) / mode.ramp_epochs
+    if mode.schedule == "linear":
+        fraction = min(progress, 1.0)
+    elif mode.schedule == "step":  # half the maximum for the first half of the ramp, then all of it
+        fraction = 0.5 if progress <= 0.5 else 1.0
+    else:  # exponential saturation: 95 % of the maximum at the end of the ramp
+        fraction = 1.0 - math.exp(-3.0 * progress)
+    return min(mode.max_prefix, max(1, round(fraction * mode.max_prefix)))
+
+
+def dynamic_prefix(mode: LearningMode, epoch: int, current: int, update_norms: list[float]) -> tuple[int, str]:
+    """The prefix for 1-based ``epoch`` given the transition layer's relative update norms of the
+    epochs so far (latest last, taken while ``current`` was the prefix); and why."""
+    if epoch < mode.start_epoch or not update_norms:
+        return current, "before the start epoch" if epoch < mode.start_epoch else "no update norm yet"
+    if current >= mode.max_prefix:
+        return current, "at the maximum prefix"
+    latest = update_norms[-1]
+    if latest < mode.threshold:
+        reason = f"update norm {latest:.4g} < threshold {mode.threshold:g}"
+    elif len(update_norms) >= 2 and latest > mode.stall * update_norms[-2]:
+        reason = f"update norm {latest:.4g} fell by less than x{mode.stall:g} from {update_norms[-2]:.4g}"
+    else:
+        return current, f"update norm {latest:.4g} still falling"
+    return min(mode.max_prefix, current + mode.step), reason
+
+
+def weak_supervision_factor(mode: LearningMode, factor: float, losses: list[float]) -> float:
+    """The localized-rate factor for the next epoch, from the epochs' training losses so far."""
+    if mode.weak_supervision == "none" or len(losses) < 2:
+        return factor
+    if losses[-1] > losses[-2]:
+        return factor * mode.decay
+    return min(1.0, factor / mode.decay)

@@ -1,0 +1,135 @@
+"""``ai.llcompile::HebbianUpdate``: a localized layer's new weight, as a model-local ONNX function.
+
+``W_new = HebbianUpdate(X, Y, W, lr)`` for a layer in convolution layout: ``X`` its input
+``[N, Cin, *S]``, ``Y`` its activation ``[N, Cout, *So]``, ``W`` its weight ``[Cout, Cin/group, *K]``
+(the Hebbian pass brings Gemm and MatMul layers into this layout with a length-1 spatial axis).
+
+The correlation ``H = mean over (sample, position) of y x^T`` is ONE convolution: the conv
+weight-gradient computation with ``Y`` in place of dY. Input and output are transposed so that
+the batch becomes the channel axis (``[Cin/g, g*N, *S]`` and ``[Cout, N, *So]``), the
+convolution runs with ``group=g`` and stride and dilation swapped, and the result is cropped
+to the kernel size. Its MACs equal the layer's forward MACs.
+
+The rule is two attributes (one function serves every rule; ONNX runtimes ignore function
+overloads, so a rule cannot be a separate overload):
+
+- ``decay``: Oja's term: ``dW = H - decay * diag(mean(y^2)) W`` (1 = Oja, 0 = plain Hebb);
+- ``renormalize``: 1 rescales every filter (row of ``W``) back to its norm before the update.
+
+``W_new = renorm(W + lr * dW)``. The body is standard ONNX (opset 14-21), so onnxruntime and
+``onnx.reference`` run it.
+"""
+
+from __future__ import annotations
+
+import onnx
+import onnx_ir as ir
+from onnx import helper
+
+DOMAIN = "ai.llcompile"
+OP_TYPE = "HebbianUpdate"
+DOMAIN_VERSION = 1
+# rule -> (decay, renormalize)
+RULES = {"oja": (1.0, 0), "hebb": (0.0, 1)}
+ATTRIBUTES = ("strides", "pads", "dilations", "group", "decay", "renormalize")
+
+
+def _const_ints(name: str, values: list[int]) -> onnx.NodeProto:
+    return helper.make_node("Constant", [], [name], value=helper.make_tensor(name, onnx.TensorProto.INT64,
+                                                                              [len(values)], values))
+
+
+def _ref(name: str, ref: str, kind: int) -> onnx.AttributeProto:
+    """Attribute ``name`` that takes the value of the function's attribute ``ref``."""
+    return onnx.AttributeProto(name=name, ref_attr_name=ref, type=kind)
+
+
+def function_proto(opset: int) -> onnx.FunctionProto:
+    """The function definition for a model whose standard opset is ``opset``."""
+    node = helper.make_node
+    ints, float_, int_ = onnx.AttributeProto.INTS, onnx.AttributeProto.FLOAT, onnx.AttributeProto.INT
+    group_scalar = node("Constant", [], ["group_scalar"])
+    group_scalar.attribute.append(_ref("value_int", "group", int_))
+    decay = node("Constant", [], ["decay"])
+    decay.attribute.append(_ref("value_float", "decay", float_))
+    renormalize_int = node("Constant", [], ["renormalize_int"])
+    renormalize_int.attribute.append(_ref("value_int", "renormalize", int_))
+    correlation = node("Conv", ["x_by_channel", "y_by_channel"], ["correlation"])
+    correlation.attribute.extend([_ref("strides", "dilations", ints), _ref("dilations", "strides", ints),
+                                  _ref("pads", "pads", ints), _ref("group", "group", int_)])
+    nodes = [
+        _const_ints("zero", [0]), _const_ints("one", [1]), _const_ints("two", [2]),
+        _const_ints("minus_one", [-1]), _const_ints("end", [2**62]), _const_ints("axes_12", [1, 2]),
+        _const_ints("axis_1", [1]),
+        group_scalar, node("Reshape", ["group_scalar", "one"], ["group"]), decay, renormalize_int,
+        node("Cast", ["renormalize_int"], ["renormalize"], to=onnx.TensorProto.FLOAT),
+        # X [N, Cin, *S] -> [Cin/g, g*N, *S]: channel (j, n) of the result is sample n of group j
+        node("Shape", ["X"], ["x_shape"]),
+        node("Slice", ["x_shape", "zero", "one"], ["n"]),
+        node("Slice", ["x_shape", "one", "two"], ["cin"]),
+        node("Slice", ["x_shape", "two", "end"], ["x_spatial"]),
+        node("Div", ["cin", "group"], ["cin_per_group"]),
+        node("Concat", ["n", "group", "cin_per_group", "minus_one"], ["x_grouped_shape"], axis=0),
+        node("Reshape", ["X", "x_grouped_shape"], ["x_grouped"]),
+        node("Transpose", ["x_grouped"], ["x_transposed"], perm=[2, 1, 0, 3]),
+        node("Mul", ["group", "n"], ["group_times_n"]),
+        node("Concat", ["cin_per_group", "group_times_n", "x_spatial"], ["x_by_channel_shape"], axis=0),
+        node("Reshape", ["x_transposed", "x_by_channel_shape"], ["x_by_channel"]),
+        # Y [N, Cout, *So] -> [Cout, N, *So]: the "weight" of the correlation
+        node("Shape", ["Y"], ["y_shape"]),
+        node("Slice", ["y_shape", "one", "two"], ["cout"]),
+        node("Slice", ["y_shape", "two", "end"], ["y_spatial"]),
+        node("Concat", ["n", "cout", "minus_one"], ["y_flat_shape"], axis=0),
+        node("Reshape", ["Y", "y_flat_shape"], ["y_flat"]),
+        node("Transpose", ["y_flat"], ["y_by_sample"], perm=[1, 0, 2]),
+        node("Concat", ["cout", "n", "y_spatial"], ["y_by_channel_shape"], axis=0),
+        node("Reshape", ["y_by_sample", "y_by_channel_shape"], ["y_by_channel"]),
+        correlation,  # [Cin/g, Cout, *K'] with K' >= K
+        node("Shape", ["W"], ["w_shape"]),
+        node("Slice", ["w_shape", "two", "end"], ["kernel"]),
+        node("Concat", ["cin_per_group", "cout", "kernel"], ["crop_end"], axis=0),
+        node("Mul", ["crop_end", "zero"], ["crop_start"]),
+        node("Slice", ["correlation", "crop_start", "crop_end"], ["correlation_cropped"]),
+        node("Concat", ["cin_per_group", "cout", "minus_one"], ["correlation_flat_shape"], axis=0),
+        node("Reshape", ["correlation_cropped", "correlation_flat_shape"], ["correlation_flat"]),
+        node("Transpose", ["correlation_flat"], ["correlation_by_filter"], perm=[1, 0, 2]),
+        node("Concat", ["cout", "minus_one"], ["filter_rows_shape"], axis=0),
+        node("Reshape", ["correlation_by_filter", "filter_rows_shape"], ["correlation_sum"]),
+        # means over the (sample, position) pairs: count = N * prod(So)
+        node("Size", ["Y"], ["y_size"]),
+        node("Div", ["y_size", "cout"], ["pair_count_int"]),
+        node("Cast", ["pair_count_int"], ["pair_count"], to=onnx.TensorProto.FLOAT),
+        node("Div", ["correlation_sum", "pair_count"], ["hebbian"]),
+        node("Mul", ["y_by_sample", "y_by_sample"], ["y_squared"]),
+        node("ReduceSum", ["y_squared", "axes_12"], ["y_squared_sum"], keepdims=1),
+        node("Reshape", ["y_squared_sum", "filter_rows_shape"], ["y_squared_sum_rows"]),
+        node("Div", ["y_squared_sum_rows", "pair_count"], ["y_power"]),  # [Cout, 1]
+        node("Reshape", ["W", "filter_rows_shape"], ["w_rows"]),
+        node("Mul", ["y_power", "w_rows"], ["oja_term"]),
+        node("Mul", ["decay", "oja_term"], ["decay_term"]),
+        node("Sub", ["hebbian", "decay_term"], ["delta"]),
+        node("Mul", ["lr", "delta"], ["step"]),
+        node("Add", ["w_rows", "step"], ["w_stepped"]),
+        # renormalize: factor = ||w|| / ||w_stepped|| per filter when on, 1 when off
+        node("Mul", ["w_rows", "w_rows"], ["w_squared"]),
+        node("ReduceSum", ["w_squared", "axis_1"], ["w_norm_squared"], keepdims=1),
+        node("Mul", ["w_stepped", "w_stepped"], ["w_stepped_squared"]),
+        node("ReduceSum", ["w_stepped_squared", "axis_1"], ["w_stepped_norm_squared"], keepdims=1),
+        node("Div", ["w_norm_squared", "w_stepped_norm_squared"], ["norm_ratio_squared"]),
+        node("Sqrt", ["norm_ratio_squared"], ["norm_ratio"]),
+        node("Sub", ["norm_ratio", "one_float"], ["norm_ratio_minus_one"]),
+        node("Mul", ["renormalize", "norm_ratio_minus_one"], ["factor_minus_one"]),
+        node("Add", ["factor_minus_one", "one_float"], ["factor"]),
+        node("Mul", ["w_stepped", "factor"], ["w_new_rows"]),
+        node("Reshape", ["w_new_rows", "w_shape"], ["W_new"]),
+    ]
+    nodes.insert(0, node("Constant", [], ["one_float"], value_float=1.0))
+    return helper.make_function(
+        DOMAIN, OP_TYPE, ["X", "Y", "W", "lr"], ["W_new"], nodes,
+        [helper.make_opsetid("", opset)], attributes=list(ATTRIBUTES),
+        doc_string="A localized layer's new weight: W + lr * (H - decay * diag(mean y^2) W), renormalized per "
+                   "filter when renormalize=1; H = mean over samples and positions of y x^T (one convolution).")
+
+
+def function(opset: int) -> ir.Function:
+    return ir.serde.deserialize_function(function_proto(opset))
