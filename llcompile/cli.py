@@ -12,7 +12,10 @@ import click
 from llcompile.version import __version__
 from llcompile.backends import BACKENDS
 from llcompile.errors import LLCompileError
+from llcompile.learning_mode import MODES, SCHEDULES, WEAK_SUPERVISION
 from llcompile.passes.aux_heads import AUX_HEAD_KINDS
+from llcompile.passes.hebbian import ACTIVATIONS
+from llcompile.passes.hebbian_function import RULES
 
 FORMATS = click.Choice(["text", "json"])
 
@@ -60,16 +63,41 @@ def cli() -> None:
 @click.option("--cuts", callback=_parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
 @click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
+@click.option("--prefix", type=click.IntRange(min=0),
+              help="local-sgd, dbl-hebbian: segments in the Hebbian prefix at the start [default: 0, all on SGD].")
+@click.option("--hebbian-rule", type=click.Choice(list(RULES)), help="local-sgd, dbl-hebbian: [default: oja].")
+@click.option("--hebbian-activation", type=click.Choice(list(ACTIVATIONS)),
+              help="local-sgd, dbl-hebbian: the y of the rule, before or after BN+activation [default: post].")
+@click.option("--learning-mode", type=click.Choice(MODES),
+              help="How the prefix grows between epochs: a schedule of the epoch, or the transition layer's "
+                   "update norms [default: static].")
+@click.option("--schedule", type=click.Choice(SCHEDULES), help="static: shape of the prefix over epochs [default: linear].")
+@click.option("--start-epoch", type=click.IntRange(min=1), help="First epoch with a Hebbian prefix [default: 2].")
+@click.option("--ramp-epochs", type=click.IntRange(min=1),
+              help="static: epochs from --start-epoch to the maximum prefix [default: 2].")
+@click.option("--max-prefix", type=click.IntRange(min=0),
+              help="Largest prefix, in segments [default: the longest with at most half the forward MACs].")
+@click.option("--update-threshold", type=click.FloatRange(min=0, min_open=True),
+              help="dynamic: move when the transition layer's ||dW||/||W|| per epoch is below this [default: 0.05].")
+@click.option("--stall-ratio", type=click.FloatRange(0, 1, min_open=True),
+              help="dynamic: ... or when it is above this fraction of the previous epoch's [default: 0.9].")
+@click.option("--prefix-step", type=click.IntRange(min=1), help="dynamic: segments per move [default: 1].")
+@click.option("--hebbian-lr", type=click.FloatRange(min=0),
+              help="Localized learning rate at the SGD schedule's peak; it follows that schedule [default: 1e-3].")
+@click.option("--weak-supervision", type=click.Choice(WEAK_SUPERVISION),
+              help="loss-trend: scale the localized rate down when the training loss rises [default: loss-trend].")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),
+              help="loss-trend: the factor per rising epoch [default: 0.5].")
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
-def transform(model, out_dir, strategy, blocks, cuts, aux_head, seed, force, fmt) -> None:
+def transform(model, out_dir, strategy, force, fmt, **options) -> None:
     """Compile MODEL.onnx into a training program directory."""
     from llcompile.compiler import transform as compile_model
     from llcompile.inspection import describe_program, render_text
     from llcompile.program import check_output_dir
 
     check_output_dir(out_dir, force)  # before compiling, which can take a while
-    program = compile_model(model, strategy, blocks=blocks, cuts=cuts, aux_head=aux_head, seed=seed)
+    program = compile_model(model, strategy, **options)
     program.save(out_dir, force=force)
     description = describe_program(program)
     if fmt == "json":
@@ -245,6 +273,11 @@ def main() -> None:
         click.echo(f"llcompile: internal error: {type(exc).__name__}: {message} "
                    "(set LLCOMPILE_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
+
+
+from llcompile.report.command import report as _report_command  # noqa: E402  (issue 5: the cost report)
+
+cli.add_command(_report_command)
 
 
 if __name__ == "__main__":

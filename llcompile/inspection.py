@@ -81,9 +81,12 @@ def _render_program(d: dict) -> str:
            f"  input {d['input']['name']} {_shape(d['input']['shape'])}; cuts: {', '.join(d['cuts']) or '(none)'}", ""]
     rows = []
     for i, s in enumerate(d["stages"]):
-        head = s["head"]["kind"] + " head" if s["head"] else "model head"
+        if s["updates"] is not None:
+            trained_by = f"{d['options'].get('hebbian_rule', 'hebbian')} rule"
+        else:
+            trained_by = s["head"]["kind"] + " head" if s["head"] else "model head"
         rows.append([i, s["name"], s["kind"], s["input"], s["output"], len(s["layers"]), f"{s['macs']:,}",
-                     len(s["params"]), head, s["loss"]])
+                     len(s["params"]), trained_by, s["loss"] or "-"])
     out += _table(["#", "stage", "kind", "input", "output", "layers", "MACs", "params", "trained by", "loss"], rows)
     for s in d["stages"]:
         ops = ", ".join(f"{name} ({op})" for name, op in zip(s["layers"], s["layer_ops"]))
@@ -91,5 +94,9 @@ def _render_program(d: dict) -> str:
         if s["head"]:
             out.append(f"  aux head {s['head']['kind']}: logits {s['head']['logits']}, "
                        f"params {', '.join(s['head']['params'])}")
-        out.append(f"  feeds: {s['input']}, {s['labels']} -> outputs: {s['loss']}, {s['output']}")
+        if s["updates"] is not None:
+            out.append(f"  feeds: {s['input']}, {s['lr_input']} -> outputs: {s['output']} and the new value of "
+                       f"{len(s['updates'])} weight(s) (forward-only, no loss)")
+        else:
+            out.append(f"  feeds: {s['input']}, {s['labels']} -> outputs: {s['loss']}, {s['output']}")
     return "\n".join(out)

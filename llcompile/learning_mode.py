@@ -9,12 +9,12 @@ option with its default documented in docs/strategies.md.
 - ``static``: a scheduler function of the epoch (``linear``, ``step``, ``exp`` saturation)
   from ``start_epoch`` up to ``max_prefix`` over ``ramp_epochs``.
 - ``dynamic``: after every epoch from ``start_epoch`` on, the transition layer (the first SGD
-  layer) moves ``step`` segments deeper when its relative update norm over the epoch,
-  ``||W_end - W_start|| / ||W_start||``, is below ``threshold`` or fell by less than a factor
-  ``stall`` from the previous epoch (its learning has settled).
-- weak supervision (``loss-trend``): the localized learning rate is multiplied by ``decay`` for
+  layer) moves ``prefix_step`` segments deeper when its relative update norm over the epoch,
+  ``||W_end - W_start|| / ||W_start||``, is below ``update_threshold`` or fell by less than a factor
+  ``stall_ratio`` from the previous epoch (its learning has settled).
+- weak supervision (``loss-trend``): the localized learning rate is multiplied by ``lr_decay`` for
   the next epoch when the epoch's training loss rose over the previous one, and restored toward
-  1 (x 1/decay, at most 1) when it fell; ``none`` keeps the factor at 1. The rate also follows the
+  1 (x 1/lr_decay, at most 1) when it fell; ``none`` keeps the factor at 1. The rate also follows the
   SGD learning-rate schedule (``hebbian_lr * lr(t) / base_lr * factor``).
 """
 
@@ -39,12 +39,12 @@ class LearningMode:
     start_epoch: int = 2  # 1-based: the first epoch whose prefix may be non-empty
     ramp_epochs: int = 2  # static: epochs from start_epoch until max_prefix is reached
     max_prefix: int | None = None  # None: the longest prefix with at most half the forward MACs
-    threshold: float = 0.05  # dynamic: relative update norm per epoch below which the transition moves
-    stall: float = 0.9  # dynamic: ... or when it is above this fraction of the previous epoch's
-    step: int = 1  # dynamic: segments the transition moves at a time
+    update_threshold: float = 0.05  # dynamic: relative update norm per epoch below which the transition moves
+    stall_ratio: float = 0.9  # dynamic: ... or when it is above this fraction of the previous epoch's
+    prefix_step: int = 1  # dynamic: segments the transition moves at a time
     hebbian_lr: float = 1e-3  # localized learning rate at the SGD schedule's peak
     weak_supervision: str = "loss-trend"
-    decay: float = 0.5  # weak supervision: factor applied when the training loss rises
+    lr_decay: float = 0.5  # weak supervision: factor applied when the training loss rises
 
     def __post_init__(self) -> None:
         checks = [
@@ -55,11 +55,11 @@ class LearningMode:
             (self.start_epoch >= 1, "--start-epoch must be >= 1"),
             (self.ramp_epochs >= 1, "--ramp-epochs must be >= 1"),
             (self.max_prefix is None or self.max_prefix >= 0, "--max-prefix must be >= 0"),
-            (self.threshold > 0, "--threshold must be > 0"),
-            (0 < self.stall <= 1, "--stall must be in (0, 1]"),
-            (self.step >= 1, "--step must be >= 1"),
+            (self.update_threshold > 0, "--update-threshold must be > 0"),
+            (0 < self.stall_ratio <= 1, "--stall-ratio must be in (0, 1]"),
+            (self.prefix_step >= 1, "--prefix-step must be >= 1"),
             (self.hebbian_lr >= 0, "--hebbian-lr must be >= 0"),
-            (0 < self.decay <= 1, "--decay must be in (0, 1]"),
+            (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
         ]
         for ok, message in checks:
             if not ok:
@@ -101,7 +101,8 @@ def static_prefix(mode: LearningMode, epoch: int) -> int:
         fraction = 0.5 if progress <= 0.5 else 1.0
     else:  # exponential saturation: 95 % of the maximum at the end of the ramp
         fraction = 1.0 - math.exp(-3.0 * progress)
-    return min(mode.max_prefix, max(1, round(fraction * mode.max_prefix)))
+    # halves round up (Python's round() sends 2.5 to 2 but 4.5 to 4: an uneven ramp)
+    return min(mode.max_prefix, max(1, math.floor(fraction * mode.max_prefix + 0.5)))
 
 
 def dynamic_prefix(mode: LearningMode, epoch: int, current: int, update_norms: list[float]) -> tuple[int, str]:
@@ -112,13 +113,13 @@ def dynamic_prefix(mode: LearningMode, epoch: int, current: int, update_norms: l
     if current >= mode.max_prefix:
         return current, "at the maximum prefix"
     latest = update_norms[-1]
-    if latest < mode.threshold:
-        reason = f"update norm {latest:.4g} < threshold {mode.threshold:g}"
-    elif len(update_norms) >= 2 and latest > mode.stall * update_norms[-2]:
-        reason = f"update norm {latest:.4g} fell by less than x{mode.stall:g} from {update_norms[-2]:.4g}"
+    if latest < mode.update_threshold:
+        reason = f"update norm {latest:.4g} < threshold {mode.update_threshold:g}"
+    elif len(update_norms) >= 2 and latest > mode.stall_ratio * update_norms[-2]:
+        reason = f"update norm {latest:.4g} fell by less than x{mode.stall_ratio:g} from {update_norms[-2]:.4g}"
     else:
         return current, f"update norm {latest:.4g} still falling"
-    return min(mode.max_prefix, current + mode.step), reason
+    return min(mode.max_prefix, current + mode.prefix_step), reason
 
 
 def weak_supervision_factor(mode: LearningMode, factor: float, losses: list[float]) -> float:
@@ -126,5 +127,5 @@ def weak_supervision_factor(mode: LearningMode, factor: float, losses: list[floa
     if mode.weak_supervision == "none" or len(losses) < 2:
         return factor
     if losses[-1] > losses[-2]:
-        return factor * mode.decay
-    return min(1.0, factor / mode.decay)
+        return factor * mode.lr_decay
+    return min(1.0, factor / mode.lr_decay)

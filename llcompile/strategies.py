@@ -35,8 +35,8 @@ def _dbl(blocks: int | None = None, cuts: list[str] | None = None, aux_head: str
 
 HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation")
 # read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
-LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "threshold", "stall",
-                         "step", "hebbian_lr", "weak_supervision", "decay")
+LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
+                         "stall_ratio", "prefix_step", "hebbian_lr", "weak_supervision", "lr_decay")
 
 
 def _hebbian_passes(prefix: int | None, hebbian_rule: str | None, hebbian_activation: str | None,

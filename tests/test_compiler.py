@@ -9,15 +9,21 @@ import llcompile
 from llcompile.verify import relative_error, run_model, run_stage_chain
 from tests.fixtures.cnn_graphs import build_cnn, cnn_specs
 
-STRATEGY_OPTIONS = [("bp", {}), ("dbl", {"blocks": 2}), ("dbl", {"blocks": 3, "aux_head": "conv"})]
+STRATEGY_OPTIONS = [("bp", {}), ("dbl", {"blocks": 2}), ("dbl", {"blocks": 3, "aux_head": "conv"}),
+                    ("local-sgd", {"prefix": 1}), ("dbl-hebbian", {"prefix": 1, "blocks": 2})]
 
 
 def _check_program(program: llcompile.Program, model: onnx.ModelProto, batch: int = 3):
     for stage in program.stages:
         onnx.checker.check_model(stage.model, full_check=True)
         graph_inputs = [v.name for v in stage.model.graph.input]
+        graph_outputs = [v.name for v in stage.model.graph.output]
+        if stage.updates is not None:  # forward-only Hebbian stage
+            assert graph_inputs == [stage.input, stage.lr_input]
+            assert graph_outputs == [stage.output, *stage.updates.values()]
+            continue
         assert graph_inputs == [stage.input, stage.labels]  # stop-gradient: the block input is a graph input
-        assert [v.name for v in stage.model.graph.output] == [stage.loss, stage.output]
+        assert graph_outputs == [stage.loss, stage.output]
     onnx.checker.check_model(program.eval_model, full_check=True)
     x = np.random.default_rng(0).standard_normal([batch, *program.input["shape"][1:]]).astype(np.float32)
     reference = run_model(model, x)
@@ -36,13 +42,13 @@ def test_random_cnns_every_strategy(spec, tmp_path_factory):
     analysis = llcompile.analyze(llcompile.load(path))
     assert analysis.cut_points == spec.expected_cut_points()
     for strategy, options in STRATEGY_OPTIONS:
-        blocks = options.get("blocks")
-        if blocks is not None and blocks > len(analysis.cut_points) + 1:
+        blocks, prefix = options.get("blocks"), options.get("prefix", 0)
+        if (blocks or 1) + prefix > len(analysis.cut_points) + 1:
             with pytest.raises(llcompile.LLCompileError, match="at most"):
                 llcompile.transform(path, strategy, **options)
             continue
         program = llcompile.transform(path, strategy, **options)
-        assert len(program.stages) == (blocks or 1)
+        assert len(program.stages) == (blocks or 1) + (1 if prefix else 0)
         _check_program(program, model)
 
 

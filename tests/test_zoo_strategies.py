@@ -9,7 +9,8 @@ from llcompile.models import list_models
 from llcompile.verify import relative_error, run_model, run_stage_chain, with_training_mode
 from tests.reference import softmax_cross_entropy
 
-STRATEGIES = [("bp", {}), ("dbl", {"blocks": 3}), ("dbl", {"blocks": 2, "aux_head": "conv"})]
+STRATEGIES = [("bp", {}), ("dbl", {"blocks": 3}), ("dbl", {"blocks": 2, "aux_head": "conv"}),
+              ("local-sgd", {"prefix": 2}), ("dbl-hebbian", {"prefix": 1, "blocks": 2})]
 
 
 @pytest.mark.parametrize("name", list(list_models()))
@@ -23,7 +24,7 @@ def test_zoo_model_every_strategy(zoo_file, name):
     model = llcompile.load(path)
     for strategy, options in STRATEGIES:
         program = llcompile.transform(model, strategy, **options)
-        assert len(program.stages) == options.get("blocks", 1)
+        assert len(program.stages) == options.get("blocks", 1) + (1 if options.get("prefix") else 0)
         for stage in program.stages:
             onnx.checker.check_model(stage.model, full_check=True)
         chain, losses = run_stage_chain(program, x, labels, training_form=True)

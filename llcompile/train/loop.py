@@ -14,15 +14,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx_ir as ir
 import torch
 from tqdm import tqdm
 
-from llcompile.backends import make_backend
+from llcompile.analysis import analyze
 from llcompile.atomic import atomic_write_text
+from llcompile.backends import make_backend
 from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import BatchLoader, Dataset, load_dataset
 from llcompile.errors import LLCompileError
 from llcompile.program import Program
+from llcompile.strategies import learning_mode_of
 from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
 from llcompile.train.config import TrainConfig
 from llcompile.train.export import save_trained_model
@@ -30,8 +33,10 @@ from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.lr_schedule import learning_rate
 from llcompile.train.memory import PeakMemoryMonitor
 from llcompile.train.metrics import write_metrics
+from llcompile.train.transition import PrefixController, update_norms
 
 CHECKPOINT = "checkpoint.npz"
+EPOCH_START = "epoch_start/"  # checkpoint arrays: the layer weights when the epoch began
 RUN_FILE = "run.json"
 TRAINED_MODEL = "trained_model.onnx"
 
@@ -70,6 +75,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
           force: bool = False, show_progress: bool = True) -> RunResult:
     """Train the program in ``program_dir``; everything the run writes goes to ``run_dir``."""
     program = Program.load(program_dir)
+    learning_mode = learning_mode_of(program.strategy, program.options)
     run_dir = Path(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -80,25 +86,45 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     backend = make_backend(config.backend, config.device, config.torch_mode)
     stages = backend.build(program, config.optimizer)
     arrays, progress = _prepare_run_dir(run_dir, program_dir, config, resume, force)
+    controller = PrefixController(program, learning_mode, progress.get("learning")) if learning_mode else None
+    if controller is not None and controller.program() is not program:  # resumed with a grown prefix
+        program = controller.program()
+        stages = backend.build(program, config.optimizer)
     for stage in stages:
         stage.load_state(arrays)
+    epoch_start = _weights(program, {k.removeprefix(EPOCH_START): v for k, v in arrays.items()
+                                     if k.startswith(EPOCH_START)})
     steps_per_epoch = len(_train_loader(dataset, config, epoch=0))
     history: list[dict] = progress["history"]
     with DeferredInterrupt() as interrupt:
         for epoch in range(progress["epoch"], config.epochs):
+            if progress["step"] == 0:  # a new epoch (not one resumed half-way)
+                if controller is not None and controller.begin_epoch(epoch + 1):
+                    state = _merged_state(stages)
+                    program = controller.program()
+                    stages = backend.build(program, config.optimizer)
+                    for stage in stages:
+                        stage.load_state(state)
+                epoch_start = _weights(program, _merged_state(stages))
             sums = EpochSums(**progress["sums"]) if progress["sums"] else EpochSums()
             start_step = progress["step"]
-            stopped_at = _train_epoch(stages, backend, dataset, config, epoch, start_step, steps_per_epoch, sums,
-                                      interrupt, show_progress)
+            stopped_at = _train_epoch(program, stages, backend, dataset, config, controller, epoch, start_step,
+                                      steps_per_epoch, sums, interrupt, show_progress)
             if stopped_at is not None:
-                _save(run_dir, stages, {"epoch": epoch, "step": stopped_at, "sums": sums.__dict__, "history": history})
+                progress = {"epoch": epoch, "step": stopped_at, "sums": sums.__dict__, "history": history}
+                _save(run_dir, stages, progress, controller, epoch_start)
                 raise TrainingInterrupted(
                     f"interrupted at epoch {epoch + 1} step {stopped_at}; checkpoint saved, continue with --resume")
             record = _epoch_record(program, stages, backend, dataset, config, epoch, steps_per_epoch, sums)
+            norms = update_norms(epoch_start, _merged_state(stages), _layer_weights(program))
+            if controller is not None:
+                losses = [r["train_loss"] for r in history] + [record["train_loss"]]
+                record.update(controller.end_epoch(epoch + 1, norms, losses))
+            record["update_norms"] = norms
             history.append(record)
             write_metrics(run_dir, history)
             progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
-            _save(run_dir, stages, progress)
+            _save(run_dir, stages, progress, controller)
             if show_progress:
                 _print_epoch(record)
     state = _merged_state(stages)
@@ -106,9 +132,10 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     return RunResult(run_dir=run_dir, history=history, trained_model=run_dir / TRAINED_MODEL)
 
 
-def _train_epoch(stages: list[TrainableStage], backend: Backend, dataset: Dataset, config: TrainConfig,
-                 epoch: int, start_step: int, steps_per_epoch: int, sums: EpochSums,
-                 interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
+def _train_epoch(program: Program, stages: list[TrainableStage], backend: Backend, dataset: Dataset,
+                 config: TrainConfig, controller: PrefixController | None, epoch: int, start_step: int,
+                 steps_per_epoch: int, sums: EpochSums, interrupt: DeferredInterrupt,
+                 show_progress: bool) -> int | None:
     """Train from ``start_step`` to the end of the epoch, adding to ``sums``; return None, or the
     step at which a Ctrl-C stopped it (that step not yet taken)."""
     loader = _train_loader(dataset, config, epoch, start_step)
@@ -124,7 +151,11 @@ def _train_epoch(stages: list[TrainableStage], backend: Backend, dataset: Datase
             lr = learning_rate(config.lr_schedule, config.base_lr, epoch * steps_per_epoch + step,
                                config.epochs * steps_per_epoch)
             activation, batch_labels = backend.to_batch(x, labels)
-            for stage in stages:
+            for stage, stage_plan in zip(stages, program.stages):
+                if stage_plan.updates is not None:  # a Hebbian stage: the localized rate, no loss
+                    activation = stage.train_step(activation, batch_labels,
+                                                  controller.hebbian_lr(lr, config.base_lr)).output
+                    continue
                 result = stage.train_step(activation, batch_labels, lr)
                 sums.add(stage.name, result.loss, result.correct, len(labels))
                 activation = result.output
@@ -166,7 +197,8 @@ def _epoch_record(program: Program, stages: list[TrainableStage], backend: Backe
                   config: TrainConfig, epoch: int, steps_per_epoch: int, sums: EpochSums) -> dict:
     n = max(sums.samples, 1)
     final = program.stages[-1].name
-    per_stage = {s.name: {"loss": sums.loss[s.name] / n, "acc": sums.correct[s.name] / n} for s in program.stages}
+    per_stage = {s.name: {"loss": sums.loss[s.name] / n, "acc": sums.correct[s.name] / n}
+                 for s in program.stages if s.updates is None}
     return {
         "epoch": epoch + 1,
         "lr": learning_rate(config.lr_schedule, config.base_lr, (epoch + 1) * steps_per_epoch - 1,
@@ -183,7 +215,8 @@ def _epoch_record(program: Program, stages: list[TrainableStage], backend: Backe
 
 def _print_epoch(record: dict) -> None:
     stages = "  ".join(f"{name} {v['loss']:.3f}/{v['acc']:.3f}" for name, v in record["stages"].items())
-    tqdm.write(f"epoch {record['epoch']}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}  "
+    prefix = f"  hebbian prefix {record['prefix']}" if "prefix" in record else ""
+    tqdm.write(f"epoch {record['epoch']}{prefix}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}  "
                f"test acc {record['test_acc']:.4f}  {record['epoch_time_s']:.1f}s "
                f"{record['images_per_s']:.0f} img/s  peak {record['peak_memory_mb']:.0f} MiB  [loss/acc {stages}]")
 
@@ -195,8 +228,26 @@ def _merged_state(stages: list[TrainableStage]) -> dict[str, np.ndarray]:
     return state
 
 
-def _save(run_dir: Path, stages: list[TrainableStage], progress: dict) -> None:
-    save_checkpoint(run_dir / CHECKPOINT, _merged_state(stages), progress)
+def _weights(program: Program, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The layers' weights in ``state`` (what the update norms compare)."""
+    names = set(_layer_weights(program).values())
+    return {name: value.copy() for name, value in state.items() if name in names}
+
+
+def _layer_weights(program: Program) -> dict[str, str]:
+    """Layer name -> its weight initializer, for every layer of the program's model."""
+    return {layer.name: layer.weight for layer in analyze(ir.from_proto(program.eval_model)).layers}
+
+
+def _save(run_dir: Path, stages: list[TrainableStage], progress: dict, controller: PrefixController | None,
+          epoch_start: dict[str, np.ndarray] | None = None) -> None:
+    """A checkpoint; mid-epoch it also keeps the weights at the epoch's start (for update norms)."""
+    arrays = _merged_state(stages)
+    if epoch_start is not None:
+        arrays.update({EPOCH_START + name: value for name, value in epoch_start.items()})
+    if controller is not None:
+        progress = {**progress, "learning": controller.state()}
+    save_checkpoint(run_dir / CHECKPOINT, arrays, progress)
 
 
 def _prepare_run_dir(run_dir: Path, program_dir, config: TrainConfig, resume: bool,
