@@ -29,6 +29,7 @@ class Layer:
     macs: int
     trailing_ops: list[str] = field(default_factory=list)
     segment: int = 0
+    trailing_nodes: list[str] = field(default_factory=list)  # node names of trailing_ops
 
 
 @dataclass
@@ -216,6 +217,7 @@ def analyze(model: ir.Model) -> ModelAnalysis:
             owner = max((layer_of_value[v] for v in data_inputs if v in layer_of_value), default=None)
             if owner is not None:
                 layers[owner].trailing_ops.append(node.op_type)
+                layers[owner].trailing_nodes.append(node.name)
         for out in node.outputs:
             segment_of_value.setdefault(out, segment)
             if owner is not None:

@@ -1,7 +1,12 @@
-"""Forward multiply-accumulate counts of the parametric ops, per sample (batch dimension = 1).
+"""Per-sample operation counts of one node (batch dimension = 1): MACs and element operations.
 
 One MAC is one multiply-accumulate; FLOPs = 2 x MACs. Formulas (docs/cost-model.md):
 Conv ``Hout*Wout*Cout*(Cin/groups)*kh*kw`` (any spatial rank), Gemm/MatMul ``M*K*N``.
+
+Element operations are the work of the ops that are not weight GEMMs, in their own unit and never
+mixed into MACs: one per output element of an element-wise or normalisation op, one per window
+element for pooling, one per input element for a global pooling / reduction / loss, none for ops
+that only move or reshape data.
 """
 
 from __future__ import annotations
@@ -9,6 +14,16 @@ from __future__ import annotations
 import math
 
 import onnx_ir as ir
+
+# one element operation per output element
+POINTWISE_OPS = frozenset({
+    "BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "Elu", "HardSigmoid",
+    "HardSwish", "Softplus", "Add", "Sub", "Mul", "Div", "Sum", "Dropout", "LRN", "Softmax", "LogSoftmax",
+})
+# one per window element of every output element
+WINDOW_OPS = frozenset({"MaxPool", "AveragePool"})
+# one per input element
+REDUCTION_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "SoftmaxCrossEntropyLoss"})
 
 
 def _per_sample_elements(value: ir.Value) -> int:
@@ -34,4 +49,20 @@ def forward_macs(node: ir.Node) -> int:
         k, n = weight.shape[::-1] if trans_b is not None and trans_b.as_int() else weight.shape
         rows = _per_sample_elements(node.outputs[0]) // n if node.op_type == "MatMul" else 1
         return rows * k * n
+    return 0
+
+
+def element_ops(node: ir.Node) -> int:
+    """Element operations of one sample through ``node`` (0 for weight GEMMs and data movement).
+
+    Only ops on per-sample float data are counted: call it for nodes that read the data input.
+    """
+    op = node.op_type
+    if op in POINTWISE_OPS:
+        return _per_sample_elements(node.outputs[0])
+    if op in WINDOW_OPS:
+        kernel = node.attributes.get("kernel_shape")
+        return _per_sample_elements(node.outputs[0]) * math.prod(kernel.as_ints() if kernel is not None else [1])
+    if op in REDUCTION_OPS:
+        return _per_sample_elements(node.inputs[0])
     return 0

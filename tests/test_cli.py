@@ -51,7 +51,8 @@ def test_export_transform_inspect_verify(tmp_path):
 
 def test_strategies_and_models_list():
     strategies = json.loads(run("strategies", "--format", "json").stdout)
-    assert {"bp", "dbl"} <= set(strategies)
+    assert {"bp", "dbl", "local-sgd", "dbl-hebbian"} <= set(strategies)
+    assert "prefix" in strategies["local-sgd"]["options"] and "blocks" not in strategies["local-sgd"]["options"]
     listed = run("models", "list").stdout
     for name in ("resnet20", "resnet56", "resnet18", "vgg11_bn", "vgg16_bn", "mobilenetv2", "small_cnn", "mlp"):
         assert name in listed
@@ -115,6 +116,31 @@ def test_unknown_strategy(tmp_path, small_model):
 
 def test_option_the_strategy_does_not_take(tmp_path, small_model):
     assert_user_error(run("transform", small_model, "-o", tmp_path / "out", "-s", "bp", "--blocks", "2"), "--blocks")
+
+
+def test_local_sgd_options_reach_program_json(tmp_path, small_model):
+    out = tmp_path / "out"
+    result = run("transform", small_model, "-o", out, "-s", "local-sgd", "--prefix", "1", "--learning-mode", "dynamic",
+                 "--hebbian-rule", "hebb", "--hebbian-lr", "0.01")
+    assert result.returncode == 0, result.stderr
+    program = json.loads((out / "program.json").read_text())
+    assert program["stages"][0]["kind"] == "hebbian" and program["stages"][0]["loss"] is None
+    options = program["options"]
+    assert (options["prefix"], options["learning_mode"], options["hebbian_rule"], options["hebbian_lr"]) == (
+        1, "dynamic", "hebb", 0.01)
+    assert options["max_prefix"] >= 0 and options["schedule"] == "linear"  # defaults resolved and recorded
+    assert "oja rule" not in run("inspect", out).stdout and "hebb rule" in run("inspect", out).stdout
+    assert run("verify", out).returncode == 0
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["-s", "dbl", "--prefix", "1"], "takes no --prefix"),
+    (["-s", "local-sgd", "--prefix", "9"], "leaves no layer"),
+    (["-s", "local-sgd", "--max-prefix", "9"], "--max-prefix 9"),
+    (["-s", "local-sgd", "--blocks", "2"], "takes no --blocks"),
+])
+def test_hebbian_option_errors(tmp_path, small_model, args, fragment):
+    assert_user_error(run("transform", small_model, "-o", tmp_path / "out", *args), fragment)
 
 
 def test_existing_output_needs_force(tmp_path, small_model):

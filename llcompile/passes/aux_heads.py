@@ -40,7 +40,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         labels = labels_input(graph, plan.labels)
         modified = False
         for stage in plan.stages[:-1]:
-            if stage.loss is not None:
+            if stage.loss is not None or stage.kind == "hebbian":  # a Hebbian stage has no loss
                 continue
             builder = GraphBuilder(graph, f"{stage.name}.aux")
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.name.encode())])

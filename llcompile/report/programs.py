@@ -1,0 +1,160 @@
+"""The programs a report costs: a model compiled in memory with each requested strategy, or a
+compiled program directory (plus `bp`, and any other strategy asked for, compiled from its eval model).
+
+A strategy is asked for as ``NAME`` or ``NAME:OPTION=VALUE,...`` (``dbl:blocks=8``,
+``local-sgd:prefix=5``; a list of cut tensors as ``cuts=A|B``). Options given as command-line flags
+(``--blocks``, ``--prefix``, ...) apply to every requested strategy that takes them and does not set
+them itself. ``bp`` is always costed: every ratio is taken against it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import onnx_ir as ir
+
+from llcompile.analysis import ModelAnalysis, analyze
+from llcompile.errors import LLCompileError
+from llcompile.importer import load
+from llcompile.program import EVAL_MODEL_FILE, Program, is_program_dir
+from llcompile.strategies import get_strategy
+
+BASELINE = "bp"
+PREFIX_OPTION = "prefix"  # the Hebbian prefix length of local-sgd / dbl-hebbian, in leading segments
+INT_OPTIONS = {"blocks": 1, "prefix": 0, "seed": 0}  # option -> smallest value allowed
+
+
+@dataclass
+class StrategySpec:
+    name: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        if not self.options:
+            return self.name
+        return self.name + ":" + ",".join(f"{k}={_format_value(v)}" for k, v in self.options.items())
+
+
+@dataclass
+class CostedProgram:
+    label: str  # the key of the strategy in the report
+    program: Program
+
+
+@dataclass
+class ReportInput:
+    source: str  # the model file or program directory
+    kind: str  # model | program
+    analysis: ModelAnalysis
+    programs: list[CostedProgram]
+    notes: list[str]
+
+
+def parse_spec(text: str) -> StrategySpec:
+    """``NAME`` or ``NAME:key=value,...`` -> StrategySpec (values checked, strategy not yet)."""
+    name, _, rest = text.partition(":")
+    name = name.strip()
+    if not name:
+        raise LLCompileError(f"--strategy {text!r}: no strategy name")
+    options: dict = {}
+    for item in filter(None, (part.strip() for part in rest.split(","))):
+        key, eq, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not eq or not value.strip():
+            raise LLCompileError(f"--strategy {text!r}: expected OPTION=VALUE, got {item!r}")
+        options[key] = _convert(key, value.strip(), text)
+    return StrategySpec(name, options)
+
+
+def _convert(key: str, value: str, text: str):
+    if key in INT_OPTIONS:
+        try:
+            number = int(value)
+        except ValueError:
+            raise LLCompileError(f"--strategy {text!r}: {key} must be an integer, got {value!r}") from None
+        if number < INT_OPTIONS[key]:
+            raise LLCompileError(f"--strategy {text!r}: {key} must be >= {INT_OPTIONS[key]}, got {number}")
+        return number
+    if key == "cuts":
+        return [c for c in value.split("|") if c]
+    return value
+
+
+def _format_value(value) -> str:
+    return "|".join(value) if isinstance(value, list) else str(value)
+
+
+def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -> ReportInput:
+    """Load the model or program at ``source`` and compile/load every program to cost.
+
+    ``flags``: options given on the command line (None when not given), applied to every requested
+    strategy that takes them.
+    """
+    path = Path(source)
+    notes: list[str] = []
+    for spec in specs:  # unknown names fail before any work
+        get_strategy(spec.name)
+    given_flags = {k: v for k, v in flags.items() if v is not None}
+    for key in given_flags:
+        takers = [s.name for s in specs if key in get_strategy(s.name).options]
+        if not takers:
+            asked = ", ".join(s.name for s in specs) or BASELINE
+            raise LLCompileError(f"--{key.replace('_', '-')} applies to none of the strategies asked for ({asked})")
+    for spec in specs:
+        takes = get_strategy(spec.name).options
+        foreign = sorted(set(spec.options) - set(takes))
+        if foreign:
+            raise LLCompileError(f"strategy {spec.name!r} takes no option {foreign[0]!r}"
+                                 f" (it takes: {', '.join(takes) or 'none'})")
+        for key, value in given_flags.items():
+            if key in takes and key not in spec.options:
+                spec.options[key] = value
+
+    programs: list[CostedProgram] = []
+    if path.is_dir():
+        if not is_program_dir(path):
+            raise LLCompileError(f"{path}: not a program directory (no program.json) and not an ONNX file")
+        program = Program.load(path)
+        model = load(path / EVAL_MODEL_FILE)  # the canonical model again: BN back in training form
+        kind = "program"
+        own = CostedProgram(label=program.strategy, program=program)
+    else:
+        model = load(path)
+        kind = "model"
+        own = None
+    try:
+        analysis = analyze(model)
+    except ValueError as exc:
+        raise LLCompileError(f"{path}: cannot analyse the model: {exc}") from None
+
+    wanted = [StrategySpec(BASELINE)] if own is None or own.program.strategy != BASELINE else []
+    wanted += specs
+    seen: dict[str, StrategySpec] = {}
+    for spec in wanted:
+        takes = get_strategy(spec.name).options
+        if PREFIX_OPTION in takes and PREFIX_OPTION not in spec.options:
+            spec.options[PREFIX_OPTION] = len(analysis.segments) // 2
+            notes.append(f"{spec.name}: no --prefix given; the Hebbian prefix is the first "
+                         f"{spec.options[PREFIX_OPTION]} of {len(analysis.segments)} segments (half)")
+        if own is not None and spec.label == own.label:
+            raise LLCompileError(f"--strategy {spec.label} is the program's own strategy; give it options "
+                                 "to tell the two apart")
+        seen.setdefault(spec.label, spec)
+    if own is not None:
+        programs.append(own)
+    for label, spec in seen.items():
+        programs.append(CostedProgram(label=label, program=_compile(model, spec)))
+    programs.sort(key=lambda p: p.label != BASELINE)  # the baseline first
+    return ReportInput(source=os.fspath(path), kind=kind, analysis=analysis, programs=programs, notes=notes)
+
+
+def _compile(model: ir.Model, spec: StrategySpec) -> Program:
+    from llcompile.compiler import transform
+
+    try:
+        return transform(model, spec.name, **spec.options)
+    except TypeError as exc:  # an option this llcompile's transform does not accept yet
+        raise LLCompileError(f"strategy {spec.label}: {exc}") from None

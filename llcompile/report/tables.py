@@ -1,0 +1,136 @@
+"""The human-readable content of a report: titled tables built from the report dict.
+
+The text, markdown and html renderers all draw these same tables, so they show the same numbers.
+MACs are in millions per sample (M), FLOPs are labelled as FLOPs, bytes in MiB per step.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DETAILS = ("summary", "stages", "layers")
+
+
+@dataclass
+class Table:
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def millions(n: int | float) -> str:
+    return f"{n / 1e6:,.3f}"
+
+
+def mib(n: int | float) -> str:
+    return f"{n / 2**20:,.2f}"
+
+
+def ratio(x: float | None) -> str:
+    return "-" if x is None else f"{x:.3f}"
+
+
+def shape(dims: list) -> str:
+    return "[" + ",".join(str(d) for d in dims) + "]"
+
+
+def header_lines(report: dict) -> list[str]:
+    s, m = report["settings"], report["model"]
+    lines = [
+        f"cost report: {report['source']['path']} ({report['source']['kind']}); {m['layers']} layers, "
+        f"{m['segments']} segments, {m['params']:,} parameters, {millions(m['macs_forward'])} M forward MACs per sample",
+        f"batch {s['batch_size']}, optimizer {s['optimizer']} ({s['optimizer_slots']} state slot(s) per parameter), "
+        f"on-chip buffer {s['onchip_kib']:,} KiB, float32",
+        "MACs per sample in millions (M); one MAC = one multiply-accumulate, FLOPs = 2 x MACs. "
+        "Element ops (BN, activations, pooling, Add, loss) counted apart. Bytes per training step, in MiB.",
+    ]
+    lines += [f"note: {note}" for note in report["notes"]]
+    return lines
+
+
+def summary_tables(report: dict) -> list[Table]:
+    rows, memory_rows = [], []
+    for name, e in report["strategies"].items():
+        m, mem, vs = e["macs"], e["memory"], e["vs_bp"] or {}
+        rows.append([name, millions(m["forward"]), millions(m["backward_dx"]), millions(m["backward_dw"]),
+                     millions(m["hebbian"]), millions(m["aux"]), millions(m["total"]), millions(e["flops_total"]),
+                     millions(e["element_ops"]["total"]), ratio(vs.get("macs_total")), ratio(vs.get("ideal_speedup"))])
+        memory_rows.append([name, mib(mem["params_bytes"]), mib(mem["grads_bytes"]), mib(mem["optimizer_bytes"]),
+                            mib(mem["hebbian_update_bytes"]), mib(mem["activation_peak_bytes"]), mib(mem["peak_bytes"]),
+                            mib(mem["offchip_bytes"]), ratio(vs.get("activation_peak_bytes")),
+                            ratio(vs.get("offchip_bytes"))])
+    tables = [
+        Table("MACs per strategy (millions per sample)",
+              ["strategy", "forward", "bwd dX", "bwd dW", "Hebbian", "aux", "total MACs", "total FLOPs",
+               "elem ops", "MACs / bp", "ideal speed-up"], rows),
+        Table("Memory and off-chip traffic per strategy (MiB per step)",
+              ["strategy", "params", "grads", "optim.", "Hebbian new W", "act. peak", "peak total", "off-chip",
+               "act. peak / bp", "off-chip / bp"], memory_rows,
+              ["act. peak: the largest stage's activations kept for its backward pass; peak total adds params, "
+               "BN buffers, gradients and optimizer state; off-chip: weights + updates + spilled activations "
+               "+ stage hand-offs (docs/cost-model.md)."]),
+    ]
+    measured = [(name, e["measured"]) for name, e in report["strategies"].items() if e["measured"]]
+    if measured:
+        mrows = []
+        for name, r in measured:
+            e = report["strategies"][name]
+            mrows.append([name, f"{r['backend']}/{r['device']}", f"{r['s_per_step']:.4f}", ratio(r["speedup_vs_bp"]),
+                          ratio((e["vs_bp"] or {}).get("ideal_speedup")), mib(r["peak_memory_bytes"]),
+                          mib(r["predicted_peak_bytes"]), ratio(r["peak_memory_ratio"]),
+                          ratio(r["peak_memory_vs_bp"]), ratio((e["vs_bp"] or {}).get("peak_bytes"))])
+        tables.append(Table(
+            "Measured (training runs) next to predicted",
+            ["strategy", "backend/device", "s/step", "speed-up vs bp", "ideal speed-up", "peak MiB measured",
+             "peak MiB predicted", "measured / predicted", "measured peak / bp", "predicted peak / bp"], mrows,
+            ["s/step from the last epoch (batch / images per second); peak memory is torch's allocator peak on "
+             "CUDA and the process's resident set on CPU (which includes the runtime itself)."]))
+    return tables
+
+
+def stage_table(name: str, entry: dict) -> Table:
+    rows = []
+    for s in entry["stages"]:
+        m = s["macs"]
+        head = s["head"]["kind"] if s["head"] else "-"
+        rows.append([s["name"], s["kind"], str(len(s["layers"])), millions(m["forward"]), millions(m["backward_dx"]),
+                     millions(m["backward_dw"]), millions(m["hebbian"]), head, millions(m["aux_forward"]),
+                     millions(m["aux_backward"]), millions(s["element_ops"]["forward"]),
+                     millions(s["element_ops"]["backward"]), mib(s["activation_bytes"]), mib(s["spilled_bytes"]),
+                     mib(s["offchip_bytes"])])
+    mem = entry["memory"]
+    off = mem["offchip"]
+    return Table(
+        f"{name}: stages (MACs in millions per sample, bytes in MiB per step)",
+        ["stage", "kind", "layers", "fwd", "bwd dX", "bwd dW", "Hebbian", "head", "aux fwd", "aux bwd", "elem fwd",
+         "elem bwd", "kept", "spilled", "off-chip act.+hand-off"], rows,
+        [f"memory: params {mib(mem['params_bytes'])}, BN buffers {mib(mem['buffers_bytes'])}, gradients "
+         f"{mib(mem['grads_bytes'])}, optimizer state {mib(mem['optimizer_bytes'])}, Hebbian new weights "
+         f"{mib(mem['hebbian_update_bytes'])}, activation peak {mib(mem['activation_peak_bytes'])}, "
+         f"peak total {mib(mem['peak_bytes'])} MiB",
+         f"off-chip: weights {mib(off['weights'])} + updates {mib(off['updates'])} + activations "
+         f"{mib(off['activations'])} + hand-offs {mib(off['handoff'])} = {mib(mem['offchip_bytes'])} MiB"])
+
+
+def layer_table(name: str, entry: dict) -> Table:
+    rows = []
+    for i, layer in enumerate(entry["layers"]):
+        rows.append([str(i), layer["name"], layer["op"], layer["stage"], layer["mode"], shape(layer["output_shape"]),
+                     f"{layer['params']:,}", millions(layer["macs_forward"]), millions(layer["macs_backward_dx"]),
+                     millions(layer["macs_backward_dw"]), millions(layer["macs_hebbian"]),
+                     millions(layer["element_ops_forward"]), millions(layer["element_ops_backward"]),
+                     mib(layer["activation_bytes"])])
+    return Table(f"{name}: layers (MACs and element ops in millions per sample, kept activations in MiB per step)",
+                 ["#", "layer", "op", "stage", "mode", "output", "params", "fwd", "bwd dX", "bwd dW", "Hebbian",
+                  "elem fwd", "elem bwd", "kept"], rows)
+
+
+def report_tables(report: dict, detail: str = "layers") -> list[Table]:
+    tables = summary_tables(report)
+    if detail in ("stages", "layers"):
+        for name, entry in report["strategies"].items():
+            tables.append(stage_table(name, entry))
+            if detail == "layers":
+                tables.append(layer_table(name, entry))
+    return tables

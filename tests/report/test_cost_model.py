@@ -1,0 +1,140 @@
+"""Backward, Hebbian and aux-head MACs, element ops and kept activations, counted by hand on a tiny CNN.
+
+    input 3x8x8 -> u0.conv 3x3 (3->4) + BN + ReLU -> u1.pool MaxPool 2x2 -> u2.conv 3x3 (4->8) + ReLU
+                -> GAP -> Flatten -> head.fc (8->10)
+
+Forward MACs per sample: u0.conv 8*8*4*(3*9) = 6912, u2.conv 4*4*8*(4*9) = 4608, head.fc 8*10 = 80.
+"""
+
+import dataclasses
+
+import pytest
+
+import llcompile
+from llcompile.report import cost_program
+from llcompile.report.saved_tensors import measure_saved_bytes
+
+CONV0, CONV2, FC = 6912, 4608, 80
+B = 2  # batch of the byte counts
+
+
+def costs(path, strategy, **options):
+    program = llcompile.transform(llcompile.load(path), strategy, **options)
+    return program, cost_program(program, batch_size=B)
+
+
+def by_name(cost):
+    return {layer.name: layer for layer in cost.layers}
+
+
+def test_bp_by_hand(tiny_model):
+    _, cost = costs(tiny_model, "bp")
+    layers = by_name(cost)
+    assert [layers[n].macs_forward for n in ("u0.conv", "u2.conv", "head.fc")] == [CONV0, CONV2, FC]
+    # the first layer of the network has no dX; every weight gets its dW
+    assert [layers[n].macs_backward_dx for n in ("u0.conv", "u2.conv", "head.fc")] == [0, CONV2, FC]
+    assert [layers[n].macs_backward_dw for n in ("u0.conv", "u2.conv", "head.fc")] == [CONV0, CONV2, FC]
+    macs = cost.macs()
+    assert macs == {"forward": 11600, "backward": 4688 + 11600, "backward_dx": 4688, "backward_dw": 11600,
+                    "hebbian": 0, "aux": 0, "aux_forward": 0, "aux_backward": 0, "total": 27888}
+    # element ops per sample: BN 4*8*8, ReLU 4*8*8, MaxPool 4*4*4 outputs x 2*2 window, ReLU 8*4*4,
+    # GAP its 8*4*4 inputs, the loss its 10 logits; each backward the same
+    assert layers["u0.conv"].element_ops_forward == 256 + 256 + 64 * 4
+    assert layers["u2.conv"].element_ops_forward == 128 + 128
+    assert cost.element_ops() == {"forward": 1034, "backward": 1034, "aux": 0, "total": 2068}
+
+
+def test_bp_kept_activations_by_hand(tiny_model):
+    program, cost = costs(tiny_model, "bp")
+    layers = by_name(cost)
+    f = 4  # float32
+    # u0.conv keeps its input x; BN its input + per-channel mean and inverse std; ReLU its output;
+    # MaxPool its input (= the ReLU output, counted once) + int64 indices of its output
+    assert layers["u0.conv"].activation_bytes == B * (3 * 64 * f + 256 * f + 2 * 4 * f / B + 256 * f + 64 * 8)
+    # u2.conv keeps its input (the pool output), ReLU its output; GAP and Flatten keep nothing
+    assert layers["u2.conv"].activation_bytes == B * (64 * f + 128 * f)
+    assert layers["head.fc"].activation_bytes == B * 8 * f  # the flattened GAP output (a view: one storage)
+    loss = B * 10 * f + B * 8 + f  # log-probabilities, int64 labels, the scalar total weight
+    assert cost.stages[0].activation_bytes == sum(layer.activation_bytes for layer in cost.layers) + loss == 8388
+    assert measure_saved_bytes(program, B) == [8388]  # what torch's autograd actually saves
+
+
+def test_dbl_aux_head_and_block_first_layer(tiny_model):
+    _, cost = costs(tiny_model, "dbl", cuts=["u1.out"])
+    layers = by_name(cost)
+    block1, block2 = cost.stages
+    assert block1.layers == ["u0.conv"] and block2.layers == ["u2.conv", "head.fc"]
+    # u2.conv starts block 2: its input is a constant of the block, so no dX
+    assert layers["u2.conv"].macs_backward_dx == 0 and layers["head.fc"].macs_backward_dx == FC
+    # the aux head GAP -> Gemm(4 -> 10): forward 40, dX 40 (the error flows into the block), dW 40
+    head = block1.head
+    assert (head.macs_forward, head.macs_backward_dx, head.macs_backward_dw) == (40, 40, 40)
+    assert head.element_ops_forward == 4 * 8 * 8 // 4 + 10  # GAP over the pooled 4x4x4, the aux loss
+    assert block2.head is None
+    macs = cost.macs()
+    assert (macs["backward_dx"], macs["aux"], macs["total"]) == (FC, 120, 11600 + FC + 11600 + 120)
+
+
+def test_hebbian_prefix_by_hand(tiny_model):
+    program, cost = costs(tiny_model, "local-sgd", prefix=1)
+    hebbian, sgd = cost.stages
+    assert hebbian.kind == "hebbian" and hebbian.layers == ["u0.conv"]
+    layers = by_name(cost)
+    # a localized layer: forward + one GEMM of dW's size; no dX, no dW; nothing kept
+    assert (layers["u0.conv"].macs_hebbian, layers["u0.conv"].macs_backward_dx, layers["u0.conv"].macs_backward_dw,
+            layers["u0.conv"].activation_bytes, layers["u0.conv"].mode) == (CONV0, 0, 0, 0, "hebbian")
+    assert layers["u0.conv"].element_ops_backward == 0 and hebbian.activation_bytes == 0
+    # the first SGD layer after the prefix has no dX
+    assert layers["u2.conv"].macs_backward_dx == 0 and layers["u2.conv"].macs_backward_dw == CONV2
+    assert cost.macs()["total"] == 11600 + CONV0 + FC + CONV2 + FC
+    # its weight needs no gradient or optimizer slot, but a buffer of its new value
+    assert cost.hebbian_update_bytes == 4 * 3 * 9 * 4
+    conv2_and_fc = (8 * 4 * 9 + 10 * 8 + 10) * 4  # trained: u2.conv's weight, the fc weight and bias
+    assert cost.grads_bytes == cost.optimizer_bytes == conv2_and_fc
+    assert measure_saved_bytes(program, B) == [s.activation_bytes for s in cost.stages]
+
+
+def test_hand_made_hebbian_stage_matches_the_strategy(tiny_model):
+    """A stage's kind alone decides: a dbl block relabelled `hebbian` costs as local-sgd's prefix."""
+    program = llcompile.transform(llcompile.load(tiny_model), "dbl", cuts=["u1.out"])
+    program.stages[0] = dataclasses.replace(program.stages[0], kind="hebbian", head=None)
+    hand = cost_program(program, batch_size=B)
+    _, real = costs(tiny_model, "local-sgd", prefix=1)
+    def without_stage(cost):
+        return [{k: v for k, v in layer.to_json().items() if k != "stage"} for layer in cost.layers]
+
+    assert without_stage(hand) == without_stage(real)
+    assert hand.macs() == real.macs()
+
+
+def test_optimizer_slots(tiny_model):
+    program = llcompile.transform(llcompile.load(tiny_model), "bp")
+    sgd, adamw = cost_program(program, B, "sgd"), cost_program(program, B, "adamw")
+    assert adamw.optimizer_bytes == 2 * sgd.optimizer_bytes == 2 * sgd.grads_bytes
+    with pytest.raises(llcompile.LLCompileError, match="unknown optimizer"):
+        cost_program(program, B, "lion")
+
+
+def test_first_layer_of_every_block_has_no_dx(zoo_file):
+    """ResNet-20 cut before the first downsampling residual block: exactly the layers fed by a
+    block's input skip dX (the stem; that block's first conv and its projection shortcut); every
+    other layer's dX equals its forward MACs; the bp total is 3x forward minus the stem's dX."""
+    model = llcompile.load(zoo_file("resnet20"))
+    program = llcompile.transform(model, "dbl", cuts=["/stages/layer1/layer1.2/relu/Relu_output_0"])
+    cost = cost_program(program)
+    layers = by_name(cost)
+    analysis = llcompile.analyze(model)
+    inputs = {layer.name: None for layer in analysis.layers}
+    import onnx_ir as ir
+
+    graph = ir.from_proto(program.eval_model).graph
+    for node in graph:
+        if node.name in inputs:
+            inputs[node.name] = node.inputs[0].name
+    for stage in program.stages:
+        for name in stage.layers:
+            first = inputs[name] == stage.input
+            assert layers[name].macs_backward_dx == (0 if first else layers[name].macs_forward), name
+    assert sum(inputs[n] in {s.input for s in program.stages} for n in inputs) == 3
+    bp = cost_program(llcompile.transform(model, "bp"))
+    assert bp.macs()["total"] == 3 * analysis.macs - analysis.layers[0].macs
