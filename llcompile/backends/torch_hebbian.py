@@ -37,5 +37,12 @@ def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[in
     rows = w.reshape(filters, -1)
     stepped = rows + lr * (hebbian - decay * y_power * rows)
     if renormalize:
-        stepped = stepped * (rows.norm(dim=1, keepdim=True) / stepped.norm(dim=1, keepdim=True))
+        # squared norms summed explicitly: TorchScript has no Tensor.norm(dim=...) without p; a filter
+        # that is all zero after the step stays zero (factor 1, no 0/0), as in the ONNX function
+        norm_squared = (rows * rows).sum(dim=1, keepdim=True)
+        stepped_norm_squared = (stepped * stepped).sum(dim=1, keepdim=True)
+        nonzero = stepped_norm_squared > 0
+        ones = torch.ones_like(stepped_norm_squared)
+        ratio = torch.sqrt(norm_squared / torch.where(nonzero, stepped_norm_squared, ones))
+        stepped = stepped * torch.where(nonzero, ratio, ones)
     return stepped.reshape(w.shape)

@@ -96,14 +96,21 @@ class HebbianPass(ir.passes.InPlacePass):
             raise LLCompileError(f"Gemm {node.name!r} with transA=1 cannot be localized")
         rows_first = node.op_type == "Gemm" and a.get_int("transB", 0) == 1  # weight stored [M, K]
         m, k = weight.shape if rows_first else weight.shape[::-1]
-        conv_weight = weight if rows_first else b.op("Transpose", [weight], "weight_t", perm=[1, 0])
-        conv_weight = b.op("Reshape", [conv_weight, _shape(b, "w_shape", [m, k, 1])], "conv_weight")
-        conv_x = b.op("Reshape", [x, _shape(b, "x_shape", [-1, k, 1])], "conv_x")
-        conv_y = b.op("Reshape", [y, _shape(b, "y_shape", [-1, m, 1])], "conv_y")
+
+        def typed(value: ir.Value, shape: list | None) -> ir.Value:
+            # the new weight is a stage output: it (and what leads to it) needs a type for the checker
+            value.type, value.shape = weight.type, ir.Shape(shape) if shape is not None else None
+            return value
+
+        conv_weight = weight if rows_first else typed(b.op("Transpose", [weight], "weight_t", perm=[1, 0]), [m, k])
+        conv_weight = typed(b.op("Reshape", [conv_weight, _shape(b, "w_shape", [m, k, 1])], "conv_weight"), [m, k, 1])
+        conv_x = typed(b.op("Reshape", [x, _shape(b, "x_shape", [-1, k, 1])], "conv_x"), None)
+        conv_y = typed(b.op("Reshape", [y, _shape(b, "y_shape", [-1, m, 1])], "conv_y"), None)
         new = self._hebbian(b, [conv_x, conv_y, conv_weight, lr], "conv_weight_new", strides=[1], pads=[0, 0],
                             dilations=[1], group=1, **rule)
-        new = b.op("Reshape", [new, _shape(b, "new_shape", [m, k])], "rows" if not rows_first else "weight")
-        return new if rows_first else b.op("Transpose", [new], "weight", perm=[1, 0])
+        new = typed(b.op("Reshape", [new, _shape(b, "new_shape", [m, k])], "rows" if not rows_first else "weight"),
+                    [m, k])
+        return new if rows_first else typed(b.op("Transpose", [new], "weight", perm=[1, 0]), [k, m])
 
     @staticmethod
     def _hebbian(b: GraphBuilder, inputs: list[ir.Value], output: str, **attributes) -> ir.Value:

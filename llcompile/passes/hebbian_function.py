@@ -62,7 +62,6 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         _const_ints("minus_one", [-1]), _const_ints("end", [2**62]), _const_ints("axes_12", [1, 2]),
         _const_ints("axis_1", [1]),
         group_scalar, node("Reshape", ["group_scalar", "one"], ["group"]), decay, renormalize_int,
-        node("Cast", ["renormalize_int"], ["renormalize"], to=onnx.TensorProto.FLOAT),
         # X [N, Cin, *S] -> [Cin/g, g*N, *S]: channel (j, n) of the result is sample n of group j
         node("Shape", ["X"], ["x_shape"]),
         node("Slice", ["x_shape", "zero", "one"], ["n"]),
@@ -110,20 +109,24 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         node("Sub", ["hebbian", "decay_term"], ["delta"]),
         node("Mul", ["lr", "delta"], ["step"]),
         node("Add", ["w_rows", "step"], ["w_stepped"]),
-        # renormalize: factor = ||w|| / ||w_stepped|| per filter when on, 1 when off
+        # renormalize: factor = ||w|| / ||w_stepped|| per filter when on, 1 when off; also 1 for a
+        # filter that is all zero after the step (a silent zero filter stays zero, never 0/0 = NaN)
         node("Mul", ["w_rows", "w_rows"], ["w_squared"]),
         node("ReduceSum", ["w_squared", "axis_1"], ["w_norm_squared"], keepdims=1),
         node("Mul", ["w_stepped", "w_stepped"], ["w_stepped_squared"]),
         node("ReduceSum", ["w_stepped_squared", "axis_1"], ["w_stepped_norm_squared"], keepdims=1),
-        node("Div", ["w_norm_squared", "w_stepped_norm_squared"], ["norm_ratio_squared"]),
+        node("Greater", ["w_stepped_norm_squared", "zero_float"], ["stepped_nonzero"]),
+        node("Where", ["stepped_nonzero", "w_stepped_norm_squared", "one_float"], ["safe_norm_squared"]),
+        node("Div", ["w_norm_squared", "safe_norm_squared"], ["norm_ratio_squared"]),
         node("Sqrt", ["norm_ratio_squared"], ["norm_ratio"]),
-        node("Sub", ["norm_ratio", "one_float"], ["norm_ratio_minus_one"]),
-        node("Mul", ["renormalize", "norm_ratio_minus_one"], ["factor_minus_one"]),
-        node("Add", ["factor_minus_one", "one_float"], ["factor"]),
+        node("Cast", ["renormalize_int"], ["renormalize"], to=onnx.TensorProto.BOOL),
+        node("And", ["renormalize", "stepped_nonzero"], ["rescale"]),
+        node("Where", ["rescale", "norm_ratio", "one_float"], ["factor"]),
         node("Mul", ["w_stepped", "factor"], ["w_new_rows"]),
         node("Reshape", ["w_new_rows", "w_shape"], ["W_new"]),
     ]
-    nodes.insert(0, node("Constant", [], ["one_float"], value_float=1.0))
+    nodes[:0] = [node("Constant", [], ["one_float"], value_float=1.0),
+                 node("Constant", [], ["zero_float"], value_float=0.0)]
     return helper.make_function(
         DOMAIN, OP_TYPE, ["X", "Y", "W", "lr"], ["W_new"], nodes,
         [helper.make_opsetid("", opset)], attributes=list(ATTRIBUTES),
