@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import statistics
 import subprocess
 import sys
@@ -78,6 +79,35 @@ def step_times(model: Path, prefixes: list[int], args, steps: int = 12) -> dict[
     return {p: np.median(np.array(t), axis=0).tolist() for p, t in times.items()}
 
 
+def measure_peak_rss(model: str, backend: str, prefix: int, threads: int, steps: int = 6) -> None:
+    """(In a child process) build the program for ``prefix``, run ``steps`` training steps at batch
+    128 on random data, print the process's peak resident set in MiB."""
+    from llcompile.backends import make_backend
+
+    torch.set_num_threads(threads)
+    program = llcompile.transform(model, "bp") if prefix == 0 else llcompile.transform(model, "local-sgd",
+                                                                                      prefix=prefix)
+    runner = make_backend(backend, "cpu", "eager")
+    stages = runner.build(program, OptimizerConfig())
+    rng = np.random.default_rng(0)
+    for _ in range(steps):
+        x, y = runner.to_batch(rng.standard_normal((128, 3, 32, 32), dtype=np.float32),
+                               rng.integers(0, 10, 128).astype(np.int64))
+        for stage in stages:
+            x = stage.train_step(x, y, 1e-3 if stage.name == "hebbian" else 0.1).output
+    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+
+
+def peak_rss_by_prefix(model: Path, prefixes: list[int], args) -> dict[tuple[str, int], float]:
+    peaks = {}
+    for backend in ("torch", "ort"):
+        for prefix in prefixes:
+            result = subprocess.run([sys.executable, __file__, "--measure-memory", str(model), backend, str(prefix)],
+                                    capture_output=True, text=True, check=True)
+            peaks[backend, prefix] = float(result.stdout.split()[-1])
+    return peaks
+
+
 def benchmark_model(name: str, tmp: Path, args) -> None:
     torch.manual_seed(0)
     model = export(name, tmp / f"{name}.onnx")
@@ -97,6 +127,13 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
         hebbian, sgd = (seconds[0], sum(seconds[1:])) if prefix else (0.0, seconds[0])
         print(f"| {prefix} | {share:.0%} | {sum(seconds):.3f} | {bp_step / sum(seconds):.2f}x | {hebbian:.3f} | "
               f"{sgd:.3f} |")
+    print()
+    peaks = peak_rss_by_prefix(model, prefixes, args)
+    print(f"### {name}: peak resident memory of a process running 6 steps at batch 128, by prefix\n")
+    print("| prefix | torch MiB | vs bp | ort MiB | vs bp |\n|---|---|---|---|---|")
+    for prefix in prefixes:
+        print(f"| {prefix} | {peaks['torch', prefix]:.0f} | {peaks['torch', prefix] / peaks['torch', 0]:.2f} | "
+              f"{peaks['ort', prefix]:.0f} | {peaks['ort', prefix] / peaks['ort', 0]:.2f} |")
     print()
     rows = []
     for label, (strategy, options) in strategies(args.epochs).items():
@@ -136,7 +173,12 @@ def main() -> None:
     parser.add_argument("--data", default=f"cifar10:{SHARED_ZIP}")
     parser.add_argument("--limit", type=int, help="samples per split (for a quick look)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--measure-memory", nargs=3, metavar=("MODEL", "BACKEND", "PREFIX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.measure_memory:
+        model, backend, prefix = args.measure_memory
+        measure_peak_rss(model, backend, int(prefix), args.threads)
+        return
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             benchmark_model(name, Path(tmp), args)

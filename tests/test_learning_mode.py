@@ -1,0 +1,188 @@
+"""LoCal+SGD's learning-mode selection (pure functions): static schedules, the default maximum prefix,
+the dynamic transition, weak supervision, option checks; values computed by hand."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from llcompile.analysis import analyze
+from llcompile.compiler import transform
+from llcompile.errors import LLCompileError
+from llcompile.importer import load
+from llcompile.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
+
+EPOCHS = range(1, 9)
+
+# ---------------------------------------------------------------- static schedules
+
+# start_epoch 3, ramp_epochs 4, max_prefix 6: progress (e - 3 + 1) / 4 = .25 .5 .75 1 1.25 1.5 for epochs 3..8
+# linear: 6 * progress = 1.5 3 4.5 6 (halves round up) then capped at 6
+# step:   half the maximum (3) while progress <= .5, then 6
+# exp:    6 * (1 - exp(-3 progress)) = 3.17 4.66 5.37 5.70 5.86 5.93
+STATIC = {
+    ("linear", 3, 4, 6): [0, 0, 2, 3, 5, 6, 6, 6],
+    ("step", 3, 4, 6): [0, 0, 3, 3, 6, 6, 6, 6],
+    ("exp", 3, 4, 6): [0, 0, 3, 5, 5, 6, 6, 6],
+    # start at once, reach the maximum in the first epoch
+    ("linear", 1, 1, 4): [4] * 8,
+    ("step", 1, 1, 4): [4] * 8,
+    ("exp", 1, 1, 4): [4] * 8,  # 4 * (1 - e^-3) = 3.80
+    # a small maximum: never below 1 once started, never above the maximum
+    ("linear", 2, 4, 1): [0, 1, 1, 1, 1, 1, 1, 1],
+    ("exp", 2, 3, 2): [0, 1, 2, 2, 2, 2, 2, 2],  # 2 * (1 - e^-1) = 1.26, 2 * (1 - e^-2) = 1.73
+    # linear over 3 epochs to 5: 5/3, 10/3, 5
+    ("linear", 2, 3, 5): [0, 2, 3, 5, 5, 5, 5, 5],
+    # step with an odd maximum: half of 5 is 2.5 -> 3
+    ("step", 2, 2, 5): [0, 3, 5, 5, 5, 5, 5, 5],
+    # a zero maximum keeps everything on SGD
+    ("linear", 1, 2, 0): [0] * 8,
+    ("step", 1, 2, 0): [0] * 8,
+}
+
+
+@pytest.mark.parametrize("schedule, start, ramp, maximum", STATIC)
+def test_static_schedules_by_hand(schedule, start, ramp, maximum):
+    mode = LearningMode(schedule=schedule, start_epoch=start, ramp_epochs=ramp, max_prefix=maximum)
+    assert [static_prefix(mode, epoch) for epoch in EPOCHS] == STATIC[schedule, start, ramp, maximum]
+
+
+@pytest.mark.parametrize("schedule", ["linear", "step", "exp"])
+def test_static_schedules_only_grow_up_to_the_maximum(schedule):
+    for start in (1, 2, 5):
+        for ramp in (1, 2, 3, 7):
+            for maximum in range(0, 12):
+                mode = LearningMode(schedule=schedule, start_epoch=start, ramp_epochs=ramp, max_prefix=maximum)
+                prefixes = [static_prefix(mode, epoch) for epoch in range(1, 40)]
+                assert prefixes == sorted(prefixes)
+                assert all(p == 0 for p in prefixes[:start - 1])
+                assert max(prefixes) == maximum
+
+
+# ---------------------------------------------------------------- the default maximum prefix
+
+
+@pytest.mark.parametrize("macs, expected", [
+    ([10, 20, 30, 40], 2),  # 10, 30 <= 50 < 60
+    ([1, 1, 1, 1], 2),  # exactly half is allowed
+    ([60, 10, 10], 0),  # the first segment alone is more than half
+    ([0, 0, 0, 5], 3),  # free segments, but the last one always stays on SGD
+    ([0, 0], 1),
+    ([7], 0),  # one segment: nothing to localize
+    ([5, 5, 1, 100], 3),
+])
+def test_resolved_default_max_prefix(macs, expected):
+    mode = LearningMode().resolved(macs)
+    assert mode.max_prefix == expected
+    assert dataclasses.replace(mode, max_prefix=None) == LearningMode()  # nothing else changes
+
+
+def test_resolved_keeps_an_explicit_max_prefix_and_refuses_all_segments():
+    assert LearningMode(max_prefix=3).resolved([1, 1, 1, 1]).max_prefix == 3
+    assert LearningMode(max_prefix=0).resolved([1, 1]).max_prefix == 0
+    with pytest.raises(LLCompileError, match="at most 3"):
+        LearningMode(max_prefix=4).resolved([1, 1, 1, 1])
+
+
+def test_transform_records_the_resolved_learning_mode(zoo_file):
+    path = zoo_file("resnet20")
+    macs = [segment.macs for segment in analyze(load(path)).segments]
+    running, expected = 0, 0
+    for count, segment_macs in enumerate(macs[:-1], start=1):
+        running += segment_macs
+        if 2 * running <= sum(macs):
+            expected = count
+    assert 0 < expected < len(macs) - 1
+    options = transform(path, "local-sgd", prefix=1, schedule="exp", start_epoch=3).options
+    assert options["max_prefix"] == expected
+    assert options["schedule"] == "exp" and options["start_epoch"] == 3
+    assert LearningMode.from_options(options) == LearningMode(schedule="exp", start_epoch=3, max_prefix=expected)
+    assert transform(path, "local-sgd", prefix=1, max_prefix=2).options["max_prefix"] == 2
+
+
+# ---------------------------------------------------------------- dynamic transition
+
+DYNAMIC = LearningMode(learning_mode="dynamic", start_epoch=2, max_prefix=4, update_threshold=0.125,
+                       stall_ratio=0.5, prefix_step=1)
+
+
+@pytest.mark.parametrize("epoch, current, norms, expected", [
+    (1, 0, [0.01], 0),  # before the start epoch: nothing moves, whatever the norms
+    (2, 0, [], 0),  # no norm measured yet
+    (2, 0, [0.1], 1),  # below the threshold
+    (3, 2, [0.1], 3),
+    (2, 0, [0.125], 0),  # at the threshold: not below it
+    (2, 0, [0.5], 0),  # one large norm: nothing to compare it with
+    (3, 1, [0.5, 0.25], 1),  # halved: still falling (not above 0.5 x the previous)
+    (3, 1, [0.5, 0.3], 2),  # fell by less than x0.5: stalled
+    (3, 1, [0.5, 0.75], 2),  # rose: stalled
+    (4, 1, [0.9, 0.3, 0.2], 2),  # only the last two epochs count
+    (4, 1, [0.3, 0.2, 0.05], 2),
+    (5, 4, [0.01], 4),  # at the maximum: stays
+    (5, 4, [0.5, 0.49], 4),
+])
+def test_dynamic_prefix(epoch, current, norms, expected):
+    prefix, reason = dynamic_prefix(DYNAMIC, epoch, current, norms)
+    assert prefix == expected
+    assert isinstance(reason, str) and reason
+
+
+def test_dynamic_prefix_steps_never_past_the_maximum():
+    mode = dataclasses.replace(DYNAMIC, prefix_step=3)
+    assert dynamic_prefix(mode, 3, 0, [0.01])[0] == 3
+    assert dynamic_prefix(mode, 3, 2, [0.01])[0] == 4
+    assert dynamic_prefix(mode, 3, 3, [0.5, 0.4])[0] == 4
+    # a run of epochs: the transition walks to the maximum and stops there
+    current, norms = 0, []
+    for epoch in range(1, 12):
+        norms.append(0.01)
+        current, _ = dynamic_prefix(DYNAMIC, epoch, current, norms)
+        assert current == min(max(epoch - 1, 0), 4)
+
+
+# ---------------------------------------------------------------- weak supervision
+
+
+def test_weak_supervision_decays_on_a_rising_loss_and_restores_up_to_one():
+    mode = LearningMode(lr_decay=0.5)
+    losses = [2.0, 2.1, 2.2, 2.2, 1.9, 1.8, 1.9, 1.7]
+    factor, factors = 1.0, []
+    for epoch in range(1, len(losses) + 1):
+        factor = weak_supervision_factor(mode, factor, losses[:epoch])
+        factors.append(factor)
+    # one loss: nothing to compare; rises halve; a flat or falling loss doubles back, capped at 1
+    assert factors == [1.0, 0.5, 0.25, 0.5, 1.0, 1.0, 0.5, 1.0]
+    assert weak_supervision_factor(LearningMode(lr_decay=0.8), 0.5, [1.0, 0.9]) == pytest.approx(0.625)
+    assert weak_supervision_factor(LearningMode(lr_decay=0.8), 0.5, [1.0, 1.1]) == pytest.approx(0.4)
+
+
+def test_weak_supervision_none_keeps_the_factor():
+    mode = LearningMode(weak_supervision="none")
+    assert weak_supervision_factor(mode, 1.0, [1.0, 2.0]) == 1.0
+    assert weak_supervision_factor(mode, 0.25, [2.0, 1.0]) == 0.25
+
+
+# ---------------------------------------------------------------- options
+
+
+@pytest.mark.parametrize("option, value", [
+    ("learning_mode", "random"), ("schedule", "cubic"), ("weak_supervision", "always"),
+    ("start_epoch", 0), ("ramp_epochs", 0), ("max_prefix", -1), ("update_threshold", 0.0),
+    ("update_threshold", -0.1), ("stall_ratio", 0.0), ("stall_ratio", 1.5), ("prefix_step", 0),
+    ("hebbian_lr", -1e-3), ("lr_decay", 0.0), ("lr_decay", 1.5),
+])
+def test_bad_values_are_refused(option, value):
+    with pytest.raises(LLCompileError) as info:
+        LearningMode(**{option: value})
+    assert option.replace("_", "-") in str(info.value) and "\n" not in str(info.value)
+
+
+def test_edge_values_are_accepted():
+    LearningMode(stall_ratio=1.0, lr_decay=1.0, hebbian_lr=0.0, max_prefix=0, start_epoch=1, ramp_epochs=1)
+
+
+def test_from_options_takes_its_own_keys_and_skips_none():
+    mode = LearningMode.from_options({"schedule": "step", "max_prefix": None, "blocks": 4, "prefix": 2})
+    assert mode == LearningMode(schedule="step")
+    assert LearningMode.from_options(mode.to_json()) == mode
