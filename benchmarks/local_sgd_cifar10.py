@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ def strategies(epochs: int) -> dict[str, tuple[str, dict]]:
 def train_run(program: Path, run_dir: Path, args) -> list[dict]:
     command = [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads),
-               "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", "0"]
+               "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", "0", "--force"]
     if args.limit:
         command += ["--data-limit", str(args.limit)]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -95,7 +94,9 @@ def measure_peak_rss(model: str, backend: str, prefix: int, threads: int, steps:
                                rng.integers(0, 10, 128).astype(np.int64))
         for stage in stages:
             x = stage.train_step(x, y, 1e-3 if stage.name == "hebbian" else 0.1).output
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    # VmHWM, the peak of this process image: ru_maxrss would include the parent's peak from before exec
+    status = Path("/proc/self/status").read_text()
+    print(int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM:"))) / 1024)
 
 
 def peak_rss_by_prefix(model: Path, prefixes: list[int], args) -> dict[tuple[str, int], float]:
@@ -137,8 +138,9 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
     print()
     rows = []
     for label, (strategy, options) in strategies(args.epochs).items():
-        program = llcompile.transform(model, strategy, **options).save(tmp / f"{name}-{strategy}-{len(rows)}")
-        epochs = train_run(program, tmp / f"run-{name}-{len(rows)}", args)
+        slug = f"{name}-{label.replace(' ', '-').replace('=', '')}"
+        program = llcompile.transform(model, strategy, **options).save(tmp / f"program-{slug}", force=True)
+        epochs = train_run(program, tmp / f"run-{slug}", args)
         rows.append((label, epochs))
         print(f"  done: {name} {label}", file=sys.stderr)
     bp_epochs = rows[0][1]
@@ -173,11 +175,17 @@ def main() -> None:
     parser.add_argument("--data", default=f"cifar10:{SHARED_ZIP}")
     parser.add_argument("--limit", type=int, help="samples per split (for a quick look)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--keep", type=Path, help="write programs and runs here instead of a temporary directory")
     parser.add_argument("--measure-memory", nargs=3, metavar=("MODEL", "BACKEND", "PREFIX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.measure_memory:
         model, backend, prefix = args.measure_memory
         measure_peak_rss(model, backend, int(prefix), args.threads)
+        return
+    if args.keep:  # programs and run directories stay for `llcompile report --measured RUN_DIR`
+        args.keep.mkdir(parents=True, exist_ok=True)
+        for name in args.models.split(","):
+            benchmark_model(name, args.keep, args)
         return
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):

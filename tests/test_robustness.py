@@ -29,7 +29,7 @@ def _renamed(model: onnx.ModelProto, old: str, new: str) -> onnx.ModelProto:
     ("logits", "loss"),  # the model's output is called like llcompile's loss
     ("input", "labels"),  # the model's input is called like llcompile's labels
     ("/pool/MaxPool_output_0", "block1.aux_loss"),
-    ("fc.weight", "block1.aux.fc.weight"),
+    ("fc.weight", "aux@/pool/MaxPool_output_0.fc.weight"),
 ])
 def test_names_llcompile_adds_never_clash(save_model, tmp_path, old, new):
     source = _renamed(legacy.small_cnn(), old, new)

@@ -12,6 +12,7 @@ from llcompile.passes.graph_builder import (GraphBuilder, add_cross_entropy, lab
                                              value_named)
 from llcompile.plan import require_plan
 
+HEAD_PREFIX = "aux@"
 AUX_HEAD_KINDS = {
     "fc": "GlobalAveragePool -> Flatten -> Gemm(C -> classes): the small FC head of DBL",
     "conv": "1x1 Conv + BN + ReLU -> pool -> MLP(C -> C -> classes): DGL's MLP-SR style head",
@@ -21,8 +22,10 @@ AUX_HEAD_KINDS = {
 class AuxHeadsPass(ir.passes.InPlacePass):
     """For each block but the last: head on the block's output, softmax cross-entropy loss.
 
-    Head weights are drawn like torch's defaults from a generator seeded by ``seed`` and the
-    block name, so the same options always give the same program.
+    A head is named after the tensor it reads (``aux@<cut>.fc.weight``), not after its block: when
+    the runtime moves block boundaries, a head at a cut that was a boundary before is the same
+    head, and resumes from its state. Its weights are drawn like torch's defaults from a generator
+    seeded by ``seed`` and the cut's name, so the same options always give the same program.
     """
 
     def __init__(self, kind: str = "fc", seed: int = 0):
@@ -42,8 +45,8 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         for stage in plan.stages[:-1]:
             if stage.loss is not None or stage.kind == "hebbian":  # a Hebbian stage has no loss
                 continue
-            builder = GraphBuilder(graph, f"{stage.name}.aux")
-            rng = np.random.default_rng([self.seed, zlib.crc32(stage.name.encode())])
+            builder = GraphBuilder(graph, f"{HEAD_PREFIX}{stage.output}")
+            rng = np.random.default_rng([self.seed, zlib.crc32(stage.output.encode())])
             before = set(graph.initializers)
             logits = self._build_head(builder, value_named(graph, stage.output), plan.num_classes, rng)
             stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name

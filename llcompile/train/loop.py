@@ -90,8 +90,11 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     if controller is not None and controller.program() is not program:  # resumed with a grown prefix
         program = controller.program()
         stages = backend.build(program, config.optimizer)
+    # every state entry seen so far: an aux head or optimizer slot left out of the current program
+    # (its boundary moved away) is kept here, and resumes if its boundary comes back
+    carried = {k: v for k, v in arrays.items() if not k.startswith(EPOCH_START)}
     for stage in stages:
-        stage.load_state(arrays)
+        stage.load_state(carried)
     epoch_start = _weights(program, {k.removeprefix(EPOCH_START): v for k, v in arrays.items()
                                      if k.startswith(EPOCH_START)})
     steps_per_epoch = len(_train_loader(dataset, config, epoch=0))
@@ -100,11 +103,11 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
         for epoch in range(progress["epoch"], config.epochs):
             if progress["step"] == 0:  # a new epoch (not one resumed half-way)
                 if controller is not None and controller.begin_epoch(epoch + 1):
-                    state = _merged_state(stages)
+                    carried.update(_merged_state(stages))
                     program = controller.program()
                     stages = backend.build(program, config.optimizer)
                     for stage in stages:
-                        stage.load_state(state)
+                        stage.load_state(carried)
                 epoch_start = _weights(program, _merged_state(stages))
             sums = EpochSums(**progress["sums"]) if progress["sums"] else EpochSums()
             start_step = progress["step"]
@@ -112,7 +115,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
                                       steps_per_epoch, sums, interrupt, show_progress)
             if stopped_at is not None:
                 progress = {"epoch": epoch, "step": stopped_at, "sums": sums.__dict__, "history": history}
-                _save(run_dir, stages, progress, controller, epoch_start)
+                _save(run_dir, stages, carried, progress, controller, epoch_start)
                 raise TrainingInterrupted(
                     f"interrupted at epoch {epoch + 1} step {stopped_at}; checkpoint saved, continue with --resume")
             record = _epoch_record(program, stages, backend, dataset, config, epoch, steps_per_epoch, sums)
@@ -124,7 +127,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
             history.append(record)
             write_metrics(run_dir, history)
             progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
-            _save(run_dir, stages, progress, controller)
+            _save(run_dir, stages, carried, progress, controller)
             if show_progress:
                 _print_epoch(record)
     state = _merged_state(stages)
@@ -239,10 +242,11 @@ def _layer_weights(program: Program) -> dict[str, str]:
     return {layer.name: layer.weight for layer in analyze(ir.from_proto(program.eval_model)).layers}
 
 
-def _save(run_dir: Path, stages: list[TrainableStage], progress: dict, controller: PrefixController | None,
-          epoch_start: dict[str, np.ndarray] | None = None) -> None:
-    """A checkpoint; mid-epoch it also keeps the weights at the epoch's start (for update norms)."""
-    arrays = _merged_state(stages)
+def _save(run_dir: Path, stages: list[TrainableStage], carried: dict[str, np.ndarray], progress: dict,
+          controller: PrefixController | None, epoch_start: dict[str, np.ndarray] | None = None) -> None:
+    """A checkpoint of the stages' state over what earlier programs left; mid-epoch it also keeps
+    the weights at the epoch's start (for update norms)."""
+    arrays = {**carried, **_merged_state(stages)}
     if epoch_start is not None:
         arrays.update({EPOCH_START + name: value for name, value in epoch_start.items()})
     if controller is not None:

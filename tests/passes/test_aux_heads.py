@@ -20,6 +20,7 @@ from tests.fixtures import legacy_models as lm
 # /fc/Flatten_output_0 [N,8]; 10 classes.
 CUT_4D = "/pool/MaxPool_output_0"
 CUT_2D = "/fc/Flatten_output_0"
+HEAD1, HEAD2 = f"aux@{CUT_4D}", f"aux@{CUT_2D}"  # heads are named after the cut they read
 CHANNELS = 8
 CLASSES = 10
 from tests.reference import softmax_cross_entropy
@@ -34,7 +35,8 @@ def _annotated(kind: str = "fc", seed: int = 0, cuts=(CUT_4D, CUT_2D)) -> ir.Mod
 
 
 def _head_nodes(model: ir.Model, stage: str) -> list[ir.Node]:
-    return [n for n in model.graph if n.name.startswith(f"{stage}.aux.") or n.name == f"{stage}.aux_loss"]
+    head = next(f"aux@{s.output}" for s in Plan.read(model).stages if s.name == stage)
+    return [n for n in model.graph if n.name.startswith(f"{head}.") or n.name == f"{stage}.aux_loss"]
 
 
 def _attrs(node: ir.Node) -> dict:
@@ -127,7 +129,7 @@ def test_plan_records_losses_and_heads(kind):
         assert all(name.endswith(("running_mean", "running_var")) for name in stage.head["buffers"])
         assert len(stage.head["buffers"]) == (2 if kind == "conv" and stage.name == "block1" else 0)  # BN on 4-D only
         for name in stage.head["params"] + stage.head["buffers"]:
-            assert name in model.graph.initializers and name.startswith(f"{stage.name}.aux.")
+            assert name in model.graph.initializers and name.startswith(f"aux@{stage.output}.")
             assert name not in owners
             owners[name] = stage.name
     final = plan.stages[-1]
@@ -185,7 +187,8 @@ def test_blocks_get_different_weights():
     model = canonicalize(lm.matmul_mlp())  # cuts relu_0, relu_1: both [N,32]
     PartitionPass(blocks=3)(model)
     AuxHeadsPass(seed=0)(model)
-    assert not np.array_equal(_init(model, "block1.aux.fc.weight"), _init(model, "block2.aux.fc.weight"))
+    first, second = (f"aux@{stage.output}.fc.weight" for stage in Plan.read(model).stages[:2])
+    assert not np.array_equal(_init(model, first), _init(model, second))
 
 
 @pytest.mark.parametrize("kind", ["fc", "conv"])
@@ -206,10 +209,10 @@ def test_init_bound_is_one_over_sqrt_fan_in(kind):
 
 def test_conv_head_bn_starts_at_identity():
     model = _annotated("conv")
-    np.testing.assert_array_equal(_init(model, "block1.aux.bn.weight"), np.ones(CHANNELS))
-    np.testing.assert_array_equal(_init(model, "block1.aux.bn.bias"), np.zeros(CHANNELS))
-    np.testing.assert_array_equal(_init(model, "block1.aux.bn.running_mean"), np.zeros(CHANNELS))
-    np.testing.assert_array_equal(_init(model, "block1.aux.bn.running_var"), np.ones(CHANNELS))
+    np.testing.assert_array_equal(_init(model, f"{HEAD1}.bn.weight"), np.ones(CHANNELS))
+    np.testing.assert_array_equal(_init(model, f"{HEAD1}.bn.bias"), np.zeros(CHANNELS))
+    np.testing.assert_array_equal(_init(model, f"{HEAD1}.bn.running_mean"), np.zeros(CHANNELS))
+    np.testing.assert_array_equal(_init(model, f"{HEAD1}.bn.running_var"), np.ones(CHANNELS))
 
 
 # ---------------------------------------------------------------- errors
@@ -243,12 +246,12 @@ def _gemm(x, model, prefix):
 def test_fc_head_numerics():
     model = _annotated("fc")
     x, labels = _batch()
-    out = _run(model, [CUT_4D, CUT_2D, "block1.aux.logits", "block2.aux.logits"], x, labels)
+    out = _run(model, [CUT_4D, CUT_2D, f"{HEAD1}.logits", f"{HEAD2}.logits"], x, labels)
     # head logits recomputed in numpy from the cut activations and the head weights
-    logits1 = _gemm(out[CUT_4D].mean(axis=(2, 3)), model, "block1.aux.fc")
-    logits2 = _gemm(out[CUT_2D], model, "block2.aux.fc")
-    np.testing.assert_allclose(out["block1.aux.logits"], logits1, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(out["block2.aux.logits"], logits2, rtol=1e-5, atol=1e-5)
+    logits1 = _gemm(out[CUT_4D].mean(axis=(2, 3)), model, f"{HEAD1}.fc")
+    logits2 = _gemm(out[CUT_2D], model, f"{HEAD2}.fc")
+    np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits1, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(out[f"{HEAD2}.logits"], logits2, rtol=1e-5, atol=1e-5)
     assert out["block1.aux_loss"].shape == ()
     np.testing.assert_allclose(out["block1.aux_loss"], softmax_cross_entropy(logits1, labels), rtol=1e-5)
     np.testing.assert_allclose(out["block2.aux_loss"], softmax_cross_entropy(logits2, labels), rtol=1e-5)
@@ -260,13 +263,13 @@ def test_fc_head_numerics():
 def test_conv_head_numerics():
     model = _annotated("conv")
     x, labels = _batch()
-    out = _run(model, [CUT_4D, "block1.aux.logits"], x, labels)
+    out = _run(model, [CUT_4D, f"{HEAD1}.logits"], x, labels)
     a = out[CUT_4D].astype(np.float64)
-    w = _init(model, "block1.aux.conv.weight")[:, :, 0, 0]
+    w = _init(model, f"{HEAD1}.conv.weight")[:, :, 0, 0]
     y = np.einsum("oc,nchw->nohw", w, a)
     mean, var = y.mean(axis=(0, 2, 3), keepdims=True), y.var(axis=(0, 2, 3), keepdims=True)  # batch statistics
     y = np.maximum((y - mean) / np.sqrt(var + 1e-5), 0.0)  # BN starts as the identity affine map
-    h = np.maximum(_gemm(y.mean(axis=(2, 3)), model, "block1.aux.fc1"), 0.0)
-    logits = _gemm(h, model, "block1.aux.fc2")
-    np.testing.assert_allclose(out["block1.aux.logits"], logits, rtol=1e-4, atol=1e-5)
+    h = np.maximum(_gemm(y.mean(axis=(2, 3)), model, f"{HEAD1}.fc1"), 0.0)
+    logits = _gemm(h, model, f"{HEAD1}.fc2")
+    np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["block1.aux_loss"], softmax_cross_entropy(logits, labels), rtol=1e-5)
