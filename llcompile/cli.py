@@ -77,11 +77,13 @@ def cli() -> None:
               help="static: epochs from --start-epoch to the maximum prefix [default: 2].")
 @click.option("--max-prefix", type=click.IntRange(min=0),
               help="Largest prefix, in segments [default: the longest with at most half the forward MACs].")
-@click.option("--update-threshold", type=click.FloatRange(min=0, min_open=True),
-              help="dynamic: move when the transition layer's ||dW||/||W|| per epoch is below this [default: 0.05].")
+@click.option("--update-threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="dynamic: a layer has settled when its ||dW||/||W|| per epoch is below this fraction of its "
+                   "peak [default: 0.5].")
 @click.option("--stall-ratio", type=click.FloatRange(0, 1, min_open=True),
-              help="dynamic: ... or when it is above this fraction of the previous epoch's [default: 0.9].")
-@click.option("--prefix-step", type=click.IntRange(min=1), help="dynamic: segments per move [default: 1].")
+              help="dynamic: ... or above this fraction of the previous epoch's [default: 0.9].")
+@click.option("--prefix-step", type=click.IntRange(min=1),
+              help="dynamic: most segments the transition moves per epoch [default: 2].")
 @click.option("--hebbian-lr", type=click.FloatRange(min=0),
               help="Localized learning rate at the SGD schedule's peak; it follows that schedule [default: 1e-3].")
 @click.option("--weak-supervision", type=click.Choice(WEAK_SUPERVISION),

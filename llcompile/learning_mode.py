@@ -8,10 +8,10 @@ option with its default documented in docs/strategies.md.
 
 - ``static``: a scheduler function of the epoch (``linear``, ``step``, ``exp`` saturation)
   from ``start_epoch`` up to ``max_prefix`` over ``ramp_epochs``.
-- ``dynamic``: after every epoch from ``start_epoch`` on, the transition layer (the first SGD
-  layer) moves ``prefix_step`` segments deeper when its relative update norm over the epoch,
-  ``||W_end - W_start|| / ||W_start||``, is below ``update_threshold`` or fell by less than a factor
-  ``stall_ratio`` from the previous epoch (its learning has settled).
+- ``dynamic``: after every epoch, the transition moves past the transition layer (the first SGD
+  layer) when that layer's relative update norm over the epoch, ``||W_end - W_start|| / ||W_start||``,
+  has fallen below ``update_threshold`` times its peak or stalled (``stall_ratio``), and on past the
+  following ones while they have settled too, at most ``prefix_step`` segments per epoch.
 - weak supervision (``loss-trend``): the localized learning rate is multiplied by ``lr_decay`` for
   the next epoch when the epoch's training loss rose over the previous one, and restored toward
   1 (x 1/lr_decay, at most 1) when it fell; ``none`` keeps the factor at 1. The rate also follows the
@@ -39,9 +39,9 @@ class LearningMode:
     start_epoch: int = 2  # 1-based: the first epoch whose prefix may be non-empty
     ramp_epochs: int = 2  # static: epochs from start_epoch until max_prefix is reached
     max_prefix: int | None = None  # None: the longest prefix with at most half the forward MACs
-    update_threshold: float = 0.05  # dynamic: relative update norm per epoch below which the transition moves
-    stall_ratio: float = 0.9  # dynamic: ... or when it is above this fraction of the previous epoch's
-    prefix_step: int = 1  # dynamic: segments the transition moves at a time
+    update_threshold: float = 0.5  # dynamic: a layer has settled below this fraction of its peak update norm
+    stall_ratio: float = 0.9  # dynamic: ... or when its norm is above this fraction of the previous epoch's
+    prefix_step: int = 2  # dynamic: most segments the transition moves per epoch
     hebbian_lr: float = 1e-3  # localized learning rate at the SGD schedule's peak
     weak_supervision: str = "loss-trend"
     lr_decay: float = 0.5  # weak supervision: factor applied when the training loss rises
@@ -55,7 +55,7 @@ class LearningMode:
             (self.start_epoch >= 1, "--start-epoch must be >= 1"),
             (self.ramp_epochs >= 1, "--ramp-epochs must be >= 1"),
             (self.max_prefix is None or self.max_prefix >= 0, "--max-prefix must be >= 0"),
-            (self.update_threshold > 0, "--update-threshold must be > 0"),
+            (0 < self.update_threshold <= 1, "--update-threshold must be in (0, 1]"),
             (0 < self.stall_ratio <= 1, "--stall-ratio must be in (0, 1]"),
             (self.prefix_step >= 1, "--prefix-step must be >= 1"),
             (self.hebbian_lr >= 0, "--hebbian-lr must be >= 0"),
@@ -105,21 +105,38 @@ def static_prefix(mode: LearningMode, epoch: int) -> int:
     return min(mode.max_prefix, max(1, math.floor(fraction * mode.max_prefix + 0.5)))
 
 
-def dynamic_prefix(mode: LearningMode, epoch: int, current: int, update_norms: list[float]) -> tuple[int, str]:
-    """The prefix for 1-based ``epoch`` given the transition layer's relative update norms of the
-    epochs so far (latest last, taken while ``current`` was the prefix); and why."""
-    if epoch < mode.start_epoch or not update_norms:
-        return current, "before the start epoch" if epoch < mode.start_epoch else "no update norm yet"
-    if current >= mode.max_prefix:
-        return current, "at the maximum prefix"
-    latest = update_norms[-1]
-    if latest < mode.update_threshold:
-        reason = f"update norm {latest:.4g} < threshold {mode.update_threshold:g}"
-    elif len(update_norms) >= 2 and latest > mode.stall_ratio * update_norms[-2]:
-        reason = f"update norm {latest:.4g} fell by less than x{mode.stall_ratio:g} from {update_norms[-2]:.4g}"
-    else:
-        return current, f"update norm {latest:.4g} still falling"
-    return min(mode.max_prefix, current + mode.prefix_step), reason
+def dynamic_prefix(mode: LearningMode, epoch: int, current: int, norm_history: list[dict[str, float]],
+                   transition_layers: list[str]) -> tuple[int, str]:
+    """The prefix for 1-based ``epoch``, given every layer's relative update norm in each epoch so
+    far (``norm_history``, oldest first) and the transition layer of each prefix; and why.
+
+    The transition layer has *settled* when its latest norm is below ``update_threshold`` times the
+    largest it had, or fell by less than ``stall_ratio`` from the epoch before; the transition then
+    moves past it, and on past the next ones while they have settled too, at most ``prefix_step``
+    segments per epoch and never beyond ``max_prefix``. Relative to each layer's own peak, the
+    rule does not depend on the learning-rate scale.
+    """
+    if epoch < mode.start_epoch:
+        return current, "before the start epoch"
+    prefix, reasons = current, []
+    while prefix < mode.max_prefix and prefix - current < mode.prefix_step:
+        layer = transition_layers[prefix]
+        norms = [record[layer] for record in norm_history if layer in record]
+        if not norms:
+            break
+        latest, peak = norms[-1], max(norms)
+        if latest < mode.update_threshold * peak:
+            reasons.append(f"{layer} at {latest / peak:.2f} of its peak update norm")
+        elif len(norms) >= 2 and latest > mode.stall_ratio * norms[-2]:
+            reasons.append(f"{layer}'s update norm stalled ({norms[-2]:.3g} -> {latest:.3g})")
+        else:
+            if not reasons:
+                reasons.append(f"{layer} still learning (update norm at {latest / peak:.2f} of its peak)")
+            break
+        prefix += 1
+    if prefix >= mode.max_prefix and not reasons:
+        reasons.append("at the maximum prefix")
+    return prefix, "; ".join(reasons) or "no update norms yet"
 
 
 def weak_supervision_factor(mode: LearningMode, factor: float, losses: list[float]) -> float:

@@ -103,42 +103,46 @@ def test_transform_records_the_resolved_learning_mode(zoo_file):
 
 # ---------------------------------------------------------------- dynamic transition
 
-DYNAMIC = LearningMode(learning_mode="dynamic", start_epoch=2, max_prefix=4, update_threshold=0.125,
-                       stall_ratio=0.5, prefix_step=1)
+DYNAMIC = LearningMode(learning_mode="dynamic", start_epoch=2, max_prefix=4, update_threshold=0.5,
+                       stall_ratio=0.9, prefix_step=2)
+LAYERS = ["l0", "l1", "l2", "l3", "l4"]  # the transition layer of prefix 0..4
 
 
-@pytest.mark.parametrize("epoch, current, norms, expected", [
-    (1, 0, [0.01], 0),  # before the start epoch: nothing moves, whatever the norms
+def _history(*per_layer: list[float]) -> list[dict[str, float]]:
+    """Epoch records from one norm list per layer (l0, l1, ...)."""
+    epochs = max(len(norms) for norms in per_layer)
+    return [{LAYERS[i]: norms[e] for i, norms in enumerate(per_layer) if e < len(norms)} for e in range(epochs)]
+
+
+@pytest.mark.parametrize("epoch, current, history, expected", [
+    (1, 0, _history([0.1, 0.01]), 0),  # before the start epoch: nothing moves, whatever the norms
     (2, 0, [], 0),  # no norm measured yet
-    (2, 0, [0.1], 1),  # below the threshold
-    (3, 2, [0.1], 3),
-    (2, 0, [0.125], 0),  # at the threshold: not below it
-    (2, 0, [0.5], 0),  # one large norm: nothing to compare it with
-    (3, 1, [0.5, 0.25], 1),  # halved: still falling (not above 0.5 x the previous)
-    (3, 1, [0.5, 0.3], 2),  # fell by less than x0.5: stalled
-    (3, 1, [0.5, 0.75], 2),  # rose: stalled
-    (4, 1, [0.9, 0.3, 0.2], 2),  # only the last two epochs count
-    (4, 1, [0.3, 0.2, 0.05], 2),
-    (5, 4, [0.01], 4),  # at the maximum: stays
-    (5, 4, [0.5, 0.49], 4),
+    (2, 0, _history([0.8]), 0),  # one norm is its own peak: still learning
+    (3, 0, _history([0.8, 0.3], [0.9, 0.6]), 1),  # l0 below half its peak; l1 at 0.67 of its peak: stop
+    (3, 0, _history([0.8, 0.3], [0.9, 0.4]), 2),  # both settled: two segments in one epoch
+    (3, 0, _history([0.8, 0.3], [0.9, 0.4], [0.9, 0.1]), 2),  # at most prefix_step (2) per epoch
+    (3, 0, _history([0.8, 0.4]), 0),  # exactly half: not below it
+    (4, 0, _history([0.8, 0.5, 0.48]), 1),  # fell by less than x0.9: stalled
+    (4, 0, _history([0.8, 0.5, 0.6]), 1),  # rose: stalled
+    (4, 0, _history([0.8, 0.5, 0.38]), 1),  # below half of the peak 0.8 (and falling fast)
+    (4, 0, _history([0.8, 0.5, 0.44]), 0),  # falling fast, above half of the peak
+    (4, 0, _history([0.8, 0.9, 0.6]), 0),  # falling, above half of its peak 0.9
+    (4, 3, _history([], [], [], [0.9, 0.1], [0.9, 0.1]), 4),  # never past the maximum 4
+    (5, 4, _history([0.1], [0.1], [0.1], [0.1], [0.9, 0.01]), 4),  # at the maximum: stays
 ])
-def test_dynamic_prefix(epoch, current, norms, expected):
-    prefix, reason = dynamic_prefix(DYNAMIC, epoch, current, norms)
+def test_dynamic_prefix(epoch, current, history, expected):
+    prefix, reason = dynamic_prefix(DYNAMIC, epoch, current, history, LAYERS)
     assert prefix == expected
     assert isinstance(reason, str) and reason
 
 
-def test_dynamic_prefix_steps_never_past_the_maximum():
-    mode = dataclasses.replace(DYNAMIC, prefix_step=3)
-    assert dynamic_prefix(mode, 3, 0, [0.01])[0] == 3
-    assert dynamic_prefix(mode, 3, 2, [0.01])[0] == 4
-    assert dynamic_prefix(mode, 3, 3, [0.5, 0.4])[0] == 4
-    # a run of epochs: the transition walks to the maximum and stops there
-    current, norms = 0, []
-    for epoch in range(1, 12):
-        norms.append(0.01)
-        current, _ = dynamic_prefix(DYNAMIC, epoch, current, norms)
-        assert current == min(max(epoch - 1, 0), 4)
+def test_dynamic_prefix_walks_to_the_maximum_and_stops():
+    mode = dataclasses.replace(DYNAMIC, prefix_step=1)
+    history, current = [], 0
+    for epoch in range(1, 10):
+        history.append({layer: 1.0 / epoch**2 for layer in LAYERS})  # every layer settling fast
+        current, _ = dynamic_prefix(mode, epoch + 1, current, history, LAYERS)
+        assert current == min(epoch - 1, 4) if epoch >= 2 else current == 0
 
 
 # ---------------------------------------------------------------- weak supervision

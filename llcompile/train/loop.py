@@ -122,7 +122,8 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
             norms = update_norms(epoch_start, _merged_state(stages), _layer_weights(program))
             if controller is not None:
                 losses = [r["train_loss"] for r in history] + [record["train_loss"]]
-                record.update(controller.end_epoch(epoch + 1, norms, losses))
+                norm_history = [r["update_norms"] for r in history] + [norms]
+                record.update(controller.end_epoch(epoch + 1, norm_history, losses))
             record["update_norms"] = norms
             history.append(record)
             write_metrics(run_dir, history)

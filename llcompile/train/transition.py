@@ -34,19 +34,16 @@ class PrefixController:
         analysis = analyze(ir.from_proto(program.eval_model))
         # the transition layer of prefix p: the first layer of segment p
         self.transition_layers = [segment.layers[0] for segment in analysis.segments]
-        state = state or {"prefix": program.options.get("prefix", 0), "factor": 1.0, "norms": [], "next": None,
-                          "moved": None}
+        state = state or {"prefix": program.options.get("prefix", 0), "factor": 1.0, "next": None, "moved": None}
         self.prefix: int = state["prefix"]
         self.factor: float = state["factor"]
-        self.norms: list[float] = state["norms"]  # the current transition layer's, one per epoch
         # dynamic: {"prefix", "reason"} decided at the end of the last epoch, or None
         self.next: dict | None = state["next"]
         self.moved: dict | None = state["moved"]  # the move made at this epoch's start, for its record
         self._programs = {program.options.get("prefix", 0): program}
 
     def state(self) -> dict:
-        return {"prefix": self.prefix, "factor": self.factor, "norms": self.norms, "next": self.next,
-                "moved": self.moved}
+        return {"prefix": self.prefix, "factor": self.factor, "next": self.next, "moved": self.moved}
 
     def program(self, prefix: int | None = None) -> Program:
         prefix = self.prefix if prefix is None else prefix
@@ -66,25 +63,24 @@ class PrefixController:
         if wanted == self.prefix:
             return False
         self.moved = {"from": self.prefix, "to": wanted, "reason": reason}
-        self.prefix, self.norms, self.next = wanted, [], None
+        self.prefix, self.next = wanted, None
         return True
 
     def hebbian_lr(self, lr: float, base_lr: float) -> float:
         """The localized rate at a step whose SGD rate is ``lr`` (peak ``base_lr``)."""
         return self.mode.hebbian_lr * (lr / base_lr if base_lr else 1.0) * self.factor
 
-    def end_epoch(self, epoch: int, norms: dict[str, float], train_losses: list[float]) -> dict:
-        """After 1-based ``epoch``: update the dynamic decision and the weak supervision; the
-        fields this adds to the epoch's metrics record."""
+    def end_epoch(self, epoch: int, norm_history: list[dict[str, float]], train_losses: list[float]) -> dict:
+        """After 1-based ``epoch``, given every epoch's update norms and training loss so far (this
+        one last): update the dynamic decision and the weak supervision; the fields this adds to
+        the epoch's metrics record."""
         transition = self.transition_layers[self.prefix]
         record = {"prefix": self.prefix, "transition_layer": transition, "hebbian_lr_factor": self.factor,
                   "hebbian_lr": self.mode.hebbian_lr * self.factor}
         if self.moved is not None:
             record["transition"], self.moved = self.moved, None
-        if transition in norms:
-            self.norms.append(norms[transition])
         if self.mode.learning_mode == "dynamic":
-            decided, reason = dynamic_prefix(self.mode, epoch + 1, self.prefix, self.norms)
+            decided, reason = dynamic_prefix(self.mode, epoch + 1, self.prefix, norm_history, self.transition_layers)
             self.next = {"prefix": decided, "reason": reason} if decided != self.prefix else None
             record["dynamic_decision"] = reason
         self.factor = weak_supervision_factor(self.mode, self.factor, train_losses)
