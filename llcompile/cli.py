@@ -85,7 +85,7 @@ def cli() -> None:
 @click.option("--prefix-step", type=click.IntRange(min=1),
               help="dynamic: most segments the transition moves per epoch [default: 2].")
 @click.option("--hebbian-lr", type=click.FloatRange(min=0),
-              help="Localized learning rate at the SGD schedule's peak; it follows that schedule [default: 1e-3].")
+              help="Localized learning rate at the SGD schedule's peak; it follows that schedule [default: 1e-4].")
 @click.option("--weak-supervision", type=click.Choice(WEAK_SUPERVISION),
               help="loss-trend: scale the localized rate down when the training loss rises [default: loss-trend].")
 @click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),

@@ -42,7 +42,7 @@ class LearningMode:
     update_threshold: float = 0.5  # dynamic: a layer has settled below this fraction of its peak update norm
     stall_ratio: float = 0.9  # dynamic: ... or when its norm is above this fraction of the previous epoch's
     prefix_step: int = 2  # dynamic: most segments the transition moves per epoch
-    hebbian_lr: float = 1e-3  # localized learning rate at the SGD schedule's peak
+    hebbian_lr: float = 1e-4  # localized learning rate at the SGD schedule's peak (docs: measured)
     weak_supervision: str = "loss-trend"
     lr_decay: float = 0.5  # weak supervision: factor applied when the training loss rises
 
