@@ -11,22 +11,15 @@ import click
 
 from llcompile.version import __version__
 from llcompile.backends import BACKENDS
+from llcompile.cli_parsing import parse_csv
 from llcompile.errors import LLCompileError
 from llcompile.learning_mode import MODES, SCHEDULES, WEAK_SUPERVISION
 from llcompile.passes.aux_heads import AUX_HEAD_KINDS
 from llcompile.passes.hebbian import ACTIVATIONS
 from llcompile.passes.hebbian_function import RULES
+from llcompile.report.command import report as report_command
 
 FORMATS = click.Choice(["text", "json"])
-
-
-def _parse_csv(_ctx, _param, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise click.BadParameter("expected one or more tensor names separated by commas")
-    return names
 
 
 def _parse_input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
@@ -60,7 +53,7 @@ def cli() -> None:
               help="Program directory to write (refused if it exists, unless --force).")
 @click.option("-s", "--strategy", default="dbl", show_default=True, help="See `llcompile strategies`.")
 @click.option("-k", "--blocks", type=click.IntRange(min=1), help="dbl: number of blocks [default: 4].")
-@click.option("--cuts", callback=_parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
+@click.option("--cuts", callback=parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
 @click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
 @click.option("--prefix", type=click.IntRange(min=0),
@@ -277,9 +270,7 @@ def main() -> None:
         sys.exit(1)
 
 
-from llcompile.report.command import report as _report_command  # noqa: E402  (issue 5: the cost report)
-
-cli.add_command(_report_command)
+cli.add_command(report_command)
 
 
 if __name__ == "__main__":

@@ -6,19 +6,11 @@ from pathlib import Path
 
 import click
 
+from llcompile.cli_parsing import parse_csv
 from llcompile.errors import LLCompileError
 from llcompile.report.formats import FORMATS
 from llcompile.report.report import DEFAULT_BATCH_SIZE, DEFAULT_ONCHIP_KIB
 from llcompile.report.tables import DETAILS
-
-
-def _parse_cuts(_ctx, _param, value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    if not names:
-        raise click.BadParameter("expected one or more tensor names separated by commas")
-    return names
 
 
 @click.command("report")
@@ -29,7 +21,7 @@ def _parse_cuts(_ctx, _param, value: str | None) -> list[str] | None:
 @click.option("-k", "--blocks", type=click.IntRange(min=1), help="Blocks, for every strategy that takes them.")
 @click.option("--prefix", type=click.IntRange(min=0),
               help="Leading segments in the Hebbian prefix (local-sgd, dbl-hebbian) [default: half the segments].")
-@click.option("--cuts", callback=_parse_cuts, help="Comma-separated cut-point tensors (dbl).")
+@click.option("--cuts", callback=parse_csv, help="Comma-separated cut-point tensors (dbl).")
 @click.option("--aux-head", help="Aux head kind (dbl) [default: fc].")
 @click.option("--seed", type=click.IntRange(min=0), help="Aux-head initialisation seed (dbl).")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(min=1),
