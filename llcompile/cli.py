@@ -11,6 +11,7 @@ import click
 
 from llcompile.version import __version__
 from llcompile.backends import BACKENDS
+from llcompile.boundary_policy import POLICIES
 from llcompile.cli_parsing import parse_csv
 from llcompile.errors import LLCompileError
 from llcompile.learning_mode import MODES, SCHEDULES, WEAK_SUPERVISION
@@ -56,6 +57,10 @@ def cli() -> None:
 @click.option("--cuts", callback=parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
 @click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
+@click.option("--boundary-policy", type=click.Choice(POLICIES),
+              help="dbl, dbl-hebbian: how block boundaries move during training [default: fixed].")
+@click.option("--boundary-schedule", metavar="EPOCH:K|CUT+CUT,...",
+              help="schedule policy: from each (1-based) EPOCH on, K blocks or these cuts, e.g. 1:4,4:2.")
 @click.option("--prefix", type=click.IntRange(min=0),
               help="local-sgd, dbl-hebbian: segments in the Hebbian prefix at the start [default: 0, all on SGD].")
 @click.option("--hebbian-rule", type=click.Choice(list(RULES)), help="local-sgd, dbl-hebbian: [default: oja].")

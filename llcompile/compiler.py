@@ -13,7 +13,8 @@ from llcompile.importer import file_sha256, load
 from llcompile.passes import TrainingModePass
 from llcompile.passes.pipeline import run_passes
 from llcompile.program import Program
-from llcompile.strategies import build_pipeline, get_strategy, learning_mode_of
+from llcompile.errors import LLCompileError
+from llcompile.strategies import boundary_policy_of, build_pipeline, get_strategy, learning_mode_of
 
 
 def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", **options) -> Program:
@@ -22,8 +23,19 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", **opti
     ``options`` are the strategy's (``llcompile strategies``); those left at None take the
     strategy's defaults; an option the strategy does not take is an error. ``program.options``
     records the options given, what the passes chose, and the resolved learning mode of a
-    strategy with a Hebbian prefix.
+    strategy with a Hebbian prefix and the boundary policy of one with blocks.
     """
+    program = _compile(model, strategy, options)
+    policy = boundary_policy_of(strategy, program.options)
+    for entry in policy.entries() if policy is not None else ():
+        try:  # every scheduled partition must compile: fail now, not in the middle of a run
+            recompile(program, **entry.options())
+        except LLCompileError as exc:
+            raise LLCompileError(f"--boundary-schedule entry for epoch {entry.epoch}: {exc}") from None
+    return program
+
+
+def _compile(model: str | os.PathLike | ir.Model, strategy: str, options: dict) -> Program:
     options = {k: v for k, v in options.items() if v is not None}
     passes = build_pipeline(strategy, **options)
     if isinstance(model, ir.Model):
@@ -40,17 +52,21 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", **opti
     if learning_mode is not None:
         segment_macs = [segment.macs for segment in analyze(eval_model).segments]
         program.options.update(learning_mode.resolved(segment_macs).to_json())
+    policy = boundary_policy_of(strategy, program.options)
+    if policy is not None:
+        program.options.update(policy.to_json())
     return program
 
 
 def recompile(program: Program, **changes) -> Program:
     """``program``'s strategy compiled again from its own eval model with some options changed
-    (the runtime moves the Hebbian prefix this way); stage and tensor names of unchanged parts stay."""
+    (the runtime moves the Hebbian prefix and block boundaries this way); names of unchanged parts
+    stay. A change to None drops that option (``blocks=K, cuts=None``)."""
     model = ir.from_proto(program.eval_model)
     run_passes([TrainingModePass(training=True)], model)
     names = set(get_strategy(program.strategy).options)
     options = {k: v for k, v in {**program.options, **changes}.items() if k in names}
-    recompiled = transform(model, program.strategy, **options)
+    recompiled = _compile(model, program.strategy, options)
     recompiled.source = program.source
     return recompiled
 

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 import onnx_ir as ir
 
 from llcompile.analysis import analyze
+from llcompile.errors import LLCompileError
 from llcompile.importer import load
 from llcompile.program import Program, is_program_dir
 
 
+RUN_FILE, METRICS_FILE = "run.json", "metrics.jsonl"
+
+
 def describe(path: str | os.PathLike) -> dict:
-    """A JSON-ready description of a model file or a program directory."""
+    """A JSON-ready description of a model file, a program directory or a run directory."""
     if Path(path).is_dir() and is_program_dir(path):
         return describe_program(Program.load(path))
+    if Path(path).is_dir() and (Path(path) / RUN_FILE).is_file():
+        return describe_run(Path(path))
     return {"kind": "model", "path": os.fspath(path), **analyze(load(path)).to_dict()}
 
 
@@ -31,8 +38,46 @@ def describe_program(program: Program) -> dict:
             "params": analysis.params}
 
 
+def describe_run(run_dir: Path) -> dict:
+    """A training run: its program and settings, and per epoch its metrics and what moved."""
+    try:
+        run = json.loads((run_dir / RUN_FILE).read_text())
+        program = json.loads(run["program_json"])
+        metrics = (run_dir / METRICS_FILE).read_text().splitlines() if (run_dir / METRICS_FILE).exists() else []
+        epochs = [json.loads(line) for line in metrics]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise LLCompileError(f"{run_dir}: not a readable run directory ({exc})") from None
+    return {"kind": "run", "path": os.fspath(run_dir), "program": run.get("program"), "strategy": program["strategy"],
+            "options": program["options"], "config": run.get("config", {}), "epochs": epochs}
+
+
 def render_text(description: dict) -> str:
-    return (_render_program if description["kind"] == "program" else _render_model)(description)
+    renderers = {"program": _render_program, "run": _render_run, "model": _render_model}
+    return renderers[description["kind"]](description)
+
+
+def _render_run(d: dict) -> str:
+    config = d["config"]
+    out = [f"run {d['path']}: strategy {d['strategy']}, program {d['program']}",
+           f"  data {config.get('data')}, {config.get('epochs')} epochs, batch {config.get('batch_size')}, "
+           f"backend {config.get('backend')}, lr {config.get('lr')} {config.get('lr_schedule')}", ""]
+    rows, changes = [], []
+    for e in d["epochs"]:
+        blocks = len(e["cuts"]) + 1 - (1 if e.get("prefix") else 0) if "cuts" in e else len(e["stages"])
+        rows.append([e["epoch"], f"{e['train_loss']:.4f}", f"{e['test_acc']:.4f}", f"{e['epoch_time_s']:.1f}",
+                     f"{e['peak_memory_mb']:.0f}", e.get("prefix", "-"), blocks])
+        for key, what in (("transition", "Hebbian prefix"), ("boundary_change", "boundaries")):
+            if key in e:
+                change = e[key]
+                changes.append(f"  epoch {e['epoch']}: {what} {_short(change['from'])} -> {_short(change['to'])} "
+                               f"({change['reason']})")
+    out += _table(["epoch", "train loss", "test acc", "s", "peak MiB", "prefix", "blocks"], rows)
+    out += ["", "changes:"] + (changes or ["  (none)"])
+    return "\n".join(out)
+
+
+def _short(value) -> str:
+    return f"{len(value) + 1} blocks at {', '.join(value) or '(none)'}" if isinstance(value, list) else str(value)
 
 
 def _table(headers: list[str], rows: list[list]) -> list[str]:

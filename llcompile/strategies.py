@@ -7,6 +7,7 @@ from typing import Callable
 
 import onnx_ir as ir
 
+from llcompile.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
 from llcompile.learning_mode import LearningMode
 from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
@@ -27,12 +28,14 @@ def _bp() -> list[ir.passes.PassBase]:
 
 
 def _dbl(blocks: int | None = None, cuts: list[str] | None = None, aux_head: str | None = None,
-         seed: int | None = None) -> list[ir.passes.PassBase]:
+         seed: int | None = None, **boundaries) -> list[ir.passes.PassBase]:
+    BoundaryPolicy.from_options(boundaries)  # checks the values
     if blocks is None and cuts is None:
         blocks = DEFAULT_DBL_BLOCKS
     return [PartitionPass(blocks=blocks, cuts=cuts), AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0), ModelLossPass()]
 
 
+DBL_OPTIONS = ("blocks", "cuts", "aux_head", "seed", "boundary_policy", "boundary_schedule")
 HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation")
 # read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
 LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
@@ -53,8 +56,10 @@ def _local_sgd(prefix: int | None = None, hebbian_rule: str | None = None, hebbi
 
 def _dbl_hebbian(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
                  blocks: int | None = None, cuts: list[str] | None = None, aux_head: str | None = None,
-                 seed: int | None = None, **learning_mode) -> list[ir.passes.PassBase]:
+                 seed: int | None = None, boundary_policy: str | None = None, boundary_schedule: str | None = None,
+                 **learning_mode) -> list[ir.passes.PassBase]:
     prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, learning_mode)
+    BoundaryPolicy.from_options({"boundary_policy": boundary_policy, "boundary_schedule": boundary_schedule})
     if blocks is None and cuts is None:
         blocks = DEFAULT_DBL_BLOCKS
     return [PartitionPass(blocks=blocks, cuts=cuts, prefix=prefix), hebbian,
@@ -65,14 +70,21 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("bp", "end-to-end backpropagation: one stage trained with the model's own loss", _bp),
     Strategy("dbl", f"block-wise local learning: K blocks (default {DEFAULT_DBL_BLOCKS}) at cut points, "
                     "each trained by its own aux head; no error crosses a block boundary", _dbl,
-             ("blocks", "cuts", "aux_head", "seed")),
+             DBL_OPTIONS),
     Strategy("local-sgd", "LoCal+SGD: a forward-only Hebbian prefix of --prefix segments (growing during training "
                           "by the learning mode), the rest trained end to end by the model's loss", _local_sgd,
              HEBBIAN_OPTIONS + LEARNING_MODE_OPTIONS),
     Strategy("dbl-hebbian", f"a forward-only Hebbian prefix followed by K DBL blocks (default "
                             f"{DEFAULT_DBL_BLOCKS}) with aux heads", _dbl_hebbian,
-             HEBBIAN_OPTIONS + LEARNING_MODE_OPTIONS + ("blocks", "cuts", "aux_head", "seed")),
+             HEBBIAN_OPTIONS + LEARNING_MODE_OPTIONS + DBL_OPTIONS),
 )}
+
+
+def boundary_policy_of(strategy: str, options: dict) -> BoundaryPolicy | None:
+    """The boundary policy of a program's options; None for a strategy without blocks."""
+    if "boundary_policy" not in get_strategy(strategy).options:
+        return None
+    return BoundaryPolicy.from_options(options)
 
 
 def learning_mode_of(strategy: str, options: dict) -> LearningMode | None:

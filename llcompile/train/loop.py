@@ -25,7 +25,7 @@ from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import BatchLoader, Dataset, load_dataset
 from llcompile.errors import LLCompileError
 from llcompile.program import Program
-from llcompile.strategies import learning_mode_of
+from llcompile.strategies import boundary_policy_of, learning_mode_of
 from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
 from llcompile.train.config import TrainConfig
 from llcompile.train.export import save_trained_model
@@ -33,7 +33,7 @@ from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.lr_schedule import learning_rate
 from llcompile.train.memory import PeakMemoryMonitor
 from llcompile.train.metrics import write_metrics
-from llcompile.train.transition import PrefixController, update_norms
+from llcompile.train.transition import ProgramController, update_norms
 
 CHECKPOINT = "checkpoint.npz"
 EPOCH_START = "epoch_start/"  # checkpoint arrays: the layer weights when the epoch began
@@ -76,6 +76,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     """Train the program in ``program_dir``; everything the run writes goes to ``run_dir``."""
     program = Program.load(program_dir)
     learning_mode = learning_mode_of(program.strategy, program.options)
+    boundaries = boundary_policy_of(program.strategy, program.options)
     run_dir = Path(run_dir)
     if config.threads:
         torch.set_num_threads(config.threads)
@@ -86,8 +87,10 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     backend = make_backend(config.backend, config.device, config.torch_mode)
     stages = backend.build(program, config.optimizer)
     arrays, progress = _prepare_run_dir(run_dir, program_dir, config, resume, force)
-    controller = PrefixController(program, learning_mode, progress.get("learning")) if learning_mode else None
-    if controller is not None and controller.program() is not program:  # resumed with a grown prefix
+    controller = None
+    if learning_mode is not None or boundaries is not None:
+        controller = ProgramController(program, learning_mode, boundaries, progress.get("controller"))
+    if controller is not None and controller.program() is not program:  # resumed with other boundaries
         program = controller.program()
         stages = backend.build(program, config.optimizer)
     # every state entry seen so far: an aux head or optimizer slot left out of the current program
@@ -137,7 +140,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
 
 
 def _train_epoch(program: Program, stages: list[TrainableStage], backend: Backend, dataset: Dataset,
-                 config: TrainConfig, controller: PrefixController | None, epoch: int, start_step: int,
+                 config: TrainConfig, controller: ProgramController | None, epoch: int, start_step: int,
                  steps_per_epoch: int, sums: EpochSums, interrupt: DeferredInterrupt,
                  show_progress: bool) -> int | None:
     """Train from ``start_step`` to the end of the epoch, adding to ``sums``; return None, or the
@@ -244,14 +247,14 @@ def _layer_weights(program: Program) -> dict[str, str]:
 
 
 def _save(run_dir: Path, stages: list[TrainableStage], carried: dict[str, np.ndarray], progress: dict,
-          controller: PrefixController | None, epoch_start: dict[str, np.ndarray] | None = None) -> None:
+          controller: ProgramController | None, epoch_start: dict[str, np.ndarray] | None = None) -> None:
     """A checkpoint of the stages' state over what earlier programs left; mid-epoch it also keeps
     the weights at the epoch's start (for update norms)."""
     arrays = {**carried, **_merged_state(stages)}
     if epoch_start is not None:
         arrays.update({EPOCH_START + name: value for name, value in epoch_start.items()})
     if controller is not None:
-        progress = {**progress, "learning": controller.state()}
+        progress = {**progress, "controller": controller.state()}
     save_checkpoint(run_dir / CHECKPOINT, arrays, progress)
 
 

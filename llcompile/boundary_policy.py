@@ -1,0 +1,90 @@
+"""DBL's dynamic block boundaries: which blocks each epoch trains with.
+
+The DBL paper moves block boundaries during training but its rule is not public
+(``../shared/ALGORITHMS.md``); llcompile offers policies, recorded in program.json, applied by the
+runtime between epochs (the program is re-emitted; parameters, BN statistics, optimizer state
+and aux heads carry over by name, an aux head whose cut becomes a boundary again resumes):
+
+- ``fixed``: the boundaries never move (greedy block-wise training; with ``--aux-head conv`` the
+  DGL-style baseline).
+- ``schedule``: an explicit list of changes, ``--boundary-schedule "EPOCH:SPEC,..."``; SPEC is a
+  block count K (boundaries balanced by forward MACs) or cut tensors joined by ``+``; from the
+  entry's (1-based) epoch on, until the next entry. E.g. ``"1:4,4:2"``: four blocks, then two
+  from epoch 4; ``"1:1,3:4"``: end to end for two epochs, then four blocks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+from llcompile.errors import LLCompileError
+
+POLICIES = ("fixed", "schedule")
+
+
+@dataclass(frozen=True)
+class ScheduleEntry:
+    epoch: int
+    blocks: int | None = None
+    cuts: tuple[str, ...] | None = None
+
+    def options(self) -> dict:
+        """The transform options of this entry (the other way of giving boundaries cleared)."""
+        return {"blocks": self.blocks, "cuts": None} if self.blocks is not None else {
+            "blocks": None, "cuts": list(self.cuts)}
+
+    def describe(self) -> str:
+        return f"{self.blocks} blocks" if self.blocks is not None else "cuts " + ", ".join(self.cuts)
+
+
+@dataclass(frozen=True)
+class BoundaryPolicy:
+    boundary_policy: str = "fixed"
+    boundary_schedule: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.boundary_policy not in POLICIES:
+            raise LLCompileError(f"--boundary-policy must be one of {', '.join(POLICIES)}")
+        if (self.boundary_policy == "schedule") != (self.boundary_schedule is not None):
+            raise LLCompileError("--boundary-schedule goes with --boundary-policy schedule, and it needs one")
+        self.entries()  # checks the schedule's syntax
+
+    @classmethod
+    def from_options(cls, options: dict) -> BoundaryPolicy:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    def entries(self) -> list[ScheduleEntry]:
+        if self.boundary_schedule is None:
+            return []
+        entries = []
+        for item in self.boundary_schedule.split(","):
+            epoch_text, _, spec = item.strip().partition(":")
+            try:
+                epoch = int(epoch_text)
+            except ValueError:
+                epoch = 0
+            if epoch < 1 or not spec:
+                raise LLCompileError(f"--boundary-schedule entry {item.strip()!r}: expected EPOCH:K or "
+                                     "EPOCH:CUT+CUT with EPOCH >= 1")
+            if spec.isdigit():
+                if int(spec) < 1:
+                    raise LLCompileError(f"--boundary-schedule entry {item.strip()!r}: K must be >= 1")
+                entries.append(ScheduleEntry(epoch, blocks=int(spec)))
+            else:
+                entries.append(ScheduleEntry(epoch, cuts=tuple(c for c in spec.split("+") if c)))
+        epochs = [e.epoch for e in entries]
+        if epochs != sorted(set(epochs)):
+            raise LLCompileError(f"--boundary-schedule: epochs must increase, got {', '.join(map(str, epochs))}")
+        return entries
+
+    def entry_for(self, epoch: int) -> ScheduleEntry | None:
+        """The schedule entry in force at 1-based ``epoch`` (None before the first: the program's own)."""
+        current = None
+        for entry in self.entries():
+            if entry.epoch <= epoch:
+                current = entry
+        return current

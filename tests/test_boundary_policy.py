@@ -1,0 +1,47 @@
+"""Boundary policies: schedule syntax, what is in force when, and the checks at transform time."""
+
+import pytest
+
+import llcompile
+from llcompile.boundary_policy import BoundaryPolicy, ScheduleEntry
+from llcompile.errors import LLCompileError
+
+
+def test_schedule_entries_and_the_entry_in_force():
+    policy = BoundaryPolicy("schedule", "1:4, 3:a+b,5:1")
+    assert policy.entries() == [ScheduleEntry(1, blocks=4), ScheduleEntry(3, cuts=("a", "b")),
+                                ScheduleEntry(5, blocks=1)]
+    assert [policy.entry_for(e).epoch for e in range(1, 7)] == [1, 1, 3, 3, 5, 5]
+    assert BoundaryPolicy("schedule", "2:2").entry_for(1) is None  # before the first entry: the program's own
+    assert ScheduleEntry(3, cuts=("a", "b")).options() == {"blocks": None, "cuts": ["a", "b"]}
+    assert ScheduleEntry(3, blocks=2).options() == {"blocks": 2, "cuts": None}
+
+
+@pytest.mark.parametrize("policy, schedule, fragment", [
+    ("sometimes", None, "--boundary-policy must be one of"),
+    ("schedule", None, "needs one"),
+    ("fixed", "1:4", "goes with --boundary-policy schedule"),
+    ("schedule", "0:4", "EPOCH >= 1"),
+    ("schedule", "x:4", "EPOCH:K"),
+    ("schedule", "2", "EPOCH:K"),
+    ("schedule", "1:0", "K must be >= 1"),
+    ("schedule", "3:4,2:2", "epochs must increase"),
+    ("schedule", "2:4,2:2", "epochs must increase"),
+])
+def test_bad_policies_are_one_line_errors(policy, schedule, fragment):
+    with pytest.raises(LLCompileError, match=fragment) as info:
+        BoundaryPolicy(policy, schedule)
+    assert "\n" not in str(info.value)
+
+
+def test_transform_checks_every_scheduled_partition(zoo_file):
+    path = zoo_file("resnet20")
+    program = llcompile.transform(path, "dbl", boundary_policy="schedule", boundary_schedule="1:4,3:2")
+    assert program.options["boundary_policy"] == "schedule" and program.options["boundary_schedule"] == "1:4,3:2"
+    assert llcompile.transform(path, "dbl").options["boundary_policy"] == "fixed"
+    with pytest.raises(LLCompileError, match="entry for epoch 3.*at most"):
+        llcompile.transform(path, "dbl", boundary_policy="schedule", boundary_schedule="1:4,3:99")
+    with pytest.raises(LLCompileError, match="entry for epoch 2.*not a cut point: nope"):
+        llcompile.transform(path, "dbl", boundary_policy="schedule", boundary_schedule="2:nope")
+    with pytest.raises(LLCompileError, match="takes no --boundary-policy"):
+        llcompile.transform(path, "local-sgd", boundary_policy="fixed")

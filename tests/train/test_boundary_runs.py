@@ -1,0 +1,89 @@
+"""Training with block boundaries that move between epochs: state carries, heads resume, resume is exact."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import llcompile
+from llcompile.inspection import describe, render_text
+from llcompile.train import TrainConfig, train
+from llcompile.train.checkpoint import load_checkpoint
+from tests.train.test_training import _assert_same_run, _run_cli, _wait_for_progress
+
+
+@pytest.fixture(scope="module")
+def resnet_model(tmp_path_factory):
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    return export("resnet20", tmp_path_factory.mktemp("resnet") / "resnet20.onnx", input_shape=(1, 8, 8))
+
+
+def _config(**overrides) -> TrainConfig:
+    base = dict(data="digits", epochs=3, batch_size=64, lr=0.05, seed=0, threads=2)
+    base.update(overrides)
+    return TrainConfig(**base)
+
+
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_model, tmp_path, backend):
+    program = llcompile.transform(resnet_model, "dbl", boundary_policy="schedule",
+                                  boundary_schedule="1:4,2:2,3:4").save(tmp_path / "program")
+    four = llcompile.Program.load(program)
+    two = llcompile.transform(resnet_model, "dbl", blocks=2)
+    parked = sorted(set(p for s in four.stages if s.head for p in s.head["params"])
+                    - set(p for s in two.stages if s.head for p in s.head["params"]))
+    assert parked  # heads of the 4-block program that the 2-block one does not have
+
+    run_dir = tmp_path / "run"
+    train(program, _config(backend=backend, epochs=2), run_dir, show_progress=False)
+    after_two, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    history = train(program, _config(backend=backend, epochs=3), run_dir, resume=True, show_progress=False).history
+    assert [len(r["stages"]) for r in history] == [4, 2, 4]
+    assert [len(r["cuts"]) for r in history] == [3, 1, 3]
+    assert history[1]["boundary_change"]["reason"] == "schedule: 2 blocks from epoch 2"
+    assert history[2]["boundary_change"]["to"] == four.cuts
+    # the heads parked during epoch 2 are kept in the checkpoint as they were after epoch 1 ...
+    trained_one = train(program, _config(backend=backend, epochs=1), tmp_path / "one", show_progress=False)
+    after_one, _ = load_checkpoint(trained_one.run_dir / "checkpoint.npz")
+    for name in parked:
+        np.testing.assert_array_equal(after_two[name], after_one[name], err_msg=name)
+    # ... and trained again once their boundaries are back
+    final, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    assert all(not np.array_equal(final[name], after_two[name]) for name in parked)
+
+
+def test_inspect_run_dir_shows_the_boundary_history(resnet_model, tmp_path):
+    program = llcompile.transform(resnet_model, "dbl-hebbian", blocks=2, start_epoch=2, ramp_epochs=1,
+                                  max_prefix=2, boundary_policy="schedule",
+                                  boundary_schedule="3:1").save(tmp_path / "program")
+    train(program, _config(), tmp_path / "run", show_progress=False)
+    description = describe(tmp_path / "run")
+    assert description["kind"] == "run" and description["strategy"] == "dbl-hebbian"
+    assert [e.get("prefix") for e in description["epochs"]] == [0, 2, 2]
+    text = render_text(description)
+    assert "Hebbian prefix 0 -> 2" in text and "schedule: 1 blocks from epoch 3" in text
+    result = subprocess.run([sys.executable, "-m", "llcompile.cli", "inspect", str(tmp_path / "run"), "--format",
+                             "json"], capture_output=True, text=True)
+    assert result.returncode == 0 and json.loads(result.stdout)["epochs"][2]["boundary_change"]["to"] == [
+        description["epochs"][2]["cuts"][0]]
+
+
+def test_resume_across_a_boundary_change_matches_an_uninterrupted_run(resnet_model, tmp_path):
+    program = llcompile.transform(resnet_model, "dbl", boundary_policy="schedule",
+                                  boundary_schedule="1:4,2:2").save(tmp_path / "program")
+    reference = tmp_path / "reference"
+    subprocess.run(_run_cli(program, reference), check=True, timeout=300)
+    interrupted = tmp_path / "interrupted"
+    proc = subprocess.Popen(_run_cli(program, interrupted), stderr=subprocess.PIPE, text=True)
+    _wait_for_progress(interrupted, proc, min_epochs_done=1)  # inside epoch 2, the first with 2 blocks
+    proc.kill()
+    proc.wait(timeout=60)
+    resumed = subprocess.run(_run_cli(program, interrupted, "--resume"), capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_run(reference, interrupted)
