@@ -46,8 +46,17 @@ class HebbianPass(ir.passes.InPlacePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         plan = require_plan(model, type(self).__name__)
         stage = plan.stages[0]
-        if stage.kind != "hebbian" or stage.updates is not None:
+        if stage.updates is not None:  # already rewritten
             return ir.passes.PassResult(model, False)
+        if stage.kind != "hebbian":
+            # the rule is the strategy's even while the prefix is empty: the options stay the same
+            # whichever prefix the runtime re-emits the program with
+            recorded = (plan.options.get("hebbian_rule"), plan.options.get("hebbian_activation"))
+            if recorded == (self.rule, self.activation):
+                return ir.passes.PassResult(model, False)
+            plan.options.update(hebbian_rule=self.rule, hebbian_activation=self.activation)
+            plan.write(model)
+            return ir.passes.PassResult(model, True)
         graph = model.graph
         prefix = plan.options["prefix"]
         analysis = analyze(model)

@@ -90,4 +90,9 @@ def attach_measured(report: dict, run_dirs: list[str | os.PathLike]) -> None:
 
 
 def _same(a: dict, b: dict) -> bool:
-    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+    """The same value for every option both record (a program from an older llcompile may record
+    fewer); a program whose learning mode grows the prefix matches at any prefix (the report costs
+    it at its largest, which the run's last epochs train with)."""
+    ignored = {"prefix"} if "max_prefix" in a and "max_prefix" in b else set()
+    shared = (set(a) & set(b)) - ignored
+    return all(json.dumps(a[k], sort_keys=True) == json.dumps(b[k], sort_keys=True) for k in shared)

@@ -120,6 +120,13 @@ def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -
         program = Program.load(path)
         model = load(path / EVAL_MODEL_FILE)  # the canonical model again: BN back in training form
         kind = "program"
+        most = program.options.get("max_prefix")
+        if most is not None and program.options.get("prefix", 0) < most:  # the prefix grows while it trains
+            from llcompile.compiler import recompile
+
+            program = recompile(program, prefix=most)
+            notes.append(f"{program.strategy}: costed at its largest Hebbian prefix ({most} segments), which "
+                         "its learning mode grows to during training")
         own = CostedProgram(label=program.strategy, program=program)
     else:
         model = load(path)

@@ -369,13 +369,16 @@ def test_pass_records_updates_lr_input_and_options(save_model):
     assert len(_updates(model)) == 1
 
 
-def test_pass_without_a_prefix_changes_nothing(save_model):
+def test_pass_without_a_prefix_only_records_its_rule(save_model):
     proto, _ = _dense_model("gemm_t", bn=False)
     model = load(save_model(proto))
     PartitionPass(blocks=2)(model)
-    before = ir.to_proto(model).SerializeToString()
-    assert HebbianPass()(model).modified is False
-    assert ir.to_proto(model).SerializeToString() == before
+    nodes = [node.op_type for node in model.graph]
+    assert HebbianPass(rule="hebb")(model).modified is True
+    assert [node.op_type for node in model.graph] == nodes  # no node added
+    options = Plan.read(model).options
+    assert (options["hebbian_rule"], options["hebbian_activation"]) == ("hebb", "post")
+    assert HebbianPass(rule="hebb")(model).modified is False  # recorded already
 
 
 @pytest.mark.parametrize("options, message", [
