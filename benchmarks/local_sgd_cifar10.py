@@ -47,7 +47,7 @@ def strategies(epochs: int) -> dict[str, tuple[str, dict]]:
 def train_run(program: Path, run_dir: Path, args) -> list[dict]:
     command = [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads),
-               "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", "0", "--force"]
+               "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", "0", "--force", "--lr", str(args.lr)]
     if args.limit:
         command += ["--data-limit", str(args.limit)]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -145,7 +145,7 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
         print(f"  done: {name} {label}", file=sys.stderr)
     bp_epochs = rows[0][1]
     limit = f", {args.limit} samples per split" if args.limit else ""
-    print(f"### {name}: CIFAR-10{limit}, {args.epochs} epochs, batch 128, SGD nesterov lr 0.1 cosine, torch backend, "
+    print(f"### {name}: CIFAR-10{limit}, {args.epochs} epochs, batch 128, SGD nesterov lr {args.lr:g} cosine, torch backend, "
           f"{args.threads} threads\n")
     print("| strategy | test acc | vs bp (points) | s/epoch (prefix) per epoch | max-prefix epochs: speed-up vs bp | "
           "peak MiB (last epoch) | vs bp |\n|---|---|---|---|---|---|---|")
@@ -175,6 +175,7 @@ def main() -> None:
     parser.add_argument("--data", default=f"cifar10:{SHARED_ZIP}")
     parser.add_argument("--limit", type=int, help="samples per split (for a quick look)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=0.1, help="peak SGD learning rate (VGG-11-BN needs 0.01 here)")
     parser.add_argument("--keep", type=Path, help="write programs and runs here instead of a temporary directory")
     parser.add_argument("--measure-memory", nargs=3, metavar=("MODEL", "BACKEND", "PREFIX"), help=argparse.SUPPRESS)
     args = parser.parse_args()
