@@ -40,16 +40,19 @@ def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_model, tmp_p
                     - set(p for s in two.stages if s.head for p in s.head["params"]))
     assert parked  # heads of the 4-block program that the 2-block one does not have
 
+    # a constant rate: a run's first epochs do not depend on how many epochs it has in all
     run_dir = tmp_path / "run"
-    train(program, _config(backend=backend, epochs=2), run_dir, show_progress=False)
+    train(program, _config(backend=backend, epochs=2, lr_schedule="constant"), run_dir, show_progress=False)
     after_two, _ = load_checkpoint(run_dir / "checkpoint.npz")
-    history = train(program, _config(backend=backend, epochs=3), run_dir, resume=True, show_progress=False).history
+    history = train(program, _config(backend=backend, epochs=3, lr_schedule="constant"), run_dir, resume=True,
+                    show_progress=False).history
     assert [len(r["stages"]) for r in history] == [4, 2, 4]
     assert [len(r["cuts"]) for r in history] == [3, 1, 3]
     assert history[1]["boundary_change"]["reason"] == "schedule: 2 blocks from epoch 2"
     assert history[2]["boundary_change"]["to"] == four.cuts
     # the heads parked during epoch 2 are kept in the checkpoint as they were after epoch 1 ...
-    trained_one = train(program, _config(backend=backend, epochs=1), tmp_path / "one", show_progress=False)
+    trained_one = train(program, _config(backend=backend, epochs=1, lr_schedule="constant"), tmp_path / "one",
+                        show_progress=False)
     after_one, _ = load_checkpoint(trained_one.run_dir / "checkpoint.npz")
     for name in parked:
         np.testing.assert_array_equal(after_two[name], after_one[name], err_msg=name)
