@@ -26,7 +26,7 @@ WINDOW_OPS = frozenset({"MaxPool", "AveragePool"})
 REDUCTION_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "SoftmaxCrossEntropyLoss"})
 
 
-def _per_sample_elements(value: ir.Value) -> int:
+def per_sample_elements(value: ir.Value) -> int:
     """Elements of ``value`` for one sample: every dimension but the first (the batch)."""
     if value.shape is None:
         raise ValueError(f"{value.name}: shape unknown")
@@ -41,13 +41,13 @@ def forward_macs(node: ir.Node) -> int:
     if node.op_type == "Conv":
         weight = node.inputs[1]
         cin_per_group_times_kernel = math.prod(weight.shape[1:])
-        return _per_sample_elements(node.outputs[0]) * cin_per_group_times_kernel
+        return per_sample_elements(node.outputs[0]) * cin_per_group_times_kernel
     if node.op_type in ("Gemm", "MatMul"):
         # K and the output width come from the weight: activation shapes may be symbolic
         weight = node.inputs[1]
         trans_b = node.attributes.get("transB")
         k, n = weight.shape[::-1] if trans_b is not None and trans_b.as_int() else weight.shape
-        rows = _per_sample_elements(node.outputs[0]) // n if node.op_type == "MatMul" else 1
+        rows = per_sample_elements(node.outputs[0]) // n if node.op_type == "MatMul" else 1
         return rows * k * n
     return 0
 
@@ -59,10 +59,10 @@ def element_ops(node: ir.Node) -> int:
     """
     op = node.op_type
     if op in POINTWISE_OPS:
-        return _per_sample_elements(node.outputs[0])
+        return per_sample_elements(node.outputs[0])
     if op in WINDOW_OPS:
         kernel = node.attributes.get("kernel_shape")
-        return _per_sample_elements(node.outputs[0]) * math.prod(kernel.as_ints() if kernel is not None else [1])
+        return per_sample_elements(node.outputs[0]) * math.prod(kernel.as_ints() if kernel is not None else [1])
     if op in REDUCTION_OPS:
-        return _per_sample_elements(node.inputs[0])
+        return per_sample_elements(node.inputs[0])
     return 0

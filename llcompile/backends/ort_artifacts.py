@@ -77,6 +77,23 @@ def running_stats(model: onnx.ModelProto) -> list[RunningStats]:
     return stats
 
 
+def check_batch_statistics(stage: str, stats: list[RunningStats], batch: int) -> None:
+    """Refuse a batch too small to train BatchNormalization (torch refuses it too; here the unbiased
+    variance would divide by zero)."""
+    if any(batch * s.values_per_sample < 2 for s in stats):
+        raise LLCompileError(f"stage {stage}: BatchNormalization needs more than one value per channel "
+                             f"to train (got a batch of {batch})")
+
+
+def state_value(stage: str, name: str, value: np.ndarray, current: np.ndarray) -> np.ndarray:
+    """``value`` from a state dict, as the contiguous array that replaces ``current`` (same shape)."""
+    value = np.ascontiguousarray(value, dtype=current.dtype)
+    if value.shape != current.shape:
+        raise LLCompileError(f"stage {stage}: {name} has shape {list(value.shape)} in the state, "
+                             f"{list(current.shape)} in the stage")
+    return value
+
+
 def unbiased_running_var(ort_running_var: np.ndarray, old_running_var: np.ndarray, stats: RunningStats,
                          batch: int) -> np.ndarray:
     """ORT updates the running variance with the biased batch variance, torch with the unbiased one.

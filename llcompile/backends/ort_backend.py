@@ -23,8 +23,8 @@ from onnxruntime.training.api import CheckpointState, Module
 from llcompile.backends.base import Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name
 from llcompile.backends.numpy_optimizers import make_optimizer
 from llcompile.backends.ort_artifacts import (CHECKPOINT, EVAL_MODEL, TRAINING_MODEL, RunningStats,
-                                              default_cache_dir, running_stats, stage_artifacts,
-                                              unbiased_running_var)
+                                              check_batch_statistics, default_cache_dir, running_stats,
+                                              stage_artifacts, state_value, unbiased_running_var)
 from llcompile.backends.ort_hebbian import OrtHebbianStage
 from llcompile.errors import LLCompileError
 from llcompile.program import Program, Stage
@@ -75,7 +75,7 @@ class OrtStage(TrainableStage):
         self._optimizer = make_optimizer(optimizer)
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
-        self._check_batch_statistics(len(x))
+        check_batch_statistics(self.name, self._running_stats, len(x))
         self._module.lazy_reset_grad()  # ORT accumulates gradients across steps unless told not to
         outputs = self._run(True, x, labels)
         self._apply_optimizer(lr)
@@ -126,20 +126,9 @@ class OrtStage(TrainableStage):
             parameters[stats.mean].data = outputs[self._train_outputs[stats.new_mean]]
             parameters[stats.var].data = new_var
 
-    def _check_batch_statistics(self, batch: int) -> None:
-        # torch refuses this too; here the unbiased variance would divide by zero
-        if any(batch * stats.values_per_sample < 2 for stats in self._running_stats):
-            raise LLCompileError(f"stage {self.name}: BatchNormalization needs more than one value per channel "
-                                 f"to train (got a batch of {batch})")
-
     def _write(self, name: str, value: np.ndarray) -> None:
         parameter = self._state.parameters[name]
-        current = parameter.data
-        value = np.ascontiguousarray(value, dtype=current.dtype)
-        if value.shape != current.shape:
-            raise LLCompileError(f"stage {self.name}: {name} has shape {list(value.shape)} in the state, "
-                                 f"{list(current.shape)} in the stage")
-        parameter.data = value
+        parameter.data = state_value(self.name, name, value, parameter.data)
 
 
 def _extra_outputs(stage: Stage, logits: str, stats: list[RunningStats]) -> list[str]:

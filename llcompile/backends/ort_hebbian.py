@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 
 from llcompile.backends.base import StepResult, TrainableStage
-from llcompile.backends.ort_artifacts import running_stats, unbiased_running_var
-from llcompile.errors import LLCompileError
+from llcompile.backends.ort_artifacts import (check_batch_statistics, running_stats, state_value,
+                                              unbiased_running_var)
 from llcompile.program import Stage
 from llcompile.verify import session, with_training_mode
 
@@ -36,9 +36,7 @@ class OrtHebbianStage(TrainableStage):
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
         """``lr`` is the localized learning rate; BN uses (and updates) batch statistics."""
-        if any(len(x) * s.values_per_sample < 2 for s in self._stats):
-            raise LLCompileError(f"stage {self.name}: BatchNormalization needs more than one value per channel "
-                                 f"to train (got a batch of {len(x)})")
+        check_batch_statistics(self.name, self._stats, len(x))
         feeds = {self._input: x, self._lr_input: np.asarray(lr, dtype=np.float32), **self._store}
         output, *rest = self._train.run(self._train_outputs, feeds)
         new_weights, new_stats = rest[:len(self._updates)], rest[len(self._updates):]
@@ -58,11 +56,7 @@ class OrtHebbianStage(TrainableStage):
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         for name, current in self._store.items():
             if name in state:
-                value = np.ascontiguousarray(state[name], dtype=current.dtype)
-                if value.shape != current.shape:
-                    raise LLCompileError(f"stage {self.name}: {name} has shape {list(value.shape)} in the state, "
-                                         f"{list(current.shape)} in the stage")
-                self._store[name] = value
+                self._store[name] = state_value(self.name, name, state[name], current)
 
 
 def _with_state_inputs(model: onnx.ModelProto, state: dict[str, np.ndarray], outputs: list[str]) -> onnx.ModelProto:

@@ -16,12 +16,12 @@ counted here.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import onnx_ir as ir
 
 from llcompile.analysis import weight_input
+from llcompile.macs import per_sample_elements
 
 FLOAT_BYTES = 4
 INDEX_BYTES = 8  # int64: MaxPool indices, labels
@@ -45,14 +45,6 @@ class NodeBackward:
     kept_bytes: int  # activation bytes first saved by this node
 
 
-def per_sample(value: ir.Value) -> int:
-    """Elements of one sample of ``value`` (every dimension but the batch); 1 for a scalar."""
-    dims = list(value.shape)[1:] if value.shape is not None else []
-    if not all(isinstance(d, int) for d in dims):
-        raise ValueError(f"{value.name}: non-batch dimensions must be static, got {value.shape}")
-    return math.prod(dims)
-
-
 def backward_facts(nodes: list[ir.Node], trained: set[str], batch_size: int) -> dict[str, NodeBackward]:
     """Per node name (``nodes`` in graph order): whether its backward runs, dX/dW, and the bytes it keeps.
 
@@ -70,7 +62,8 @@ def backward_facts(nodes: list[ir.Node], trained: set[str], batch_size: int) -> 
 
     def value_bytes(value: ir.Value, itemsize: int | None = None) -> int:
         size = itemsize if itemsize is not None else int(value.dtype.itemsize) if value.dtype else FLOAT_BYTES
-        return per_sample(value) * batch_size * size
+        elements = per_sample_elements(value) if value.shape is not None else 1
+        return elements * batch_size * size
 
     for node in nodes:
         inputs = [v for v in node.inputs if v is not None]

@@ -22,9 +22,9 @@ import onnx_ir as ir
 
 from llcompile.analysis import Layer, analyze, data_dependent_nodes, parameter_roles, weight_input
 from llcompile.errors import LLCompileError
-from llcompile.macs import element_ops, forward_macs
+from llcompile.macs import element_ops, forward_macs, per_sample_elements
 from llcompile.program import Program, Stage
-from llcompile.report.autograd import FLOAT_BYTES, NodeBackward, backward_facts, per_sample
+from llcompile.report.autograd import FLOAT_BYTES, NodeBackward, backward_facts
 
 SGD_KINDS = ("block", "final")
 HEBBIAN_KIND = "hebbian"
@@ -339,4 +339,4 @@ def _value_bytes(value: ir.Value | None, batch_size: int) -> int:
     if value is None or value.shape is None:
         return 0
     size = int(value.dtype.itemsize) if value.dtype is not None else FLOAT_BYTES
-    return per_sample(value) * batch_size * size
+    return per_sample_elements(value) * batch_size * size

@@ -98,8 +98,9 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     carried = {k: v for k, v in arrays.items() if not k.startswith(EPOCH_START)}
     for stage in stages:
         stage.load_state(carried)
-    epoch_start = _weights(program, {k.removeprefix(EPOCH_START): v for k, v in arrays.items()
-                                     if k.startswith(EPOCH_START)})
+    layer_weights = _layer_weights(program)  # every program of the run has the same eval model
+    epoch_start = _weights(layer_weights, {k.removeprefix(EPOCH_START): v for k, v in arrays.items()
+                                           if k.startswith(EPOCH_START)})
     steps_per_epoch = len(_train_loader(dataset, config, epoch=0))
     history: list[dict] = progress["history"]
     with DeferredInterrupt() as interrupt:
@@ -111,18 +112,19 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
                     stages = backend.build(program, config.optimizer)
                     for stage in stages:
                         stage.load_state(carried)
-                epoch_start = _weights(program, _merged_state(stages))
+                epoch_start = _weights(layer_weights, _merged_state(stages))
             sums = EpochSums(**progress["sums"]) if progress["sums"] else EpochSums()
             start_step = progress["step"]
             stopped_at = _train_epoch(program, stages, backend, dataset, config, controller, epoch, start_step,
                                       steps_per_epoch, sums, interrupt, show_progress)
             if stopped_at is not None:
                 progress = {"epoch": epoch, "step": stopped_at, "sums": sums.__dict__, "history": history}
-                _save(run_dir, stages, carried, progress, controller, epoch_start)
+                _save(run_dir, _merged_state(stages), carried, progress, controller, epoch_start)
                 raise TrainingInterrupted(
                     f"interrupted at epoch {epoch + 1} step {stopped_at}; checkpoint saved, continue with --resume")
             record = _epoch_record(program, stages, backend, dataset, config, epoch, steps_per_epoch, sums)
-            norms = update_norms(epoch_start, _merged_state(stages), _layer_weights(program))
+            state = _merged_state(stages)
+            norms = update_norms(epoch_start, state, layer_weights)
             if controller is not None:
                 losses = [r["train_loss"] for r in history] + [record["train_loss"]]
                 norm_history = [r["update_norms"] for r in history] + [norms]
@@ -131,7 +133,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
             history.append(record)
             write_metrics(run_dir, history)
             progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
-            _save(run_dir, stages, carried, progress, controller)
+            _save(run_dir, state, carried, progress, controller)
             if show_progress:
                 _print_epoch(record)
     state = _merged_state(stages)
@@ -235,9 +237,9 @@ def _merged_state(stages: list[TrainableStage]) -> dict[str, np.ndarray]:
     return state
 
 
-def _weights(program: Program, state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+def _weights(layer_weights: dict[str, str], state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The layers' weights in ``state`` (what the update norms compare)."""
-    names = set(_layer_weights(program).values())
+    names = set(layer_weights.values())
     return {name: value.copy() for name, value in state.items() if name in names}
 
 
@@ -246,11 +248,11 @@ def _layer_weights(program: Program) -> dict[str, str]:
     return {layer.name: layer.weight for layer in analyze(ir.from_proto(program.eval_model)).layers}
 
 
-def _save(run_dir: Path, stages: list[TrainableStage], carried: dict[str, np.ndarray], progress: dict,
+def _save(run_dir: Path, state: dict[str, np.ndarray], carried: dict[str, np.ndarray], progress: dict,
           controller: ProgramController | None, epoch_start: dict[str, np.ndarray] | None = None) -> None:
-    """A checkpoint of the stages' state over what earlier programs left; mid-epoch it also keeps
-    the weights at the epoch's start (for update norms)."""
-    arrays = {**carried, **_merged_state(stages)}
+    """A checkpoint of the stages' ``state`` over what earlier programs left; mid-epoch it also
+    keeps the weights at the epoch's start (for update norms)."""
+    arrays = {**carried, **state}
     if epoch_start is not None:
         arrays.update({EPOCH_START + name: value for name, value in epoch_start.items()})
     if controller is not None:

@@ -9,33 +9,17 @@ import pytest
 
 import llcompile
 from llcompile.inspection import describe, render_text
-from llcompile.train import TrainConfig, train
+from llcompile.train import train
 from llcompile.train.checkpoint import load_checkpoint
-from tests.train.test_training import _assert_same_run, _run_cli, _wait_for_progress
-
-
-@pytest.fixture(scope="module")
-def resnet_model(tmp_path_factory):
-    import torch
-
-    from llcompile.models import export
-
-    torch.manual_seed(0)
-    return export("resnet20", tmp_path_factory.mktemp("resnet") / "resnet20.onnx", input_shape=(1, 8, 8))
-
-
-def _config(**overrides) -> TrainConfig:
-    base = dict(data="digits", epochs=3, batch_size=64, lr=0.05, seed=0, threads=2)
-    base.update(overrides)
-    return TrainConfig(**base)
+from tests.train.test_training import _assert_same_run, _config, _run_cli, _wait_for_progress
 
 
 @pytest.mark.parametrize("backend", ["torch", "ort"])
-def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_model, tmp_path, backend):
-    program = llcompile.transform(resnet_model, "dbl", boundary_policy="schedule",
+def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_digits_model, tmp_path, backend):
+    program = llcompile.transform(resnet_digits_model, "dbl", boundary_policy="schedule",
                                   boundary_schedule="1:4,2:2,3:4").save(tmp_path / "program")
     four = llcompile.Program.load(program)
-    two = llcompile.transform(resnet_model, "dbl", blocks=2)
+    two = llcompile.transform(resnet_digits_model, "dbl", blocks=2)
     parked = sorted(set(p for s in four.stages if s.head for p in s.head["params"])
                     - set(p for s in two.stages if s.head for p in s.head["params"]))
     assert parked  # heads of the 4-block program that the 2-block one does not have
@@ -61,8 +45,8 @@ def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_model, tmp_p
     assert all(not np.array_equal(final[name], after_two[name]) for name in parked)
 
 
-def test_inspect_run_dir_shows_the_boundary_history(resnet_model, tmp_path):
-    program = llcompile.transform(resnet_model, "dbl-hebbian", blocks=2, start_epoch=2, ramp_epochs=1,
+def test_inspect_run_dir_shows_the_boundary_history(resnet_digits_model, tmp_path):
+    program = llcompile.transform(resnet_digits_model, "dbl-hebbian", blocks=2, start_epoch=2, ramp_epochs=1,
                                   max_prefix=2, boundary_policy="schedule",
                                   boundary_schedule="3:1").save(tmp_path / "program")
     train(program, _config(), tmp_path / "run", show_progress=False)
@@ -77,8 +61,8 @@ def test_inspect_run_dir_shows_the_boundary_history(resnet_model, tmp_path):
         description["epochs"][2]["cuts"][0]]
 
 
-def test_resume_across_a_boundary_change_matches_an_uninterrupted_run(resnet_model, tmp_path):
-    program = llcompile.transform(resnet_model, "dbl", boundary_policy="schedule",
+def test_resume_across_a_boundary_change_matches_an_uninterrupted_run(resnet_digits_model, tmp_path):
+    program = llcompile.transform(resnet_digits_model, "dbl", boundary_policy="schedule",
                                   boundary_schedule="1:4,2:2").save(tmp_path / "program")
     reference = tmp_path / "reference"
     subprocess.run(_run_cli(program, reference), check=True, timeout=300)

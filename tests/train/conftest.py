@@ -1,0 +1,15 @@
+"""Fixtures of the training tests."""
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def resnet_digits_model(tmp_path_factory):
+    """ResNet-20 for 1x8x8 digits: slow enough (about 2 s an epoch) to be interrupted mid-epoch,
+    with 11 segments for prefixes and boundaries to move over."""
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    return export("resnet20", tmp_path_factory.mktemp("resnet") / "resnet20.onnx", input_shape=(1, 8, 8))
