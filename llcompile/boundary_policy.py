@@ -11,6 +11,10 @@ and aux heads carry over by name, an aux head whose cut becomes a boundary again
   block count K (boundaries balanced by forward MACs) or cut tensors joined by ``+``; from the
   entry's (1-based) epoch on, until the next entry. E.g. ``"1:4,4:2"``: four blocks, then two
   from epoch 4; ``"1:1,3:4"``: end to end for two epochs, then four blocks.
+- ``adaptive``: the boundaries given at transform time (``--blocks``/``--cuts``) are the
+  candidates; after every epoch one may be removed or restored from per-block signals
+  (``llcompile.adaptive_boundaries``, thresholds ``merge_gain``, ``settle_threshold``,
+  ``min_blocks``, ``boundary_patience``, ``activation_budget``).
 """
 
 from __future__ import annotations
@@ -19,7 +23,10 @@ from dataclasses import asdict, dataclass, fields
 
 from llcompile.errors import LLCompileError
 
-POLICIES = ("fixed", "schedule")
+POLICIES = ("fixed", "schedule", "adaptive")
+# adaptive's thresholds and their defaults (docs/strategies.md says why)
+ADAPTIVE_DEFAULTS = {"merge_gain": 0.01, "settle_threshold": 0.5, "min_blocks": 2, "boundary_patience": 2,
+                     "activation_budget": 0.7}
 
 
 @dataclass(frozen=True)
@@ -41,12 +48,33 @@ class ScheduleEntry:
 class BoundaryPolicy:
     boundary_policy: str = "fixed"
     boundary_schedule: str | None = None
+    # adaptive only (None: the default in ADAPTIVE_DEFAULTS)
+    merge_gain: float | None = None  # merge a boundary whose next block gains less accuracy than this
+    settle_threshold: float | None = None  # restore one when the layers before it move below this x their peak
+    min_blocks: int | None = None  # never merge below this many blocks
+    boundary_patience: int | None = None  # epochs a merged boundary stays merged at least
+    activation_budget: float | None = None  # no merge above this x bp's peak of kept activations
 
     def __post_init__(self) -> None:
         if self.boundary_policy not in POLICIES:
             raise LLCompileError(f"--boundary-policy must be one of {', '.join(POLICIES)}")
         if (self.boundary_policy == "schedule") != (self.boundary_schedule is not None):
             raise LLCompileError("--boundary-schedule goes with --boundary-policy schedule, and it needs one")
+        given = [name for name in ADAPTIVE_DEFAULTS if getattr(self, name) is not None]
+        if given and self.boundary_policy != "adaptive":
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise LLCompileError(f"{flags} go(es) with --boundary-policy adaptive")
+        checks = [(self.merge_gain is None or -1 <= self.merge_gain <= 1, "--merge-gain must be in [-1, 1]"),
+                  (self.settle_threshold is None or 0 < self.settle_threshold <= 1,
+                   "--settle-threshold must be in (0, 1]"),
+                  (self.min_blocks is None or self.min_blocks >= 1, "--min-blocks must be >= 1"),
+                  (self.boundary_patience is None or self.boundary_patience >= 1,
+                   "--boundary-patience must be >= 1"),
+                  (self.activation_budget is None or 0 < self.activation_budget <= 1,
+                   "--activation-budget must be in (0, 1]")]
+        for ok, message in checks:
+            if not ok:
+                raise LLCompileError(message)
         self.entries()  # checks the schedule's syntax
 
     @classmethod
@@ -55,7 +83,15 @@ class BoundaryPolicy:
         return cls(**{k: v for k, v in options.items() if k in names and v is not None})
 
     def to_json(self) -> dict:
-        return asdict(self)
+        """The policy with adaptive's thresholds resolved (left out for the other policies)."""
+        if self.boundary_policy != "adaptive":
+            return {k: v for k, v in asdict(self).items() if k not in ADAPTIVE_DEFAULTS}
+        return {**asdict(self), **{k: self.adaptive(k) for k in ADAPTIVE_DEFAULTS}}
+
+    def adaptive(self, name: str):
+        """The value of adaptive threshold ``name``, its default when not given."""
+        value = getattr(self, name)
+        return ADAPTIVE_DEFAULTS[name] if value is None else value
 
     def entries(self) -> list[ScheduleEntry]:
         if self.boundary_schedule is None:

@@ -136,7 +136,11 @@ def _render_program(d: dict) -> str:
     for s in d["stages"]:
         ops = ", ".join(f"{name} ({op})" for name, op in zip(s["layers"], s["layer_ops"]))
         out += ["", f"{s['name']}: {s['graph']}", f"  layers: {ops}"]
-        if s["head"]:
+        if s["head"] and "segments" in s["head"]:  # augmented: the copies' parameters are many; say what they copy
+            segments = ", ".join(map(str, s["head"]["segments"])) or "none"
+            out.append(f"  aux head {s['head']['kind']}: copies of segments {segments}, logits {s['head']['logits']}, "
+                       f"{len(s['head']['params'])} parameter tensors aux@{s['output']}.*")
+        elif s["head"]:
             out.append(f"  aux head {s['head']['kind']}: logits {s['head']['logits']}, "
                        f"params {', '.join(s['head']['params'])}")
         if s["updates"] is not None:

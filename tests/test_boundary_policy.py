@@ -45,3 +45,16 @@ def test_transform_checks_every_scheduled_partition(zoo_file):
         llcompile.transform(path, "dbl", boundary_policy="schedule", boundary_schedule="2:nope")
     with pytest.raises(LLCompileError, match="takes no --boundary-policy"):
         llcompile.transform(path, "local-sgd", boundary_policy="fixed")
+
+
+def test_adaptive_policy_is_recorded_with_its_thresholds(zoo_file, tmp_path):
+    from tests.test_cli import assert_user_error, run
+
+    path = zoo_file("resnet20")
+    program = llcompile.transform(path, "dbl-hebbian", boundary_policy="adaptive", min_blocks=3)
+    assert {k: program.options[k] for k in ("boundary_policy", "merge_gain", "min_blocks", "boundary_patience")} == {
+        "boundary_policy": "adaptive", "merge_gain": 0.01, "min_blocks": 3, "boundary_patience": 2}
+    assert "merge_gain" not in llcompile.transform(path, "dbl").options
+    assert_user_error(run("transform", path, "-o", tmp_path / "p", "--merge-gain", "0.1"),
+                      "--merge-gain go(es) with --boundary-policy adaptive")
+    assert not (tmp_path / "p").exists()

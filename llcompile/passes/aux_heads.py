@@ -7,7 +7,9 @@ import zlib
 import numpy as np
 import onnx_ir as ir
 
+from llcompile.analysis import analyze, parameter_roles
 from llcompile.errors import LLCompileError
+from llcompile.passes.augmented_head import DEFAULT_AUX_DEPTH, check_depth, copy_segments, select_segments
 from llcompile.passes.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, uniform_fan_in,
                                              value_named)
 from llcompile.plan import require_plan
@@ -16,6 +18,7 @@ HEAD_PREFIX = "aux@"
 AUX_HEAD_KINDS = {
     "fc": "GlobalAveragePool -> Flatten -> Gemm(C -> classes): the small FC head of DBL",
     "conv": "1x1 Conv + BN + ReLU -> pool -> MLP(C -> C -> classes): DGL's MLP-SR style head",
+    "augmented": "copies of the model's own later segments (--aux-depth of them) -> pool -> Gemm: AugLocal style",
 }
 
 
@@ -26,21 +29,29 @@ class AuxHeadsPass(ir.passes.InPlacePass):
     the runtime moves block boundaries, a head at a cut that was a boundary before is the same
     head, and resumes from its state. Its weights are drawn like torch's defaults from a generator
     seeded by ``seed`` and the cut's name, so the same options always give the same program.
+
+    ``augmented`` (``passes/augmented_head.py``): copies of the model's own later segments, with
+    their current weights, then the pooling and a fresh classifier; ``depth`` (default 0.5) is the
+    fraction of the later segments it copies. The head records the segments in ``segments``.
     """
 
-    def __init__(self, kind: str = "fc", seed: int = 0):
+    def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None):
         super().__init__()
         if kind not in AUX_HEAD_KINDS:
             raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
         if seed < 0:
             raise LLCompileError(f"the aux-head seed must be >= 0, got {seed}")
+        if depth is not None and kind != "augmented":
+            raise LLCompileError(f"--aux-depth applies to --aux-head augmented only, not {kind}")
         self.kind = kind
         self.seed = seed
+        self.depth = check_depth(DEFAULT_AUX_DEPTH if depth is None else depth) if kind == "augmented" else None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         plan = require_plan(model, type(self).__name__)
         graph = model.graph
         labels = labels_input(graph, plan.labels)
+        analysis = analyze(model) if self.kind == "augmented" else None  # before any head is added
         modified = False
         for stage in plan.stages[:-1]:
             if stage.loss is not None or stage.kind == "hebbian":  # a Hebbian stage has no loss
@@ -48,14 +59,24 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             builder = GraphBuilder(graph, f"{HEAD_PREFIX}{stage.output}")
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.output.encode())])
             before = set(graph.initializers)
-            logits = self._build_head(builder, value_named(graph, stage.output), plan.num_classes, rng)
+            x = value_named(graph, stage.output)
+            segments = None
+            if analysis is not None:
+                segments = select_segments(analysis, stage.output, self.depth)
+                x = copy_segments(builder, analysis, segments, x)
+            logits = self._build_head(builder, x, plan.num_classes, rng)
             stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name
             added = set(graph.initializers) - before
-            buffers = {v.name for node in graph if node.op_type == "BatchNormalization" for v in node.inputs[3:5]}
-            stage.head = {"kind": self.kind, "logits": logits.name, "params": sorted(added - buffers),
-                          "buffers": sorted(added & buffers)}
+            roles = parameter_roles(graph)  # copied shape constants and the like are neither
+            stage.head = {"kind": self.kind, "logits": logits.name,
+                          "params": sorted(n for n in added if roles.get(n) == "param"),
+                          "buffers": sorted(n for n in added if roles.get(n) == "buffer")}
+            if segments is not None:
+                stage.head["segments"] = segments
             modified = True
         plan.options["aux_head"] = self.kind
+        if self.depth is not None:
+            plan.options["aux_depth"] = self.depth
         plan.write(model)
         return ir.passes.PassResult(model, modified)
 
@@ -78,7 +99,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         if self.kind == "conv":
             x = self._linear(b, x, "fc1", channels, channels, rng)
             x = b.op("Relu", [x], "fc1_relu")
-        return self._linear(b, x, "fc" if self.kind == "fc" else "fc2", channels, classes, rng, output="logits")
+        return self._linear(b, x, "fc2" if self.kind == "conv" else "fc", channels, classes, rng, output="logits")
 
     @staticmethod
     def _linear(b: GraphBuilder, x: ir.Value, name: str, fan_in: int, fan_out: int, rng,

@@ -23,6 +23,7 @@ from llcompile.report.tables import DETAILS
               help="Leading segments in the Hebbian prefix (local-sgd, dbl-hebbian) [default: half the segments].")
 @click.option("--cuts", callback=parse_csv, help="Comma-separated cut-point tensors (dbl).")
 @click.option("--aux-head", help="Aux head kind (dbl) [default: fc].")
+@click.option("--aux-depth", type=float, help="Fraction of the later segments an augmented aux head copies [default: 0.5].")
 @click.option("--seed", type=click.IntRange(min=0), help="Aux-head initialisation seed (dbl).")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(min=1),
               help="Batch of the memory and traffic figures (MACs are per sample).")
@@ -38,7 +39,7 @@ from llcompile.report.tables import DETAILS
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to FILE (markdown also writes FILE's .png beside it) instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-def report(source, strategies, blocks, prefix, cuts, aux_head, seed, batch_size, onchip_kib, optimizer, measured,
+def report(source, strategies, blocks, prefix, cuts, aux_head, aux_depth, seed, batch_size, onchip_kib, optimizer, measured,
            fmt, detail, output, force) -> None:
     """Predict the cost of training MODEL.onnx (or a compiled PROGRAM_DIR) with bp and each --strategy:
     MACs (forward, backward dX/dW, Hebbian, aux heads), activation memory and off-chip traffic, per
@@ -51,7 +52,8 @@ def report(source, strategies, blocks, prefix, cuts, aux_head, seed, batch_size,
     if output is not None:
         _check_writable(output, force, fmt)
     specs = [parse_spec(text) for text in strategies]
-    flags = {"blocks": blocks, "prefix": prefix, "cuts": cuts, "aux_head": aux_head, "seed": seed}
+    flags = {"blocks": blocks, "prefix": prefix, "cuts": cuts, "aux_head": aux_head, "aux_depth": aux_depth,
+             "seed": seed}
     for run_dir in measured:  # a bad RUN_DIR fails before the compile work
         read_run(run_dir)
     data = build_report(source, specs, flags, batch_size=batch_size, onchip_kib=onchip_kib, optimizer=optimizer)

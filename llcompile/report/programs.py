@@ -24,6 +24,7 @@ from llcompile.strategies import get_strategy
 BASELINE = "bp"
 PREFIX_OPTION = "prefix"  # the Hebbian prefix length of local-sgd / dbl-hebbian, in leading segments
 INT_OPTIONS = {"blocks": 1, "prefix": 0, "seed": 0}  # option -> smallest value allowed
+FLOAT_OPTIONS = {"aux_depth"}  # range-checked by the pass that reads them
 
 
 @dataclass
@@ -78,6 +79,11 @@ def _convert(key: str, value: str, text: str):
         if number < INT_OPTIONS[key]:
             raise LLCompileError(f"--strategy {text!r}: {key} must be >= {INT_OPTIONS[key]}, got {number}")
         return number
+    if key in FLOAT_OPTIONS:
+        try:
+            return float(value)
+        except ValueError:
+            raise LLCompileError(f"--strategy {text!r}: {key} must be a number, got {value!r}") from None
     if key == "cuts":
         return [c for c in value.split("|") if c]
     return value

@@ -128,7 +128,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
             if controller is not None:
                 losses = [r["train_loss"] for r in history] + [record["train_loss"]]
                 norm_history = [r["update_norms"] for r in history] + [norms]
-                record.update(controller.end_epoch(epoch + 1, norm_history, losses))
+                record.update(controller.end_epoch(epoch + 1, norm_history, losses, record["stages"]))
             record["update_norms"] = norms
             history.append(record)
             write_metrics(run_dir, history)

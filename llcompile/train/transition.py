@@ -8,14 +8,20 @@ checkpoints, so a resumed run decides exactly as the uninterrupted one.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import onnx_ir as ir
 
+from llcompile.adaptive_boundaries import BlockSignal, decide, layers_settled
 from llcompile.analysis import analyze
 from llcompile.boundary_policy import BoundaryPolicy
 from llcompile.compiler import recompile
 from llcompile.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
 from llcompile.program import Program
+from llcompile.report.cost_model import cost_program
+
+ACTIVATION_BATCH = 128  # kept activations grow linearly with the batch: any size gives the same shares
 
 
 def update_norms(before: dict[str, np.ndarray], after: dict[str, np.ndarray], weights: dict[str, str]) -> dict:
@@ -26,6 +32,10 @@ def update_norms(before: dict[str, np.ndarray], after: dict[str, np.ndarray], we
             old = before[weight].astype(np.float64)
             norms[layer] = float(np.linalg.norm(after[weight] - old) / max(np.linalg.norm(old), 1e-30))
     return norms
+
+
+def _key(prefix: int, boundary_options: dict) -> tuple:
+    return prefix, tuple(sorted((k, str(v)) for k, v in boundary_options.items()))
 
 
 class ProgramController:
@@ -41,25 +51,44 @@ class ProgramController:
         analysis = analyze(ir.from_proto(program.eval_model))
         # the transition layer of prefix p: the first layer of segment p
         self.transition_layers = [segment.layers[0] for segment in analysis.segments]
+        self.segment_layers = [segment.layers for segment in analysis.segments]
+        self.segment_of_cut = {segment.input: segment.index for segment in analysis.segments}
+        # adaptive: the boundaries given at transform time are the candidates
+        self.candidates = [s.input for s in program.stages if s.kind != "hebbian"][1:]
+        adaptive = boundaries is not None and boundaries.boundary_policy == "adaptive"
         state = state or {"prefix": program.options.get("prefix", 0), "factor": 1.0, "next": None,
-                          "entry": None, "moved": {}}
+                          "entry": None, "moved": {}, "active": list(self.candidates) if adaptive else None,
+                          "merged_at": {}, "next_cuts": None, "block_losses": {}}
         self.prefix: int = state["prefix"]
         self.factor: float = state["factor"]  # weak supervision
         self.next: dict | None = state["next"]  # dynamic: {"prefix", "reason"} decided after the last epoch
         self.entry: int | None = state["entry"]  # the epoch of the boundary-schedule entry in force
         self.moved: dict = state["moved"]  # what moved at this epoch's start, for its record
-        self._programs = {(program.options.get("prefix", 0), None): program}
+        self.active: list[str] | None = state["active"]  # adaptive: the candidate cuts in force
+        self.merged_at: dict[str, int] = state["merged_at"]  # adaptive: inactive candidate -> epoch merged
+        self.next_cuts: dict | None = state["next_cuts"]  # adaptive: {"cuts", "reason"} for the next epoch
+        self.block_losses: dict[str, float] = state["block_losses"]  # adaptive: last epoch's, by output cut
+        base_options = {"blocks": None, "cuts": self.candidates} if adaptive else {}
+        self._programs = {_key(program.options.get("prefix", 0), base_options): program}
+        self._activation_peaks: dict[str, int] = {}
 
     def state(self) -> dict:
         return {"prefix": self.prefix, "factor": self.factor, "next": self.next, "entry": self.entry,
-                "moved": self.moved}
+                "moved": self.moved, "active": self.active, "merged_at": self.merged_at,
+                "next_cuts": self.next_cuts, "block_losses": self.block_losses}
+
+    def _boundary_options(self) -> dict:
+        if self.entry is not None:
+            return self.boundaries.entry_for(self.entry).options()
+        if self.active is not None:  # adaptive; a cut the Hebbian prefix has passed is no boundary
+            return {"blocks": None, "cuts": [c for c in self.active if self.segment_of_cut[c] > self.prefix]}
+        return {}
 
     def program(self) -> Program:
-        key = (self.prefix, self.entry)
+        key = _key(self.prefix, self._boundary_options())
         if key not in self._programs:
             changes = {"prefix": self.prefix} if self.learning is not None else {}
-            if self.entry is not None:
-                changes.update(self.boundaries.entry_for(self.entry).options())
+            changes.update(self._boundary_options())
             self._programs[key] = recompile(self.base, **changes)
         return self._programs[key]
 
@@ -71,6 +100,11 @@ class ProgramController:
         if entry is not None and entry.epoch != self.entry:
             self.entry = entry.epoch
             self.moved["boundaries"] = {"reason": f"schedule: {entry.describe()} from epoch {entry.epoch}"}
+            moved = True
+        if self.next_cuts is not None:
+            self.active = self.next_cuts["cuts"]
+            self.moved["boundaries"] = {"reason": "adaptive: " + self.next_cuts["reason"]}
+            self.next_cuts = None
             moved = True
         new_cuts = self.program().cuts
         if new_cuts == old_cuts:
@@ -100,16 +134,19 @@ class ProgramController:
         """The localized rate at a step whose SGD rate is ``lr`` (peak ``base_lr``)."""
         return self.learning.hebbian_lr * (lr / base_lr if base_lr else 1.0) * self.factor
 
-    def end_epoch(self, epoch: int, norm_history: list[dict[str, float]], train_losses: list[float]) -> dict:
+    def end_epoch(self, epoch: int, norm_history: list[dict[str, float]], train_losses: list[float],
+                  stage_metrics: dict[str, dict]) -> dict:
         """After 1-based ``epoch``, given every epoch's update norms and training loss so far (this
-        one last): the dynamic decision and the weak supervision for the next epoch; the fields
-        this adds to the epoch's metrics record."""
+        one last) and this epoch's loss and accuracy per stage: the dynamic decisions and the weak
+        supervision for the next epoch; the fields this adds to the epoch's metrics record."""
         record: dict = {"cuts": self.program().cuts}
         if "boundaries" in self.moved:
             record["boundary_change"] = self.moved["boundaries"]
         if "transition" in self.moved:
             record["transition"] = self.moved["transition"]
         self.moved = {}
+        if self.active is not None:
+            record["boundary_signals"] = self._adapt_boundaries(epoch, norm_history, stage_metrics)
         if self.learning is None:
             return record
         record.update({"prefix": self.prefix, "transition_layer": self.transition_layers[self.prefix],
@@ -121,3 +158,44 @@ class ProgramController:
             record["dynamic_decision"] = reason
         self.factor = weak_supervision_factor(self.learning, self.factor, train_losses)
         return record
+
+    def _adapt_boundaries(self, epoch: int, norm_history: list[dict[str, float]],
+                          stage_metrics: dict[str, dict]) -> dict:
+        """The adaptive policy's decision after ``epoch`` (applied when the next one begins); its signals."""
+        trained = [s for s in self.program().stages if s.kind != "hebbian"]
+        blocks = [BlockSignal(s.output if s.kind != "final" else None, stage_metrics[s.name]["loss"],
+                              stage_metrics[s.name]["acc"], self.block_losses.get(s.output))
+                  for s in trained]
+        threshold = self.boundaries.adaptive("settle_threshold")
+        settled = {cut: layers_settled(self._layers_before(cut), norm_history, threshold)
+                   for cut in self.candidates if cut not in self.active}
+        merged_activations = {cut: self._activation_share([c for c in self.active if c != cut])
+                              for cut in self.active}
+        decision = decide(self.boundaries, self.candidates, self.active, blocks, self.merged_at, epoch, settled,
+                          merged_activations)
+        self.block_losses = {s.output: b.loss for s, b in zip(trained, blocks)}
+        if decision.active != self.active:
+            self.merged_at = {c: self.merged_at.get(c, epoch) for c in self.candidates if c not in decision.active}
+            self.next_cuts = {"cuts": decision.active, "reason": decision.reason}
+        return {**decision.signals, "decision": decision.reason or "no change"}
+
+    def _activation_share(self, cuts: list[str]) -> float:
+        """The cost model's peak of activations kept for backward with these block ``cuts`` (and the
+        current prefix), as a fraction of the end-to-end program's."""
+        def peak(**changes) -> int:
+            key = json.dumps(changes, sort_keys=True)
+            if key not in self._activation_peaks:
+                program = recompile(self.base, **changes)
+                self._activation_peaks[key] = cost_program(program, ACTIVATION_BATCH).activation_peak_bytes
+            return self._activation_peaks[key]
+
+        prefix = {"prefix": self.prefix} if self.learning is not None else {}
+        trained = [c for c in cuts if self.segment_of_cut[c] > self.prefix]
+        return peak(**prefix, blocks=None, cuts=trained) / max(peak(prefix=0, blocks=None, cuts=[]), 1)
+
+    def _layers_before(self, cut: str) -> list[str]:
+        """The layers from the start of the block that holds ``cut`` (inactive) up to ``cut``."""
+        end = self.segment_of_cut[cut]
+        starts = [self.segment_of_cut[c] for c in self.active if self.segment_of_cut[c] < end]
+        start = max(starts, default=self.prefix)
+        return [layer for layers in self.segment_layers[start:end] for layer in layers]

@@ -45,6 +45,47 @@ def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_digits_model
     assert all(not np.array_equal(final[name], after_two[name]) for name in parked)
 
 
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_adaptive_merges_a_boundary_then_restores_it(resnet_digits_model, tmp_path, backend):
+    # merge_gain 1: every boundary is worth merging, but min_blocks 3 allows one merge; the merged
+    # layers' update norms fall below their epoch-1 peak, so the boundary comes back after epoch 2
+    program = llcompile.transform(resnet_digits_model, "dbl", boundary_policy="adaptive", merge_gain=1.0,
+                                  min_blocks=3, boundary_patience=1, settle_threshold=1.0, activation_budget=1.0)
+    history = train(program.save(tmp_path / "program"), _config(backend=backend), tmp_path / "run",
+                    show_progress=False).history
+    assert [len(r["cuts"]) for r in history] == [3, 2, 3]
+    signals = history[0]["boundary_signals"]
+    worst = min(signals["boundaries"], key=lambda s: s["gain"])
+    assert signals["decision"].startswith(f"merged at {worst['cut']}")
+    assert all(0 < s["activations_if_merged"] <= 1 for s in signals["boundaries"])
+    assert worst["cut"] not in history[1]["cuts"] and history[2]["cuts"] == program.cuts
+    assert history[1]["boundary_change"]["reason"].startswith("adaptive: merged at " + worst["cut"])
+    assert history[2]["boundary_change"]["reason"].startswith("adaptive: restored " + worst["cut"])
+    for record in history:  # the gains logged are the stages' own training accuracies
+        accs = [record["stages"][name]["acc"] for name in record["stages"]]
+        assert [s["gain"] for s in record["boundary_signals"]["boundaries"]] == pytest.approx(
+            [b - a for a, b in zip(accs, accs[1:])], abs=1e-4)
+
+
+def test_adaptive_merges_only_within_the_activation_budget(resnet_digits_model, tmp_path):
+    from llcompile.report.cost_model import cost_program
+
+    program = llcompile.transform(resnet_digits_model, "dbl", boundary_policy="adaptive", merge_gain=1.0,
+                                  activation_budget=0.6)
+    history = train(program.save(tmp_path / "program"), _config(epochs=2), tmp_path / "run",
+                    show_progress=False).history
+    signals = history[0]["boundary_signals"]["boundaries"]
+    (removed,) = [s for s in signals if s["cut"] not in history[1]["cuts"]]
+    # the smallest gain among the merges within budget, not necessarily the smallest of all
+    assert removed["gain"] == min(s["gain"] for s in signals if s["activations_if_merged"] <= 0.6)
+    # and the share it was judged by is the cost model's for the merged program
+    bp_peak = cost_program(llcompile.transform(resnet_digits_model, "bp")).activation_peak_bytes
+    merged = llcompile.transform(resnet_digits_model, "dbl", cuts=history[1]["cuts"])
+    assert cost_program(merged).activation_peak_bytes / bp_peak == pytest.approx(removed["activations_if_merged"],
+                                                                                 abs=1e-4)
+    assert any(s["activations_if_merged"] > 0.6 for s in signals)  # the budget ruled something out
+
+
 def test_inspect_run_dir_shows_the_boundary_history(resnet_digits_model, tmp_path):
     program = llcompile.transform(resnet_digits_model, "dbl-hebbian", blocks=2, start_epoch=2, ramp_epochs=1,
                                   max_prefix=2, boundary_policy="schedule",
@@ -61,9 +102,10 @@ def test_inspect_run_dir_shows_the_boundary_history(resnet_digits_model, tmp_pat
         description["epochs"][2]["cuts"][0]]
 
 
-def test_resume_across_a_boundary_change_matches_an_uninterrupted_run(resnet_digits_model, tmp_path):
-    program = llcompile.transform(resnet_digits_model, "dbl", boundary_policy="schedule",
-                                  boundary_schedule="1:4,2:2").save(tmp_path / "program")
+@pytest.mark.parametrize("policy", [dict(boundary_policy="schedule", boundary_schedule="1:4,2:2"),
+                                    dict(boundary_policy="adaptive", merge_gain=1.0)])
+def test_resume_across_a_boundary_change_matches_an_uninterrupted_run(resnet_digits_model, tmp_path, policy):
+    program = llcompile.transform(resnet_digits_model, "dbl", **policy).save(tmp_path / "program")
     reference = tmp_path / "reference"
     subprocess.run(_run_cli(program, reference), check=True, timeout=300)
     interrupted = tmp_path / "interrupted"
