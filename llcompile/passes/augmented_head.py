@@ -66,8 +66,10 @@ def select_segments(analysis: ModelAnalysis, cut: str, depth: float) -> list[int
     return chosen
 
 
-def copy_segments(builder: GraphBuilder, analysis: ModelAnalysis, indices: list[int], x: ir.Value) -> ir.Value:
-    """Clone segments ``indices`` (in order) after ``x``; returns the last copy's output (``x`` if none).
+def copy_segments(builder: GraphBuilder, analysis: ModelAnalysis, indices: list[int],
+                  x: ir.Value) -> tuple[ir.Value, dict[str, str]]:
+    """Clone segments ``indices`` (in order) after ``x``; returns the last copy's output (``x`` if
+    none) and which model initializer each copied initializer was copied from (copy -> original).
 
     The copies' nodes and values are named ``<prefix>.<original name>``; their initializers too.
     """
@@ -93,7 +95,7 @@ def copy_segments(builder: GraphBuilder, analysis: ModelAnalysis, indices: list[
                     raise AssertionError(f"internal error: {value.name!r} was not copied before its use")
             mapping.update(zip(node.outputs, _clone(builder, node, inputs).outputs))
         x = mapping[target]
-    return x
+    return x, {copy.name: original.name for original, copy in copied_initializers.items()}
 
 
 def _segment_nodes(graph: ir.Graph, source: ir.Value, target: ir.Value, index: int) -> set[ir.Node]:

@@ -60,10 +60,10 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.output.encode())])
             before = set(graph.initializers)
             x = value_named(graph, stage.output)
-            segments = None
+            segments = copied_from = None
             if analysis is not None:
                 segments = select_segments(analysis, stage.output, self.depth)
-                x = copy_segments(builder, analysis, segments, x)
+                x, copied_from = copy_segments(builder, analysis, segments, x)
             logits = self._build_head(builder, x, plan.num_classes, rng)
             stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name
             added = set(graph.initializers) - before
@@ -72,7 +72,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
                           "params": sorted(n for n in added if roles.get(n) == "param"),
                           "buffers": sorted(n for n in added if roles.get(n) == "buffer")}
             if segments is not None:
-                stage.head["segments"] = segments
+                stage.head.update(segments=segments, copied_from=copied_from)
             modified = True
         plan.options["aux_head"] = self.kind
         if self.depth is not None:

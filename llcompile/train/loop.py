@@ -110,6 +110,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
                     carried.update(_merged_state(stages))
                     program = controller.program()
                     stages = backend.build(program, config.optimizer)
+                    carried.update(_new_head_copies(program, carried))
                     for stage in stages:
                         stage.load_state(carried)
                 epoch_start = _weights(layer_weights, _merged_state(stages))
@@ -235,6 +236,14 @@ def _merged_state(stages: list[TrainableStage]) -> dict[str, np.ndarray]:
     for stage in stages:
         state.update(stage.state())
     return state
+
+
+def _new_head_copies(program: Program, carried: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """An augmented aux head new to the run starts as a copy of the current (trained) weights of the
+    segments it copies, as it would have been compiled from them; a head seen before resumes."""
+    return {copy: carried[original] for stage in program.stages if stage.head
+            for copy, original in stage.head.get("copied_from", {}).items()
+            if copy not in carried and original in carried}
 
 
 def _weights(layer_weights: dict[str, str], state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

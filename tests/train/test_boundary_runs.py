@@ -116,3 +116,18 @@ def test_resume_across_a_boundary_change_matches_an_uninterrupted_run(resnet_dig
     resumed = subprocess.run(_run_cli(program, interrupted, "--resume"), capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_run(reference, interrupted)
+
+
+def test_a_new_augmented_head_starts_from_the_trained_weights_it_copies(resnet_digits_model):
+    from llcompile.train.loop import _new_head_copies
+
+    program = llcompile.transform(resnet_digits_model, "dbl", blocks=4, aux_head="augmented")
+    copies = {c: o for s in program.stages if s.head for c, o in s.head["copied_from"].items()}
+    assert copies and all(c.startswith("aux@") and not o.startswith("aux@") for c, o in copies.items())
+    trained = {o: np.full(2, i, np.float32) for i, o in enumerate(sorted(set(copies.values())))}
+    seen_before = next(iter(copies))
+    carried = {**trained, seen_before: np.zeros(1, np.float32)}
+    seeded = _new_head_copies(program, carried)
+    assert set(seeded) == set(copies) - {seen_before}  # a head seen before resumes from its own state
+    for copy, value in seeded.items():
+        np.testing.assert_array_equal(value, trained[copies[copy]])
