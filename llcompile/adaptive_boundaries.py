@@ -14,9 +14,10 @@ trained. The boundaries given at transform time are the *candidates*; all start 
   end-to-end program's: the memory saving is the point of block-wise training, so the policy
   spends the budget on the boundaries that hurt accuracy most.
 - **restore** (update norms): a merged candidate comes back once the layers before it (in its
-  current block) have settled: each one's relative update norm ``||dW|| / ||W||`` over the epoch is
-  below ``settle_threshold`` times its own peak, the test LoCal+SGD's dynamic mode uses, so it does
-  not depend on the learning-rate scale. Then local learning there costs little accuracy and saves
+  current block) have settled: each one's relative update norm ``||dW|| / ||W||`` over the epoch,
+  per unit of the epoch's mean learning rate (the runtime scales them), is below
+  ``settle_threshold`` times its own peak, so it depends neither on the learning-rate scale nor on
+  its schedule. Then local learning there costs little accuracy and saves
   the memory and the dX work again. At least ``boundary_patience`` epochs after its merge, one per
   epoch, and only in an epoch without a merge.
 
@@ -78,7 +79,7 @@ def decide(policy: BoundaryPolicy, candidates: list[str], active: list[str], blo
     for cut in candidates:
         if cut not in active and epoch - merged_at.get(cut, 0) >= patience and settled.get(cut, False):
             return Decision([c for c in candidates if c in active or c == cut],
-                            f"restored {cut}: the layers before it settled (update norms below "
+                            f"restored {cut}: the layers before it settled (update norms per unit learning rate below "
                             f"{policy.adaptive('settle_threshold'):g} of their peaks)", signals)
     return Decision(list(active), "", signals)
 

@@ -129,7 +129,8 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
             if controller is not None:
                 losses = [r["train_loss"] for r in history] + [record["train_loss"]]
                 norm_history = [r["update_norms"] for r in history] + [norms]
-                record.update(controller.end_epoch(epoch + 1, norm_history, losses, record["stages"]))
+                lr_means = [r.get("lr_mean", r["lr"]) for r in history] + [record["lr_mean"]]
+                record.update(controller.end_epoch(epoch + 1, norm_history, losses, record["stages"], lr_means))
             record["update_norms"] = norms
             history.append(record)
             write_metrics(run_dir, history)
@@ -213,6 +214,8 @@ def _epoch_record(program: Program, stages: list[TrainableStage], backend: Backe
         "epoch": epoch + 1,
         "lr": learning_rate(config.lr_schedule, config.base_lr, (epoch + 1) * steps_per_epoch - 1,
                             config.epochs * steps_per_epoch),
+        "lr_mean": float(np.mean([learning_rate(config.lr_schedule, config.base_lr, epoch * steps_per_epoch + step,
+                                                config.epochs * steps_per_epoch) for step in range(steps_per_epoch)])),
         "train_loss": per_stage[final]["loss"],
         "train_acc": per_stage[final]["acc"],
         "test_acc": evaluate(stages, backend, dataset, config.batch_size),

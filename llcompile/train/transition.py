@@ -135,10 +135,11 @@ class ProgramController:
         return self.learning.hebbian_lr * (lr / base_lr if base_lr else 1.0) * self.factor
 
     def end_epoch(self, epoch: int, norm_history: list[dict[str, float]], train_losses: list[float],
-                  stage_metrics: dict[str, dict]) -> dict:
-        """After 1-based ``epoch``, given every epoch's update norms and training loss so far (this
-        one last) and this epoch's loss and accuracy per stage: the dynamic decisions and the weak
-        supervision for the next epoch; the fields this adds to the epoch's metrics record."""
+                  stage_metrics: dict[str, dict], lr_means: list[float]) -> dict:
+        """After 1-based ``epoch``, given every epoch's update norms, training loss and mean learning
+        rate so far (this one last) and this epoch's loss and accuracy per stage: the dynamic
+        decisions and the weak supervision for the next epoch; the fields this adds to the epoch's
+        metrics record."""
         record: dict = {"cuts": self.program().cuts}
         if "boundaries" in self.moved:
             record["boundary_change"] = self.moved["boundaries"]
@@ -146,7 +147,7 @@ class ProgramController:
             record["transition"] = self.moved["transition"]
         self.moved = {}
         if self.active is not None:
-            record["boundary_signals"] = self._adapt_boundaries(epoch, norm_history, stage_metrics)
+            record["boundary_signals"] = self._adapt_boundaries(epoch, norm_history, stage_metrics, lr_means)
         if self.learning is None:
             return record
         record.update({"prefix": self.prefix, "transition_layer": self.transition_layers[self.prefix],
@@ -159,15 +160,20 @@ class ProgramController:
         self.factor = weak_supervision_factor(self.learning, self.factor, train_losses)
         return record
 
-    def _adapt_boundaries(self, epoch: int, norm_history: list[dict[str, float]],
-                          stage_metrics: dict[str, dict]) -> dict:
-        """The adaptive policy's decision after ``epoch`` (applied when the next one begins); its signals."""
+    def _adapt_boundaries(self, epoch: int, norm_history: list[dict[str, float]], stage_metrics: dict[str, dict],
+                          lr_means: list[float]) -> dict:
+        """The adaptive policy's decision after ``epoch`` (applied when the next one begins); its signals.
+
+        Layers have settled by their update norms per unit of learning rate: a decaying schedule
+        shrinks the raw norms whether or not the layers still have something to learn."""
         trained = [s for s in self.program().stages if s.kind != "hebbian"]
         blocks = [BlockSignal(s.output if s.kind != "final" else None, stage_metrics[s.name]["loss"],
                               stage_metrics[s.name]["acc"], self.block_losses.get(s.output))
                   for s in trained]
         threshold = self.boundaries.adaptive("settle_threshold")
-        settled = {cut: layers_settled(self._layers_before(cut), norm_history, threshold)
+        per_lr = [{layer: norm / max(lr, 1e-12) for layer, norm in norms.items()}
+                  for norms, lr in zip(norm_history, lr_means)]
+        settled = {cut: layers_settled(self._layers_before(cut), per_lr, threshold)
                    for cut in self.candidates if cut not in self.active}
         merged_activations = {cut: self._activation_share([c for c in self.active if c != cut])
                               for cut in self.active}
