@@ -41,22 +41,23 @@ SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-
 DEFAULT_LR = {"vgg11_bn": 0.01}
 PLAIN = "plain PyTorch"
 DYNAMIC = {"learning_mode": "dynamic", "start_epoch": 2}
+FIXED = {"boundary_policy": "fixed"}
 # label -> (strategy, transform options)
 CELLS = {
     "bp": ("bp", {}),
-    "dbl fixed K=4 fc": ("dbl", {"blocks": 4}),
+    "dbl fixed K=4 fc": ("dbl", {"blocks": 4, **FIXED}),
     "dbl schedule K=4 then 2 fc": ("dbl", {"blocks": 4, "boundary_policy": "schedule", "boundary_schedule": "1:4,3:2"}),
     "dbl adaptive K=4 fc": ("dbl", {"blocks": 4, "boundary_policy": "adaptive"}),
-    "dbl fixed K=4 conv": ("dbl", {"blocks": 4, "aux_head": "conv"}),
-    "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented"}),
-    "dbl fixed K=2 augmented": ("dbl", {"blocks": 2, "aux_head": "augmented"}),
+    "dbl fixed K=4 conv": ("dbl", {"blocks": 4, "aux_head": "conv", **FIXED}),
+    "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented", **FIXED}),
+    "dbl fixed K=2 augmented": ("dbl", {"blocks": 2, "aux_head": "augmented", **FIXED}),
     # the shallowest augmented heads (the segments that change shape, and the deepest): the
     # activation peak under 0.7 x bp's on ResNet-20, so the adaptive policy may merge
-    "dbl fixed K=4 augmented d=0.1": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1}),
+    "dbl fixed K=4 augmented d=0.1": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1, **FIXED}),
     "dbl adaptive K=4 augmented d=0.1": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1,
                                                  "boundary_policy": "adaptive"}),
     "local-sgd dynamic": ("local-sgd", DYNAMIC),
-    "dbl-hebbian K=2 dynamic": ("dbl-hebbian", {"blocks": 2, **DYNAMIC}),
+    "dbl-hebbian K=2 dynamic": ("dbl-hebbian", {"blocks": 2, **DYNAMIC, **FIXED}),
 }
 
 
@@ -165,7 +166,8 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
     if not args.no_plain:
         rows[PLAIN] = reused.get(PLAIN) or {"epochs": plain_run(name, args), "macs": None, "activations": None}
         print(f"  done: {name} {PLAIN}", file=sys.stderr)
-    write_results(name, rows, args)
+    segments = llcompile.analyze(llcompile.load(model)).segments
+    write_results(name, rows, args, {segment.input: segment.index for segment in segments})
 
 
 def _seconds(epochs: list[dict]) -> float:
@@ -173,7 +175,7 @@ def _seconds(epochs: list[dict]) -> float:
     return statistics.mean(e["epoch_time_s"] for e in (epochs[1:] or epochs))
 
 
-def write_results(name: str, rows: dict[str, dict], args) -> None:
+def write_results(name: str, rows: dict[str, dict], args, segment_of_cut: dict[str, int]) -> None:
     bp = rows["bp"]
     bp_s, bp_acc = _seconds(bp["epochs"]), bp["epochs"][-1]["test_acc"]
     bp_peak = max(e["peak_memory_mb"] for e in bp["epochs"])
@@ -202,9 +204,10 @@ def write_results(name: str, rows: dict[str, dict], args) -> None:
                      f"{vs_plain} | {peak / bp_peak:.2f} | {macs} | {act} | {efficiency} |")
     lines.append("")
     for label, row in rows.items():
-        changes = [f"epoch {e['epoch']}: {len(e['cuts']) + 1 - (1 if e.get('prefix') else 0)} blocks"
-                   f"{', prefix ' + str(e['prefix']) if e.get('prefix') else ''} ({e['boundary_change']['reason']})"
-                   for e in row["epochs"] if "boundary_change" in e]
+        changes = [f"epoch {e['epoch']}: stages start at segments "
+                   f"{', '.join(str(segment_of_cut[c]) for c in e['cuts'])}"
+                   f"{' (prefix ' + str(e['prefix']) + ')' if e.get('prefix') else ''}: "
+                   f"{e['boundary_change']['reason']}" for e in row["epochs"] if "boundary_change" in e]
         if changes:
             lines.append(f"- {label}: " + "; ".join(changes))
     lines.append("")
@@ -213,10 +216,10 @@ def write_results(name: str, rows: dict[str, dict], args) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"strategies_{name}.md").write_text(text + "\n")
     (args.out / f"strategies_{name}.json").write_text(json.dumps(rows, indent=1))
-    plot(name, rows, args.out)
+    plot(name, rows, args.out, segment_of_cut)
 
 
-def plot(name: str, rows: dict[str, dict], out: Path) -> None:
+def plot(name: str, rows: dict[str, dict], out: Path, segment_of_cut: dict[str, int]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -227,6 +230,7 @@ def plot(name: str, rows: dict[str, dict], out: Path) -> None:
         epochs = row["epochs"]
         ax.plot([e["epoch"] for e in epochs], [e["test_acc"] for e in epochs], marker="o", label=label,
                 linestyle="--" if label in ("bp", PLAIN) else "-")
+    ax.set_xticks(range(1, max(len(r["epochs"]) for r in rows.values()) + 1))
     ax.set(xlabel="epoch", ylabel="test accuracy", title=f"{name}: test accuracy per epoch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -237,17 +241,13 @@ def plot(name: str, rows: dict[str, dict], out: Path) -> None:
     if not moving:
         return
     fig, ax = plt.subplots(figsize=(7, 3 + 0.4 * len(moving)))
-    cut_index: dict[str, int] = {}
-    for label, row in moving.items():
-        for e in row["epochs"]:
-            for cut in e["cuts"]:
-                cut_index.setdefault(cut, len(cut_index))
     for offset, (label, row) in enumerate(moving.items()):
-        points = [(e["epoch"] + 0.08 * offset, cut) for e in row["epochs"] for cut in e["cuts"]]
-        ax.scatter([p[0] for p in points], [sorted(cut_index).index(p[1]) for p in points], label=label, s=30)
-    ax.set_yticks(range(len(cut_index)), [c.rsplit("/", 2)[-2] if "/" in c else c for c in sorted(cut_index)],
-                  fontsize=6)
-    ax.set(xlabel="epoch", ylabel="block boundary (cut tensor)", title=f"{name}: block boundaries per epoch")
+        points = [(e["epoch"] + 0.08 * offset, segment_of_cut[cut]) for e in row["epochs"] for cut in e["cuts"]]
+        ax.scatter([p[0] for p in points], [p[1] for p in points], label=label, s=30)
+    ax.set_xticks(range(1, max(len(r["epochs"]) for r in rows.values()) + 1))
+    ax.set(xlabel="epoch", ylabel="block boundary: first segment of a block",
+           title=f"{name}: block boundaries per epoch (Hebbian prefix end included)")
+    ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / f"strategies_{name}_boundaries.png", dpi=100)

@@ -46,7 +46,7 @@ class ScheduleEntry:
 
 @dataclass(frozen=True)
 class BoundaryPolicy:
-    boundary_policy: str = "fixed"
+    boundary_policy: str = "adaptive"  # chosen by measurement: docs/results.md#boundaries
     boundary_schedule: str | None = None
     # adaptive only (None: the default in ADAPTIVE_DEFAULTS)
     merge_gain: float | None = None  # merge a boundary whose next block gains less accuracy than this

@@ -57,10 +57,10 @@ def cli() -> None:
 @click.option("--cuts", callback=parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
 @click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
 @click.option("--aux-depth", type=click.FloatRange(0, 1, min_open=True),
-              help="augmented aux head: fraction of the later segments it copies [default: 0.5].")
+              help="augmented aux head: fraction of the later segments it copies [default: 0.1].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
 @click.option("--boundary-policy", type=click.Choice(POLICIES),
-              help="dbl, dbl-hebbian: how block boundaries move during training [default: fixed].")
+              help="dbl, dbl-hebbian: how block boundaries move during training [default: adaptive].")
 @click.option("--boundary-schedule", metavar="EPOCH:K|CUT+CUT,...",
               help="schedule policy: from each (1-based) EPOCH on, K blocks or these cuts, e.g. 1:4,4:2.")
 @click.option("--merge-gain", type=click.FloatRange(-1, 1),
@@ -68,7 +68,7 @@ def cli() -> None:
                    "[default: 0.01].")
 @click.option("--settle-threshold", type=click.FloatRange(0, 1, min_open=True),
               help="adaptive: restore a merged boundary once the layers before it move less than this fraction of "
-                   "their peak ||dW||/||W|| per epoch [default: 0.5].")
+                   "their peak ||dW||/||W|| per epoch per unit learning rate [default: 0.5].")
 @click.option("--min-blocks", type=click.IntRange(min=1), help="adaptive: never merge below this [default: 2].")
 @click.option("--boundary-patience", type=click.IntRange(min=1),
               help="adaptive: epochs a merged boundary stays merged at least [default: 2].")

@@ -38,7 +38,7 @@ def test_transform_checks_every_scheduled_partition(zoo_file):
     path = zoo_file("resnet20")
     program = llcompile.transform(path, "dbl", boundary_policy="schedule", boundary_schedule="1:4,3:2")
     assert program.options["boundary_policy"] == "schedule" and program.options["boundary_schedule"] == "1:4,3:2"
-    assert llcompile.transform(path, "dbl").options["boundary_policy"] == "fixed"
+    assert llcompile.transform(path, "dbl").options["boundary_policy"] == "adaptive"  # the default
     with pytest.raises(LLCompileError, match="entry for epoch 3.*at most"):
         llcompile.transform(path, "dbl", boundary_policy="schedule", boundary_schedule="1:4,3:99")
     with pytest.raises(LLCompileError, match="entry for epoch 2.*not a cut point: nope"):
@@ -54,7 +54,7 @@ def test_adaptive_policy_is_recorded_with_its_thresholds(zoo_file, tmp_path):
     program = llcompile.transform(path, "dbl-hebbian", boundary_policy="adaptive", min_blocks=3)
     assert {k: program.options[k] for k in ("boundary_policy", "merge_gain", "min_blocks", "boundary_patience")} == {
         "boundary_policy": "adaptive", "merge_gain": 0.01, "min_blocks": 3, "boundary_patience": 2}
-    assert "merge_gain" not in llcompile.transform(path, "dbl").options
-    assert_user_error(run("transform", path, "-o", tmp_path / "p", "--merge-gain", "0.1"),
+    assert "merge_gain" not in llcompile.transform(path, "dbl", boundary_policy="fixed").options
+    assert_user_error(run("transform", path, "-o", tmp_path / "p", "--boundary-policy", "fixed", "--merge-gain", "0.1"),
                       "--merge-gain go(es) with --boundary-policy adaptive")
     assert not (tmp_path / "p").exists()

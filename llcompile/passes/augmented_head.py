@@ -38,7 +38,7 @@ from llcompile.analysis import ModelAnalysis
 from llcompile.errors import LLCompileError
 from llcompile.passes.graph_builder import GraphBuilder
 
-DEFAULT_AUX_DEPTH = 0.5
+DEFAULT_AUX_DEPTH = 0.1  # measured: docs/results.md#boundaries
 
 
 def check_depth(depth: float) -> float:

@@ -23,7 +23,7 @@ from llcompile.report.tables import DETAILS
               help="Leading segments in the Hebbian prefix (local-sgd, dbl-hebbian) [default: half the segments].")
 @click.option("--cuts", callback=parse_csv, help="Comma-separated cut-point tensors (dbl).")
 @click.option("--aux-head", help="Aux head kind (dbl) [default: fc].")
-@click.option("--aux-depth", type=float, help="Fraction of the later segments an augmented aux head copies [default: 0.5].")
+@click.option("--aux-depth", type=float, help="Fraction of the later segments an augmented aux head copies [default: 0.1].")
 @click.option("--seed", type=click.IntRange(min=0), help="Aux-head initialisation seed (dbl).")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(min=1),
               help="Batch of the memory and traffic figures (MACs are per sample).")

@@ -49,10 +49,11 @@ def _heads(program) -> list:
 def test_selection_on_resnet20(resnet20):
     # K=2, cut after 4: later 5..9 (n=5), d = round(2.5) = 3 -> the last of each third: 6, 8, 9;
     # 7 downsamples before the deepest -> added
-    assert _heads(llcompile.transform(resnet20, "dbl", blocks=2, aux_head="augmented")) == [[6, 7, 8, 9], None]
+    assert _heads(llcompile.transform(resnet20, "dbl", blocks=2, aux_head="augmented", aux_depth=0.5)) == [
+        [6, 7, 8, 9], None]
     # K=4: cut after 2: later 3..9 (n=7), d = 4 -> 4, 6, 8, 9, plus 7 -> 5 segments;
     # after 4: as above -> 4; after 7: later 8, 9 (n=2), d = 1 -> the deepest. Depth shrinks toward the output.
-    program = llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented")
+    program = llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented", aux_depth=0.5)
     assert program.cuts == [LAYER1_1, "/stages/layer2/layer2.0/relu/Relu_output_0",
                             "/stages/layer3/layer3.0/relu/Relu_output_0"]
     assert _heads(program) == [[4, 6, 7, 8, 9], [6, 7, 8, 9], [9], None]
@@ -62,6 +63,9 @@ def test_selection_on_resnet20(resnet20):
         [3, 4, 5, 6, 7, 8, 9], [5, 6, 7, 8, 9], [8, 9], None]
     assert _heads(llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented", aux_depth=0.01)) == [
         [4, 7, 9], [7, 9], [9], None]
+    # the default depth (0.1, measured) is the shallowest here too: K=4's first head d = round(0.7) = 1
+    default = llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented")
+    assert _heads(default) == [[4, 7, 9], [7, 9], [9], None] and default.options["aux_depth"] == 0.1
 
 
 def _analysis(shapes: list[list]) -> ModelAnalysis:
@@ -182,7 +186,7 @@ def test_both_backends_train_it_alike(small_resnet, tmp_path_factory):
     from llcompile.backends.ort_backend import OrtBackend
     from llcompile.backends.torch_backend import TorchBackend
 
-    program = llcompile.transform(small_resnet, "dbl", blocks=3, aux_head="augmented")
+    program = llcompile.transform(small_resnet, "dbl", blocks=3, aux_head="augmented", aux_depth=0.5)
     assert _heads(program) == [[4, 5, 7, 9], [7, 8, 9], None]
     config = OptimizerConfig()
     torch_backend = TorchBackend(device="cpu", mode="eager")

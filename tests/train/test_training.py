@@ -19,7 +19,7 @@ from llcompile.verify import session
 
 @pytest.fixture(scope="module")
 def digits_programs(tmp_path_factory):
-    """small_cnn for 1x8x8 digits, compiled with bp and dbl (3 blocks)."""
+    """small_cnn for 1x8x8 digits, compiled with bp and dbl (3 fixed blocks)."""
     import torch
 
     from llcompile.models import export
@@ -28,7 +28,7 @@ def digits_programs(tmp_path_factory):
     torch.manual_seed(0)
     model = export("small_cnn", root / "small_cnn.onnx", input_shape=(1, 8, 8))
     programs = {}
-    for strategy, options in [("bp", {}), ("dbl", {"blocks": 3})]:
+    for strategy, options in [("bp", {}), ("dbl", {"blocks": 3, "boundary_policy": "fixed"})]:
         programs[strategy] = llcompile.transform(model, strategy, **options).save(root / strategy)
     return programs
 
