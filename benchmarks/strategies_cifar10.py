@@ -34,8 +34,8 @@ from llcompile.compiler import recompile
 from llcompile.models import build, export
 from llcompile.report.cost_model import cost_program
 from llcompile.strategies import get_strategy
+from local_sgd_cifar10 import SHARED_ZIP, train_run  # the same `llcompile train` process per cell
 
-SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
 # peak SGD learning rate per model when --lr is not given: VGG-11-BN diverges here at 0.05 and
 # above, in plain PyTorch too (docs/results.md)
 DEFAULT_LR = {"vgg11_bn": 0.01}
@@ -59,19 +59,6 @@ CELLS = {
     "local-sgd dynamic": ("local-sgd", DYNAMIC),
     "dbl-hebbian K=2 dynamic": ("dbl-hebbian", {"blocks": 2, **DYNAMIC, **FIXED}),
 }
-
-
-def train_run(program: Path, run_dir: Path, args) -> list[dict]:
-    command = [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", args.data,
-               "--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads),
-               "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", "0", "--force",
-               "--lr", str(args.lr)]
-    if args.limit:
-        command += ["--data-limit", str(args.limit)]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
-    return json.loads(result.stdout)["epochs"]
 
 
 def plain_run(name: str, args) -> list[dict]:
