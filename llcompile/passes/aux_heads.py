@@ -31,7 +31,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
     seeded by ``seed`` and the cut's name, so the same options always give the same program.
 
     ``augmented`` (``passes/augmented_head.py``): copies of the model's own later segments, with
-    their current weights, then the pooling and a fresh classifier; ``depth`` (default 0.5) is the
+    their current weights, then the pooling and a fresh classifier; ``depth`` (default 0.1) is the
     fraction of the later segments it copies. The head records the segments in ``segments``.
     """
 

@@ -23,7 +23,8 @@ from llcompile.report.tables import DETAILS
               help="Leading segments in the Hebbian prefix (local-sgd, dbl-hebbian) [default: half the segments].")
 @click.option("--cuts", callback=parse_csv, help="Comma-separated cut-point tensors (dbl).")
 @click.option("--aux-head", help="Aux head kind (dbl) [default: fc].")
-@click.option("--aux-depth", type=float, help="Fraction of the later segments an augmented aux head copies [default: 0.1].")
+@click.option("--aux-depth", type=float,
+              help="Fraction of the later segments an augmented aux head copies [default: 0.1].")
 @click.option("--seed", type=click.IntRange(min=0), help="Aux-head initialisation seed (dbl).")
 @click.option("--batch-size", default=DEFAULT_BATCH_SIZE, show_default=True, type=click.IntRange(min=1),
               help="Batch of the memory and traffic figures (MACs are per sample).")
@@ -39,8 +40,8 @@ from llcompile.report.tables import DETAILS
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to FILE (markdown also writes FILE's .png beside it) instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
-def report(source, strategies, blocks, prefix, cuts, aux_head, aux_depth, seed, batch_size, onchip_kib, optimizer, measured,
-           fmt, detail, output, force) -> None:
+def report(source, strategies, blocks, prefix, cuts, aux_head, aux_depth, seed, batch_size, onchip_kib, optimizer,
+           measured, fmt, detail, output, force) -> None:
     """Predict the cost of training MODEL.onnx (or a compiled PROGRAM_DIR) with bp and each --strategy:
     MACs (forward, backward dX/dW, Hebbian, aux heads), activation memory and off-chip traffic, per
     layer, per stage and per strategy, with ratios to bp. See docs/cost-model.md."""

@@ -34,8 +34,9 @@ def update_norms(before: dict[str, np.ndarray], after: dict[str, np.ndarray], we
     return norms
 
 
-def _key(prefix: int, boundary_options: dict) -> tuple:
-    return prefix, tuple(sorted((k, str(v)) for k, v in boundary_options.items()))
+def _key(changes: dict) -> str:
+    """The cache key of a program re-emitted with these option ``changes``."""
+    return json.dumps(changes, sort_keys=True)
 
 
 class ProgramController:
@@ -50,8 +51,8 @@ class ProgramController:
         self.boundaries = boundaries
         analysis = analyze(ir.from_proto(program.eval_model))
         # the transition layer of prefix p: the first layer of segment p
-        self.transition_layers = [segment.layers[0] for segment in analysis.segments]
         self.segment_layers = [segment.layers for segment in analysis.segments]
+        self.transition_layers = [layers[0] for layers in self.segment_layers]
         self.segment_of_cut = {segment.input: segment.index for segment in analysis.segments}
         # adaptive: the boundaries given at transform time are the candidates
         self.candidates = [s.input for s in program.stages if s.kind != "hebbian"][1:]
@@ -69,7 +70,7 @@ class ProgramController:
         self.next_cuts: dict | None = state["next_cuts"]  # adaptive: {"cuts", "reason"} for the next epoch
         self.block_losses: dict[str, float] = state["block_losses"]  # adaptive: last epoch's, by output cut
         base_options = {"blocks": None, "cuts": self.candidates} if adaptive else {}
-        self._programs = {_key(program.options.get("prefix", 0), base_options): program}
+        self._programs = {_key({"prefix": program.options.get("prefix", 0), **base_options}): program}
         self._activation_peaks: dict[str, int] = {}
 
     def state(self) -> dict:
@@ -85,7 +86,7 @@ class ProgramController:
         return {}
 
     def program(self) -> Program:
-        key = _key(self.prefix, self._boundary_options())
+        key = _key({"prefix": self.prefix, **self._boundary_options()})
         if key not in self._programs:
             changes = {"prefix": self.prefix} if self.learning is not None else {}
             changes.update(self._boundary_options())
@@ -189,7 +190,7 @@ class ProgramController:
         """The cost model's peak of activations kept for backward with these block ``cuts`` (and the
         current prefix), as a fraction of the end-to-end program's."""
         def peak(**changes) -> int:
-            key = json.dumps(changes, sort_keys=True)
+            key = _key(changes)
             if key not in self._activation_peaks:
                 program = recompile(self.base, **changes)
                 self._activation_peaks[key] = cost_program(program, ACTIVATION_BATCH).activation_peak_bytes
