@@ -197,9 +197,59 @@ def test_an_error_while_building_a_batch_reaches_the_consumer(monkeypatch):
     assert len(received) == 2
 
 
-def test_throughput_counts_images_per_second():
-    loader = BatchLoader(image_dataset(), "train", 8, seed=0, epoch=0)
-    assert measure_loader_throughput(loader, max_steps=3) > 0
+def marker_dataset(count: int) -> Dataset:
+    """1x16x16 images, all zero but for a 255 at (8, 8) and a 128 right of it: where the 255 lands
+    gives an image's shift (never out of frame: shifts are at most 4 pixels), which side the 128 is
+    on whether it was mirrored. Normalisation is x / 255."""
+    images = np.zeros((count, 1, 16, 16), np.uint8)
+    images[:, 0, 8, 8], images[:, 0, 8, 9] = 255, 128
+    identity = (np.zeros(1, np.float32), np.ones(1, np.float32))
+    return Dataset("markers", images, np.arange(count), images[:1], np.zeros(1, np.int64), 10, (1, 16, 16),
+                   *identity, augment=True)
+
+
+def test_delivered_batches_have_uniform_shifts_and_half_mirrored():
+    """Read every image's shift and mirror back from the batches the loader delivers over an epoch:
+    shifts uniform over -4..4 on both axes (expected 900 / 9 = 100 each), about half mirrored, every
+    image once, the label still with its image."""
+    loader = BatchLoader(marker_dataset(900), "train", 100, seed=0, epoch=0)
+    downs, rights, mirrored, labels, delivered = [], [], [], [], []
+    for x, y in loader:
+        delivered.append(x)
+        pixels = np.rint(x * 255).astype(np.int64)  # back from x / 255
+        np.testing.assert_allclose(x, pixels / 255, atol=1e-6)
+        assert set(np.unique(pixels).tolist()) == {0, 128, 255}  # both markers in frame, nothing else
+        for image in pixels[:, 0]:
+            (row,), (col,) = np.nonzero(image == 255)
+            (row_128,), (col_128,) = np.nonzero(image == 128)
+            assert row_128 == row and abs(col_128 - col) == 1
+            flipped = col_128 < col
+            downs.append(row - 8)
+            rights.append((15 - col if flipped else col) - 8)  # a mirror sends column c to 15 - c
+            mirrored.append(flipped)
+        labels.extend(y.tolist())
+    assert sorted(labels) == list(range(900))
+    for shifts in (downs, rights):
+        counts = np.bincount(np.asarray(shifts) + 4, minlength=9)
+        assert len(counts) == 9 and counts.min() >= 60 and counts.max() <= 140, counts  # 100 +- 4 sigma
+    assert 0.43 <= np.mean(mirrored) <= 0.57  # 0.5 +- 4 sigma for 900 images
+    # another epoch draws other shifts for the same images
+    other = [x for x, _ in BatchLoader(marker_dataset(900), "train", 100, seed=0, epoch=1)]
+    assert not any(np.array_equal(a, b) for a, b in zip(other, delivered))
+
+
+def test_throughput_counts_the_images_of_at_most_max_steps_batches(monkeypatch):
+    """The rate's arithmetic on a fake clock (2.5 s between its two readings): the images of the
+    first ``max_steps`` batches, over the elapsed time. Real rates belong in benchmarks/."""
+    from types import SimpleNamespace
+
+    import llcompile.data.throughput as throughput
+
+    batches_ = [(np.zeros((n, 1), np.float32), np.zeros(n, np.int64)) for n in (8, 8, 8, 8, 3)]
+    for max_steps, images in [(3, 24), (10, 35)]:
+        readings = iter([100.0, 102.5])
+        monkeypatch.setattr(throughput, "time", SimpleNamespace(perf_counter=lambda: next(readings)))
+        assert measure_loader_throughput(batches_, max_steps=max_steps) == images / 2.5
 
 
 @pytest.mark.parametrize(("split", "batch_size"), [("valid", 4), ("train", 0)])
