@@ -232,15 +232,40 @@ def test_without_plan_is_a_precondition_error():
 # ---------------------------------------------------------------- validity and numerics
 
 
+def _gemm(x, model, prefix):
+    return x @ _init(model, f"{prefix}.weight").T + _init(model, f"{prefix}.bias")
+
+
+def _numpy_head_logits(kind: str, model: ir.Model, head: str, a: np.ndarray) -> np.ndarray:
+    """The head reading cut activation ``a``, computed in numpy (float64) from its weights: ``fc``
+    is GAP (4-D cuts) then a Gemm; ``conv`` is 1x1 conv + BN on batch statistics (it starts as the
+    identity affine map) + ReLU, GAP (4-D cuts), then Gemm + ReLU + Gemm."""
+    a = a.astype(np.float64)
+    if kind == "conv" and a.ndim == 4:
+        w = _init(model, f"{head}.conv.weight")[:, :, 0, 0]
+        y = np.einsum("oc,nchw->nohw", w, a)
+        mean, var = y.mean(axis=(0, 2, 3), keepdims=True), y.var(axis=(0, 2, 3), keepdims=True)
+        a = np.maximum((y - mean) / np.sqrt(var + 1e-5), 0.0)
+    features = a.mean(axis=(2, 3)) if a.ndim == 4 else a
+    if kind == "fc":
+        return _gemm(features, model, f"{head}.fc")
+    return _gemm(np.maximum(_gemm(features, model, f"{head}.fc1"), 0.0), model, f"{head}.fc2")
+
+
 @pytest.mark.parametrize("kind", ["fc", "conv"])
-def test_annotated_model_passes_the_checker(kind):
+def test_annotated_model_passes_the_checker_and_computes_heads_and_losses(kind):
+    """With the model's own loss added: valid ONNX, and onnxruntime's head logits and every loss (both
+    aux losses and the model's) equal numpy's from the cut activations and the weights."""
     model = _annotated(kind)
     ModelLossPass()(model)
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
-
-
-def _gemm(x, model, prefix):
-    return x @ _init(model, f"{prefix}.weight").T + _init(model, f"{prefix}.bias")
+    x, labels = _batch()
+    out = _run(model, [CUT_4D, CUT_2D, f"{HEAD1}.logits", f"{HEAD2}.logits"], x, labels)
+    for head, cut, stage in [(HEAD1, CUT_4D, "block1"), (HEAD2, CUT_2D, "block2")]:
+        logits = _numpy_head_logits(kind, model, head, out[cut])
+        np.testing.assert_allclose(out[f"{head}.logits"], logits, rtol=1e-4, atol=1e-5, err_msg=head)
+        np.testing.assert_allclose(out[f"{stage}.aux_loss"], softmax_cross_entropy(logits, labels), rtol=1e-5)
+    np.testing.assert_allclose(out["loss"], softmax_cross_entropy(out["logits"], labels), rtol=1e-5)
 
 
 def test_fc_head_numerics():
@@ -264,12 +289,6 @@ def test_conv_head_numerics():
     model = _annotated("conv")
     x, labels = _batch()
     out = _run(model, [CUT_4D, f"{HEAD1}.logits"], x, labels)
-    a = out[CUT_4D].astype(np.float64)
-    w = _init(model, f"{HEAD1}.conv.weight")[:, :, 0, 0]
-    y = np.einsum("oc,nchw->nohw", w, a)
-    mean, var = y.mean(axis=(0, 2, 3), keepdims=True), y.var(axis=(0, 2, 3), keepdims=True)  # batch statistics
-    y = np.maximum((y - mean) / np.sqrt(var + 1e-5), 0.0)  # BN starts as the identity affine map
-    h = np.maximum(_gemm(y.mean(axis=(2, 3)), model, f"{HEAD1}.fc1"), 0.0)
-    logits = _gemm(h, model, f"{HEAD1}.fc2")
+    logits = _numpy_head_logits("conv", model, HEAD1, out[CUT_4D])
     np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["block1.aux_loss"], softmax_cross_entropy(logits, labels), rtol=1e-5)
