@@ -303,7 +303,16 @@ def test_shared_initializer_is_one_parameter():
     (y,) = module(torch.from_numpy(x))
     assert relative_error(y.detach().numpy(), session(model).run(None, {"x": x})[0]) < TOLERANCE
     y.sum().backward()
-    assert module.onnx_parameters()["w"].grad is not None
+    # torch autograd on the same graph written with torch.nn.functional: each gradient sums both uses
+    ref = {t.name: torch.tensor(numpy_helper.to_array(t), requires_grad=t.name in {"w", "s", "b"})
+           for t in model.graph.initializer}
+
+    def conv_bn(a):
+        return F.batch_norm(F.conv2d(a, ref["w"], padding=1), ref["m"], ref["v"], ref["s"], ref["b"], eps=1e-5)
+    conv_bn(conv_bn(torch.from_numpy(x))).sum().backward()
+    for name in ("w", "s", "b"):
+        np.testing.assert_allclose(module.onnx_parameters()[name].grad.numpy(), ref[name].grad.numpy(),
+                                   rtol=1e-4, atol=1e-5, err_msg=name)
 
 
 # ---- training semantics
