@@ -224,12 +224,19 @@ def test_cost_report_counts_the_copies(resnet20):
         assert head.macs_forward == sum(analysis.segments[i].macs for i in stage.head["segments"]) + fc
         # every head layer, its first included, passes the error on (into the block): dX and dW each = forward
         assert head.macs_backward_dx == head.macs_backward_dw == head.macs_forward
-        assert head.activation_bytes > 0 and head.element_ops_forward > 0
     # by hand, the last head (copy of segment 9 = residual block layer3.2 + pool + flatten): 2 convs 3x3 64->64
     # on 8x8
     last = cost.stages[2].head
     assert last.macs_forward == 2 * 8 * 8 * 64 * 64 * 9 + fc == 4_719_232
     assert last.params == 2 * 64 * 64 * 9 + 2 * 2 * 64 + fc + CLASSES  # convs, BN scale+shift, fc weight+bias
+    # element ops per sample on 64x8x8 = 4096 elements: BN, ReLU, BN, Add, ReLU, GAP (its input), the loss
+    # (its 10 logits); the backward pass the same
+    assert last.element_ops_forward == last.element_ops_backward == 6 * 4096 + CLASSES == 24_586
+    # kept at batch 4, float32: both BNs' inputs, both ReLUs' outputs (the first is also the second conv's
+    # input), the Gemm's input (64), the log-probabilities (10) and int64 labels per sample; each BN's
+    # mean and inverse std (2 x 64); the loss's scalar. The head's input is the block's last ReLU output,
+    # kept (and charged) by the block.
+    assert last.activation_bytes == 4 * (4 * (4 * 4096 + 64 + CLASSES) + 8) + 2 * 2 * 64 * 4 + 4 == 264_388
     assert cost.macs()["aux_forward"] == sum(s.head.macs_forward for s in cost.stages if s.head)
 
 
