@@ -31,10 +31,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
+from local_sgd_cifar10 import SHARED_ZIP
+from strategies_cifar10 import DEFAULT_LR  # peak SGD learning rate per model (VGG-11-BN: 0.01)
+
 SCHEDULES = ("gpipe", "1f1b")
-# peak SGD learning rate per model, as strategies_cifar10 (VGG-11-BN diverges at 0.05 and above)
-DEFAULT_LR = {"vgg11_bn": 0.01}
 
 
 def blocks_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
