@@ -107,6 +107,7 @@ def worker(args) -> None:
         dist.barrier()
         start = time.perf_counter()
         loader = BatchLoader(dataset, "train", args.batch_size, 0, epoch, drop_last=True)
+        losses: list[torch.Tensor] = []  # the last rank's, one per micro-batch
         inputs = iter(loader) if rank == 0 else None  # rank 0 reads the images, the last rank only the labels
         for step in range(steps):
             for group in optimizer.param_groups:
@@ -116,12 +117,15 @@ def worker(args) -> None:
             target = {}
             if rank == world - 1:
                 rows = loader.order[step * args.batch_size:(step + 1) * args.batch_size]
-                target["target"] = torch.from_numpy(dataset.train_y[rows].astype("int64"))
+                target = {"target": torch.from_numpy(dataset.train_y[rows].astype("int64")), "losses": losses}
             schedule.step(*images, **target)
             optimizer.step()
         dist.barrier()
         seconds = time.perf_counter() - start
+        train_loss = [float(torch.stack(losses).mean()) if losses else None]
+        dist.broadcast_object_list(train_loss, src=world - 1)
         epochs.append({"epoch": epoch + 1, "epoch_time_s": seconds, "images_per_s": steps * args.batch_size / seconds,
+                       "train_loss": train_loss[0],
                        "test_acc": _test_accuracy(model, placement, stage_module, dataset, args, rank)})
     if rank == 0:
         text = json.dumps({"model": args.model, "schedule": args.schedule, "nproc": world, "threads": args.threads,

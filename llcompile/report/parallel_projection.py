@@ -33,9 +33,9 @@ from llcompile.report.cost_model import cost_program
 from llcompile.report.programs import BASELINE
 
 DEFAULT_LINK_GBPS = 10.0  # 10 Gigabit Ethernet
-# MAC/s of one worker when neither --mac-rate nor a measured run gives one: one core of the
-# development machine training ResNet-20 with bp in one thread (docs/cost-model.md)
-DEFAULT_MAC_RATE = 1.0e10
+# MAC/s of one worker when neither --mac-rate nor a measured run gives one: the effective rate of one
+# core of the development machine training ResNet-20 with bp in one thread (docs/cost-model.md)
+DEFAULT_MAC_RATE = 6.7e9
 MICRO_BATCHES_PER_STAGE = 4  # the default m = 4 x p (GPipe's guideline m >= 4p)
 
 
