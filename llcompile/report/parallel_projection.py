@@ -86,13 +86,14 @@ def attach_projection(report: dict, model: ir.Model, analysis: ModelAnalysis, se
 
 
 def mac_rate_of(report: dict, given: float | None) -> tuple[float, str]:
-    """MAC/s per worker and where it comes from: given; the measured bp run (else the first measured
-    run): its strategy's MACs per step / its seconds per step; else the default."""
+    """MAC/s per worker and where it comes from: given; the measured single-process bp run (else the
+    first single-process run): its strategy's MACs per step / its seconds per step; else the default."""
     if given is not None:
         if given <= 0:
             raise LLCompileError("--mac-rate must be > 0")
         return given, "given (--mac-rate)"
-    measured = [(name, e) for name, e in report["strategies"].items() if e["measured"]]
+    measured = [(name, e) for name, e in report["strategies"].items()
+                if e["measured"] and not e["measured"].get("parallel")]
     measured.sort(key=lambda item: item[0] != BASELINE)
     if measured:
         name, entry = measured[0]

@@ -96,20 +96,28 @@ def test_ddp_bp_by_hand(tiny_model, monkeypatch, capsys):
     assert row["images_per_s_overlapped"] == pytest.approx(4 * 2 / BP_STEP)
 
 
-def test_mac_rate_calibrated_from_a_measured_run(tiny_model, tmp_path, monkeypatch, capsys):
-    """A bp run at batch 2 doing 4 images/s: 0.5 s a step for 2 x 27888 MACs = 111,552 MAC/s; one
-    worker's projected bp throughput is then the measured one."""
-    program = llcompile.transform(tiny_model, "bp")
-    run_dir = tmp_path / "run"
+def fake_run(run_dir, program, record: dict):
     run_dir.mkdir()
     (run_dir / "run.json").write_text(json.dumps({"config": {"batch_size": 2, "backend": "torch", "device": "cpu"},
                                                   "program_json": json.dumps(program.to_json())}))
-    (run_dir / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "images_per_s": 4.0, "peak_memory_mb": 100}) + "\n")
+    (run_dir / "metrics.jsonl").write_text(json.dumps({"epoch": 1, "peak_memory_mb": 100, **record}) + "\n")
+    return run_dir
+
+
+def test_mac_rate_calibrated_from_a_measured_run(tiny_model, tmp_path, monkeypatch, capsys):
+    """A bp run at batch 2 doing 4 images/s: 0.5 s a step for 2 x 27888 MACs = 111,552 MAC/s; one
+    worker's projected bp throughput is then the measured one. A run on several processes is not used."""
+    program = llcompile.transform(tiny_model, "bp")
+    run_dir = fake_run(tmp_path / "run", program, {"images_per_s": 4.0})
     p = projection(monkeypatch, capsys, tiny_model, "--workers", "1", "--measured", run_dir, "--batch-size", "2",
                    "--format", "json")
     assert p["settings"]["mac_rate"] == pytest.approx(2 * 27888 / 0.5)
     assert str(run_dir) in p["settings"]["mac_rate_source"]
     assert p["one_worker_bp"]["images_per_s"] == pytest.approx(4.0)
+    parallel_run = fake_run(tmp_path / "parallel", program, {"images_per_s": 8.0, "parallel": {"mode": "data"}})
+    p = projection(monkeypatch, capsys, tiny_model, "--workers", "1", "--measured", parallel_run, "--batch-size", "2",
+                   "--format", "json")
+    assert p["settings"]["mac_rate_source"].startswith("default")
 
 
 def test_table_says_modelled_and_bad_input(tiny_model, monkeypatch, capsys):
