@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -35,6 +36,7 @@ from local_sgd_cifar10 import SHARED_ZIP
 from strategies_cifar10 import DEFAULT_LR  # peak SGD learning rate per model (VGG-11-BN: 0.01)
 
 SCHEDULES = ("gpipe", "1f1b")
+INPUT_SHAPE = (3, 32, 32)  # CIFAR-10
 
 
 def blocks_of(model: nn.Module) -> list[tuple[str, nn.Module]]:
@@ -69,7 +71,7 @@ def split(model: nn.Module, stages: int, micro_batch: int) -> list[list[str]]:
     from llcompile.report.parallel_projection import min_max_partition
 
     named = blocks_of(copy.deepcopy(model))  # profiling updates BN statistics: not on the model trained
-    seconds = block_times([m for _, m in named], torch.randn(micro_batch, 3, 32, 32))
+    seconds = block_times([m for _, m in named], torch.randn(micro_batch, *INPUT_SHAPE))
     groups = min_max_partition(len(named), stages, lambda a, b: sum(seconds[a:b + 1]))
     return [[named[i][0] for i in range(a, b + 1)] for a, b in groups]
 
@@ -93,14 +95,21 @@ def worker(args) -> None:
     placement = plan[0]
     blocks = dict(blocks_of(model))
     stage_module = nn.Sequential(*(blocks[name] for name in placement[rank]))
-    stage = PipelineStage(stage_module, rank, world, torch.device("cpu"))
+    # static shapes: left to infer them, the stage runs its module once on an uninitialised tensor, in
+    # training mode, which can put garbage into the BatchNorm running statistics of its first layer
+    shapes = stage_output_shapes(placement, blocks)
+    micro_batch = args.batch_size // args.micro_batches
+    stage = PipelineStage(stage_module, rank, world, torch.device("cpu"),
+                          input_args=torch.empty(micro_batch, *(shapes[rank - 1] if rank else INPUT_SHAPE),
+                                                 requires_grad=rank > 0),  # the gradient goes back
+                          output_args=torch.empty(micro_batch, *shapes[rank], requires_grad=True))
     schedule_class = ScheduleGPipe if args.schedule == "gpipe" else Schedule1F1B
     schedule = schedule_class(stage, n_microbatches=args.micro_batches, loss_fn=nn.functional.cross_entropy)
     optimizer = torch.optim.SGD(stage_module.parameters(), lr=args.lr, momentum=0.9, nesterov=True,
                                 weight_decay=5e-4)
-    dataset = load_dataset(args.data, (3, 32, 32), 10, limit=args.limit)
+    dataset = load_dataset(args.data, INPUT_SHAPE, 10, limit=args.limit)
     steps = len(BatchLoader(dataset, "train", args.batch_size, 0, 0, drop_last=True))
-    sent = _bytes_sent_per_step(placement, blocks, args.batch_size)
+    sent = bytes_sent_per_step(shapes, args.batch_size)
     epochs = []
     for epoch in range(args.epochs):
         stage_module.train()
@@ -122,7 +131,7 @@ def worker(args) -> None:
             optimizer.step()
         dist.barrier()
         seconds = time.perf_counter() - start
-        train_loss = [float(torch.stack(losses).mean()) if losses else None]
+        train_loss = [float(torch.stack(losses).detach().mean()) if losses else None]
         dist.broadcast_object_list(train_loss, src=world - 1)
         epochs.append({"epoch": epoch + 1, "epoch_time_s": seconds, "images_per_s": steps * args.batch_size / seconds,
                        "train_loss": train_loss[0],
@@ -138,19 +147,25 @@ def worker(args) -> None:
     dist.destroy_process_group()
 
 
-def _bytes_sent_per_step(placement: list[list[str]], blocks: dict[str, nn.Module], batch: int) -> list[int]:
-    """Bytes each rank sends per step: the activation leaving its stage forward and the gradient of
-    its input backward, float32 (the micro-batches add up to the batch)."""
-    elements = []  # per sample, of the activation after each stage but the last
+def stage_output_shapes(placement: list[list[str]], blocks: dict[str, nn.Module]) -> list[tuple[int, ...]]:
+    """Per-sample shape of each stage's output (a forward of one sample through copies in eval mode)."""
+    shapes = []
     with torch.no_grad():
-        activation = torch.zeros(1, 3, 32, 32)
-        for names in placement[:-1]:
+        activation = torch.zeros(1, *INPUT_SHAPE)
+        for names in placement:
             for name in names:
                 activation = copy.deepcopy(blocks[name]).eval()(activation)
-            elements.append(activation[0].numel())
-    last = len(placement) - 1
+            shapes.append(tuple(activation.shape[1:]))
+    return shapes
+
+
+def bytes_sent_per_step(shapes: list[tuple[int, ...]], batch: int) -> list[int]:
+    """Bytes each rank sends per step: the activation leaving its stage forward and the gradient of
+    its input backward, float32 (the micro-batches add up to the batch)."""
+    elements = [math.prod(shape) for shape in shapes]
+    last = len(shapes) - 1
     return [4 * batch * ((elements[r] if r < last else 0) + (elements[r - 1] if r > 0 else 0))
-            for r in range(len(placement))]
+            for r in range(len(shapes))]
 
 
 def _test_accuracy(model: nn.Module, placement: list[list[str]], stage_module: nn.Module, dataset, args,
