@@ -68,7 +68,7 @@ def block_times(blocks: list[nn.Module], x: torch.Tensor, repeats: int = 3) -> l
 
 def split(model: nn.Module, stages: int, micro_batch: int) -> list[list[str]]:
     """Block names per stage: consecutive groups with the smallest slowest-stage time."""
-    from llcompile.report.parallel_projection import min_max_partition
+    from llcompile.passes.partition import min_max_partition
 
     named = blocks_of(copy.deepcopy(model))  # profiling updates BN statistics: not on the model trained
     seconds = block_times([m for _, m in named], torch.randn(micro_batch, *INPUT_SHAPE))

@@ -28,6 +28,7 @@ import onnx_ir as ir
 
 from llcompile.analysis import ModelAnalysis, Segment
 from llcompile.errors import LLCompileError
+from llcompile.passes.partition import min_max_partition
 from llcompile.report.autograd import FLOAT_BYTES
 from llcompile.report.cost_model import cost_program
 from llcompile.report.programs import BASELINE
@@ -118,28 +119,6 @@ def segment_output_bytes(segment: Segment) -> int:
     for dim in segment.output_shape[1:]:
         elements *= dim
     return elements * FLOAT_BYTES
-
-
-def min_max_partition(count: int, parts: int, group_time: Callable[[int, int], float]) -> list[tuple[int, int]]:
-    """Split items 0..count-1 into ``parts`` consecutive non-empty groups ``(first, last)`` whose
-    largest ``group_time(first, last)`` is the smallest possible (ties: the earliest split)."""
-    inf = float("inf")
-    # best[k][j]: the smallest slowest-group time of items 0..j-1 in k groups; start[k][j]: its last group's start
-    best = [[inf] * (count + 1) for _ in range(parts + 1)]
-    start = [[0] * (count + 1) for _ in range(parts + 1)]
-    best[0][0] = 0.0
-    for k in range(1, parts + 1):
-        for j in range(k, count + 1):
-            for i in range(k - 1, j):
-                value = max(best[k - 1][i], group_time(i, j - 1))
-                if value < best[k][j]:
-                    best[k][j], start[k][j] = value, i
-    groups, j = [], count
-    for k in range(parts, 0, -1):
-        i = start[k][j]
-        groups.append((i, j - 1))
-        j = i
-    return groups[::-1]
 
 
 def dbl_stages(workers: int, compute: list[float], boundary: list[float], segments: list[Segment],

@@ -19,7 +19,6 @@ import json
 import pytest
 
 import llcompile
-from llcompile.report.parallel_projection import min_max_partition
 from tests.report.test_command import run, user_error
 
 SETTINGS = ["--batch-size", "2", "--mac-rate", "1e6", "--link-gbps", "0.001", "--format", "json"]
@@ -34,15 +33,6 @@ def projection(monkeypatch, capsys, model, *args):
 
 def rows_of(projection_dict, scheme):
     return {r["workers"]: r for r in projection_dict["rows"] if r["scheme"] == scheme}
-
-
-def test_min_max_partition_by_hand():
-    times = [4, 1, 1, 1, 1, 4]
-    group = lambda a, b: sum(times[a:b + 1])  # noqa: E731
-    assert min_max_partition(6, 1, group) == [(0, 5)]
-    assert min_max_partition(6, 2, group) == [(0, 2), (3, 5)]  # 6 / 6
-    assert min_max_partition(6, 3, group) == [(0, 0), (1, 4), (5, 5)]  # 4 / 4 / 4
-    assert min_max_partition(6, 6, group) == [(i, i) for i in range(6)]
 
 
 def test_dbl_stages_by_hand(tiny_model, monkeypatch, capsys):
