@@ -4,7 +4,7 @@ single-process bp and dbl K=2 with 1 and 2 threads; dbl K=2 with its two blocks 
 data`, DDP); and the anchor, the torch module's plain backprop pipelined over two processes by
 torch.distributed.pipelining (benchmarks/pipelining_bp.py, GPipe by default).
 
-    ./dev bench parallel_cifar10 [--models resnet20,vgg11_bn] [--epochs 1] [--limit 2000]
+    ./dev bench parallel_cifar10 [--models resnet20,vgg11_bn] [--epochs 2] [--limit 4000]
                                  [--rows bp-1x1,...] [--out DIR] [--reuse-runs DIR]
 
 Every row is its own process group, one after the other, all at batch 128 with llcompile train's
@@ -33,6 +33,7 @@ import llcompile
 from llcompile.models import export
 from local_sgd_cifar10 import SHARED_ZIP, train_run  # the same `llcompile train` process per row
 from pipelining_bp import launch as launch_pipelining
+from pipelining_bp import SCHEDULES
 from pipelining_bp import parser as pipelining_parser
 from strategies_cifar10 import DEFAULT_LR
 
@@ -165,12 +166,12 @@ def targets(speed: dict[str, float]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", default="resnet20,vgg11_bn")
-    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--epochs", type=int, default=2, help="images/s is the last epoch's")
     parser.add_argument("--data", default=f"cifar10:{SHARED_ZIP}")
-    parser.add_argument("--limit", type=int, default=2000, help="samples per split (0: all)")
+    parser.add_argument("--limit", type=int, default=4000, help="samples per split (0: all)")
     parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: 0.1; VGG-11-BN 0.01]")
     parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
-    parser.add_argument("--pipeline-schedule", choices=("gpipe", "1f1b"), default="gpipe",
+    parser.add_argument("--pipeline-schedule", choices=SCHEDULES, default="gpipe",
                         help="the torch.distributed.pipelining anchor's schedule")
     parser.add_argument("--micro-batches", type=int, default=4, help="the anchor's micro-batches per batch")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="tables and JSON go here")
