@@ -21,6 +21,7 @@ is calibrated from a measured run). Labels (8 bytes a sample) are not counted as
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -115,10 +116,7 @@ def segment_training_macs(layers: list[dict], analysis: ModelAnalysis) -> list[i
 
 def segment_output_bytes(segment: Segment) -> int:
     """Bytes per sample of the activation a segment hands to the next (float32)."""
-    elements = 1
-    for dim in segment.output_shape[1:]:
-        elements *= dim
-    return elements * FLOAT_BYTES
+    return math.prod(segment.output_shape[1:]) * FLOAT_BYTES
 
 
 def dbl_stages(workers: int, compute: list[float], boundary: list[float], segments: list[Segment],
