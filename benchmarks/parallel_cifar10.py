@@ -14,8 +14,10 @@ of the last epoch; its ratio to single-process bp with the same total threads (p
 threads); the speed-up over the same program in one process with one thread; the share of the
 epoch each rank computed (the runtime's `parallel.ranks[].busy_share`); bytes each rank sent per
 step; test accuracy after the same epochs; pipeline efficiency = that speed-up / processes (the
-throughput over N x one process's on one thread). Writes DIR/parallel_<model>.md and .json (after
-every row, so that --reuse-runs DIR can render again or resume without training what is there).
+throughput over N x one process's on one thread). Below the table, what the cost model projects
+for the same 2 workers (`llcompile report --workers 2`, calibrated on the bp 1 x 1 row). Writes
+DIR/parallel_<model>.md and .json (after every row, so that --reuse-runs DIR can render again or
+resume without training what is there).
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ import torch
 
 import llcompile
 from llcompile.models import export
+from llcompile.report.parallel_projection import ProjectionSettings, attach_projection
+from llcompile.report.programs import resolve
+from llcompile.report.report import report_of
 from local_sgd_cifar10 import SHARED_ZIP, train_run  # the same `llcompile train` process per row
 from pipelining_bp import launch as launch_pipelining
 from pipelining_bp import SCHEDULES
@@ -94,6 +99,8 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
             results_file.write_text(json.dumps(results, indent=1))
         print(f"  done: {name} {key}", file=sys.stderr)
     text = render(name, results, args)
+    if "bp-1x1" in results:
+        text += "\n" + "\n".join(projected(model, results["bp-1x1"]["epochs"][-1]["images_per_s"], args))
     print(text)
     (args.out / f"parallel_{name}.md").write_text(text + "\n")
 
@@ -126,6 +133,23 @@ def render(name: str, results: dict[str, dict], args) -> str:
                          f"{'; ' + result['schedule'] if 'schedule' in result else ''}")
     lines += ["", *notes, "", *targets(speed)]
     return "\n".join(lines)
+
+
+def projected(model: Path, bp_images_per_s: float, args) -> list[str]:
+    """What the cost model predicts for 2 workers (`llcompile report --workers 2`), its MAC rate
+    calibrated on the measured single-process, single-thread bp row."""
+    resolved = resolve(model, [], {})
+    report = report_of(resolved, batch_size=128)
+    rate = report["strategies"]["bp"]["macs"]["total"] * bp_images_per_s
+    attach_projection(report, resolved.model, resolved.analysis,
+                      ProjectionSettings([2], args.link_gbps, rate, args.micro_batches))
+    rows = {r["scheme"]: r for r in report["parallel_projection"]["rows"]}
+    return [f"- cost model (modelled, not measured; {rate:.3g} MAC/s per process from the bp 1 x 1 row, links of "
+            f"{args.link_gbps:g} Gbit/s): 2 workers, vs bp on one: dbl a block per worker "
+            f"{rows['dbl_stages']['speedup_vs_bp_1_worker']:.2f} x (efficiency {rows['dbl_stages']['efficiency']:.2f}),"
+            f" GPipe bp with {rows['gpipe_bp']['micro_batches']} micro-batches "
+            f"{rows['gpipe_bp']['speedup_vs_bp_1_worker']:.2f} x, DDP bp (128 images a process) "
+            f"{rows['ddp_bp']['speedup_vs_bp_1_worker']:.2f} x"]
 
 
 def per_rank(result: dict) -> tuple[str, str]:
@@ -174,6 +198,8 @@ def main() -> None:
     parser.add_argument("--pipeline-schedule", choices=SCHEDULES, default="gpipe",
                         help="the torch.distributed.pipelining anchor's schedule")
     parser.add_argument("--micro-batches", type=int, default=4, help="the anchor's micro-batches per batch")
+    parser.add_argument("--link-gbps", type=float, default=10.0,
+                        help="the cost model's link bandwidth for the projected line (loopback between processes)")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="tables and JSON go here")
     parser.add_argument("--reuse-runs", type=Path, metavar="DIR",
                         help="take the rows already in DIR/parallel_<model>.json instead of training them again")
