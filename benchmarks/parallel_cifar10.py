@@ -148,7 +148,7 @@ def projected(model: Path, bp_images_per_s: float, args) -> list[str]:
             f"{args.link_gbps:g} Gbit/s): 2 workers, vs bp on one: dbl a block per worker "
             f"{rows['dbl_stages']['speedup_vs_bp_1_worker']:.2f} x (efficiency {rows['dbl_stages']['efficiency']:.2f}),"
             f" GPipe bp with {rows['gpipe_bp']['micro_batches']} micro-batches "
-            f"{rows['gpipe_bp']['speedup_vs_bp_1_worker']:.2f} x, DDP bp (128 images a process) "
+            f"{rows['gpipe_bp']['speedup_vs_bp_1_worker']:.2f} x, DDP bp (the batch split) "
             f"{rows['ddp_bp']['speedup_vs_bp_1_worker']:.2f} x"]
 
 

@@ -10,8 +10,8 @@ Three ways to train on N workers joined by point-to-point links of ``link_gbps``
 - ``gpipe_bp``: backprop split the same way into p = N stages (GPipe or 1F1B: the same time), the
   batch in m micro-batches: a step takes (m + p - 1) micro-batch slots of the slowest stage, whose
   time includes sending its output forward and the gradient of its input backward.
-- ``ddp_bp``: the whole model on every worker, each on its own batch, the gradients summed by a ring
-  all-reduce of 2 (N - 1) / N x the gradient bytes per step; once after the backward pass
+- ``ddp_bp``: the whole model on every worker, the batch split over them, the gradients summed by a
+  ring all-reduce of 2 (N - 1) / N x the gradient bytes per step; once after the backward pass
   (``step_s``), and fully overlapped with the backward pass (``step_s_overlapped``).
 
 A stage's compute time is ``batch x its training MACs per sample / mac_rate``: one MAC/s rate per
@@ -157,22 +157,21 @@ def gpipe_bp(workers: int, compute: list[float], boundary: list[float], segments
 
 
 def ddp_bp(workers: int, bp: dict, batch: int, rate: float, link: float, one_worker_bp: float) -> dict:
-    """The whole bp model per worker, a batch each; ring all-reduce of the gradients after the backward
-    (``step_s``) or hidden behind it as far as it lasts (``step_s_overlapped``)."""
-    forward = batch * bp["macs"]["forward"] / rate
-    backward = batch * (bp["macs"]["total"] - bp["macs"]["forward"]) / rate
+    """The whole bp model per worker, the batch split over the workers (B / N each); ring all-reduce of
+    the gradients after the backward (``step_s``) or hidden behind it as far as it lasts
+    (``step_s_overlapped``)."""
+    forward = batch / workers * bp["macs"]["forward"] / rate
+    backward = batch / workers * (bp["macs"]["total"] - bp["macs"]["forward"]) / rate
     allreduce = 2 * (workers - 1) / workers * bp["memory"]["grads_bytes"] / link
     step = forward + backward + allreduce
     overlapped = forward + max(backward, allreduce)
-    images = workers * batch
     return {"scheme": "ddp_bp", "workers": workers, "stages": 1, "segments_per_stage": None, "cuts": [],
             "micro_batches": None, "stage_compute_s": [forward + backward], "stage_send_s": [allreduce],
-            "bubble": 0.0, "step_s": step, "images_per_step": images, "images_per_s": images / step,
-            "speedup_vs_bp_1_worker": images / step / (batch / one_worker_bp),
-            "efficiency": (forward + backward) / step,
-            "step_s_overlapped": overlapped, "images_per_s_overlapped": images / overlapped,
-            "speedup_vs_bp_1_worker_overlapped": images / overlapped / (batch / one_worker_bp),
-            "efficiency_overlapped": (forward + backward) / overlapped}
+            "bubble": 0.0, "step_s": step, "images_per_step": batch, "images_per_s": batch / step,
+            "speedup_vs_bp_1_worker": one_worker_bp / step, "efficiency": one_worker_bp / step / workers,
+            "step_s_overlapped": overlapped, "images_per_s_overlapped": batch / overlapped,
+            "speedup_vs_bp_1_worker_overlapped": one_worker_bp / overlapped,
+            "efficiency_overlapped": one_worker_bp / overlapped / workers}
 
 
 def _row(scheme: str, workers: int, groups: list[tuple[int, int]], cuts: list[str], stage_compute: list[float],

@@ -152,8 +152,9 @@ def projection_table(projection: dict) -> Table:
         [f"MAC rate: {s['mac_rate_source']}. bp on 1 worker: {one['images_per_s']:,.0f} images/s.",
          "Compute = batch x training MACs per sample / MAC rate; traffic = bytes / link bandwidth. dbl: steady "
          "state of the slowest block (compute + sending its output), no bubble; GPipe/1F1B: (m + p - 1) / m x the "
-         "slowest stage (its output forward, its input's gradient backward); DDP: a batch per worker, ring "
-         "all-reduce 2 (N-1)/N x gradient bytes after the backward pass (last column: hidden behind it). "
+         "slowest stage (its output forward, its input's gradient backward); DDP: the batch split over the "
+         "workers, ring all-reduce 2 (N-1)/N x gradient bytes after the backward pass (last column: hidden behind "
+         "it). "
          "efficiency: the speed-up over the same program on 1 worker, per worker (docs/cost-model.md)."])
 
 

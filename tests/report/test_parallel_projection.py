@@ -75,15 +75,18 @@ def test_gpipe_bp_by_hand(tiny_model, monkeypatch, capsys):
 
 
 def test_ddp_bp_by_hand(tiny_model, monkeypatch, capsys):
-    p = projection(monkeypatch, capsys, tiny_model, "--workers", "4", *SETTINGS)
+    p = projection(monkeypatch, capsys, tiny_model, "--workers", "2", *SETTINGS)
     (row,) = rows_of(p, "ddp_bp").values()
-    allreduce = 2 * 3 / 4 * 494 * 4 / 125000  # 23.712 ms
-    assert row["stage_send_s"] == pytest.approx([allreduce])
-    assert row["step_s"] == pytest.approx(BP_STEP + allreduce)
-    assert row["images_per_s"] == pytest.approx(4 * 2 / (BP_STEP + allreduce))  # 100.6
-    # overlapped: forward 23.2 ms, then the backward 32.576 ms hides the all-reduce
-    assert row["step_s_overlapped"] == pytest.approx(BP_STEP)
-    assert row["images_per_s_overlapped"] == pytest.approx(4 * 2 / BP_STEP)
+    # one sample per worker: compute 27888 / 1e6 = 27.888 ms; all-reduce 2 x 1/2 x 494 x 4 / 125000 = 15.808 ms
+    assert row["stage_compute_s"] == pytest.approx([0.027888])
+    assert row["stage_send_s"] == pytest.approx([0.015808])
+    step = 0.027888 + 0.015808  # 43.696 ms for the batch of 2
+    assert row["step_s"] == pytest.approx(step) and row["images_per_step"] == 2
+    assert row["images_per_s"] == pytest.approx(2 / step)  # 45.77
+    assert row["efficiency"] == pytest.approx(BP_STEP / step / 2)  # 0.638
+    # overlapped: forward 11600 / 1e6 = 11.6 ms, then the backward (16.288 ms) hides the all-reduce
+    assert row["step_s_overlapped"] == pytest.approx(0.027888)
+    assert row["images_per_s_overlapped"] == pytest.approx(2 / 0.027888)
 
 
 def fake_run(run_dir, program, record: dict):
