@@ -37,8 +37,8 @@ from llcompile.report.parallel_projection import ProjectionSettings, attach_proj
 from llcompile.report.programs import resolve
 from llcompile.report.report import report_of
 from local_sgd_cifar10 import SHARED_ZIP, train_run  # the same `llcompile train` process per row
-from pipelining_bp import launch as launch_pipelining
 from pipelining_bp import SCHEDULES
+from pipelining_bp import launch as launch_pipelining
 from pipelining_bp import parser as pipelining_parser
 from strategies_cifar10 import DEFAULT_LR
 
@@ -65,10 +65,10 @@ ROWS = {
 }
 
 
-def run_row(row: Row, programs: dict[str, Path], run_dir: Path, model: str, args) -> dict:
+def run_row(row: Row, programs: dict[str, Path], run_dir: Path, model_name: str, args) -> dict:
     """{"epochs": epoch records (images_per_s, test_acc, and for a parallel run its ``parallel``)}."""
     if row.program == ANCHOR:
-        flags = ["--model", model, "--nproc", str(row.nproc), "--threads", str(row.threads), "--schedule",
+        flags = ["--model", model_name, "--nproc", str(row.nproc), "--threads", str(row.threads), "--schedule",
                  args.pipeline_schedule, "--micro-batches", str(args.micro_batches), "--epochs", str(args.epochs),
                  "--data", args.data, "--lr", str(args.lr), "--limit", str(args.limit or 0)]
         anchor_args = pipelining_parser().parse_args(flags)
