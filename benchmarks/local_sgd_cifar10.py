@@ -44,16 +44,17 @@ def strategies(epochs: int) -> dict[str, tuple[str, dict]]:
     }
 
 
-def train_run(program: Path, run_dir: Path, args) -> list[dict]:
+def train_run(program: Path, run_dir: Path, args, extra: tuple[str, ...] = ()) -> list[dict]:
+    """One `llcompile train` process (``extra``: more of its flags); the epoch records of its metrics.jsonl."""
     command = [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads),
-               "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", "0", "--force", "--lr", str(args.lr)]
+               "--run-dir", str(run_dir), "--quiet", "--seed", "0", "--force", "--lr", str(args.lr), *extra]
     if args.limit:
         command += ["--data-limit", str(args.limit)]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{result.stderr}")
-    return json.loads(result.stdout)["epochs"]
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
 
 
 def step_times(model: Path, prefixes: list[int], args, steps: int = 12) -> dict[int, list[float]]:

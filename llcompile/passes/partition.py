@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import onnx_ir as ir
 
 from llcompile.analysis import ModelAnalysis, Segment, analyze
@@ -13,28 +15,35 @@ from llcompile.plan import HEBBIAN_STAGE, LABELS, Plan, StagePlan
 def balanced_boundaries(costs: list[int], parts: int) -> list[int]:
     """Split ``costs`` into ``parts`` contiguous groups minimising the largest group sum.
 
-    Returns the start index of every group but the first (classic linear-partition DP).
+    Returns the start index of every group but the first.
     """
-    n = len(costs)
     prefix = [0]
     for c in costs:
         prefix.append(prefix[-1] + c)
+    groups = min_max_partition(len(costs), parts, lambda first, last: prefix[last + 1] - prefix[first])
+    return [first for first, _ in groups[1:]]
+
+
+def min_max_partition(count: int, parts: int, group_cost: Callable[[int, int], float]) -> list[tuple[int, int]]:
+    """Split items 0..count-1 into ``parts`` contiguous non-empty groups ``(first, last)`` whose largest
+    ``group_cost(first, last)`` is the smallest possible; ties go to the earliest split (the classic
+    linear-partition dynamic programme, with any group cost: a sum, or a sum plus a hand-off)."""
     inf = float("inf")
-    # best[k][i]: smallest max-group-sum for the first i items in k groups; cut[k][i]: last start
-    best = [[inf] * (n + 1) for _ in range(parts + 1)]
-    cut = [[0] * (n + 1) for _ in range(parts + 1)]
+    # best[k][i]: smallest largest-group cost of the first i items in k groups; start[k][i]: its last group's start
+    best = [[inf] * (count + 1) for _ in range(parts + 1)]
+    start = [[0] * (count + 1) for _ in range(parts + 1)]
     best[0][0] = 0
     for k in range(1, parts + 1):
-        for i in range(k, n + 1):
+        for i in range(k, count + 1):
             for j in range(k - 1, i):
-                candidate = max(best[k - 1][j], prefix[i] - prefix[j])
+                candidate = max(best[k - 1][j], group_cost(j, i - 1))
                 if candidate < best[k][i]:
-                    best[k][i], cut[k][i] = candidate, j
-    starts, i = [], n
+                    best[k][i], start[k][i] = candidate, j
+    groups, i = [], count
     for k in range(parts, 0, -1):
-        i = cut[k][i]
-        starts.append(i)
-    return sorted(starts)[1:]
+        groups.append((start[k][i], i - 1))
+        i = start[k][i]
+    return groups[::-1]
 
 
 class PartitionPass(ir.passes.InPlacePass):

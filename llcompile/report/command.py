@@ -9,8 +9,21 @@ import click
 from llcompile.cli_parsing import parse_csv
 from llcompile.errors import LLCompileError
 from llcompile.report.formats import FORMATS
+from llcompile.report.parallel_projection import DEFAULT_LINK_GBPS
 from llcompile.report.report import DEFAULT_BATCH_SIZE, DEFAULT_ONCHIP_KIB
 from llcompile.report.tables import DETAILS
+
+
+def _parse_workers(_ctx, _param, value: str | None) -> list[int] | None:
+    if value is None:
+        return None
+    try:
+        counts = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"expected worker counts separated by commas, got {value!r}") from None
+    if not counts or min(counts) < 1:
+        raise click.BadParameter(f"expected worker counts >= 1, got {value!r}")
+    return counts
 
 
 @click.command("report")
@@ -34,6 +47,16 @@ from llcompile.report.tables import DETAILS
               help="Optimizer state: sgd with momentum keeps 1 slot per parameter, adamw 2.")
 @click.option("--measured", "measured", multiple=True, type=click.Path(path_type=Path), metavar="RUN_DIR",
               help="A training run (llcompile train's run dir) to show beside its strategy; repeatable.")
+@click.option("--workers", callback=_parse_workers, metavar="N[,N...]",
+              help="Project the throughput of dbl stage-parallel, GPipe/1F1B bp and DDP bp on N workers "
+                   "(modelled; docs/cost-model.md).")
+@click.option("--link-gbps", type=float, default=DEFAULT_LINK_GBPS, show_default=True,
+              help="--workers: bandwidth of each link between workers, gigabits per second.")
+@click.option("--mac-rate", type=float, metavar="MAC/S",
+              help="--workers: MACs per second of one worker [default: calibrated from --measured, else "
+                   "the documented default].")
+@click.option("--micro-batches", type=click.IntRange(min=1),
+              help="--workers: micro-batches per step of GPipe/1F1B bp [default: 4 x stages].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--detail", type=click.Choice(DETAILS), default="layers", show_default=True,
               help="table/markdown/html: strategy summary only, plus stages, plus layers.")
@@ -41,14 +64,15 @@ from llcompile.report.tables import DETAILS
               help="Write to FILE (markdown also writes FILE's .png beside it) instead of stdout.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output file.")
 def report(source, strategies, blocks, prefix, cuts, aux_head, aux_depth, seed, batch_size, onchip_kib, optimizer,
-           measured, fmt, detail, output, force) -> None:
+           measured, workers, link_gbps, mac_rate, micro_batches, fmt, detail, output, force) -> None:
     """Predict the cost of training MODEL.onnx (or a compiled PROGRAM_DIR) with bp and each --strategy:
     MACs (forward, backward dX/dW, Hebbian, aux heads), activation memory and off-chip traffic, per
     layer, per stage and per strategy, with ratios to bp. See docs/cost-model.md."""
     from llcompile.report.measured import attach_measured, read_run
-    from llcompile.report.programs import parse_spec
+    from llcompile.report.parallel_projection import ProjectionSettings, attach_projection
+    from llcompile.report.programs import parse_spec, resolve
     from llcompile.report.render import render, write_outputs
-    from llcompile.report.report import build_report
+    from llcompile.report.report import report_of
 
     if output is not None:
         _check_writable(output, force, fmt)
@@ -57,8 +81,13 @@ def report(source, strategies, blocks, prefix, cuts, aux_head, aux_depth, seed, 
              "seed": seed}
     for run_dir in measured:  # a bad RUN_DIR fails before the compile work
         read_run(run_dir)
-    data = build_report(source, specs, flags, batch_size=batch_size, onchip_kib=onchip_kib, optimizer=optimizer)
+    resolved = resolve(source, specs, flags)
+    data = report_of(resolved, batch_size=batch_size, onchip_kib=onchip_kib, optimizer=optimizer)
     attach_measured(data, list(measured))
+    if workers:
+        dbl_options = {k: flags[k] for k in ("aux_head", "aux_depth", "seed") if flags[k] is not None}
+        attach_projection(data, resolved.model, resolved.analysis,
+                          ProjectionSettings(workers, link_gbps, mac_rate, micro_batches, dbl_options))
     if output is None:
         click.echo(render(data, fmt, detail), nl=False)
         return

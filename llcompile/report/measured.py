@@ -52,7 +52,7 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     return {"run_dir": os.fspath(root), "strategy": strategy, "options": options, "batch_size": batch_size,
             "backend": config.get("backend"), "device": config.get("device"), "epochs": len(records),
             "s_per_step": batch_size / images_per_s, "images_per_s": images_per_s,
-            "peak_memory_bytes": int(peak_mb * 2**20)}
+            "peak_memory_bytes": int(peak_mb * 2**20), "parallel": (last.get("parallel") or {}).get("mode")}
 
 
 def attach_measured(report: dict, run_dirs: list[str | os.PathLike]) -> None:

@@ -49,6 +49,7 @@ class CostedProgram:
 class ReportInput:
     source: str  # the model file or program directory
     kind: str  # model | program
+    model: ir.Model  # the canonical model every program is compiled from
     analysis: ModelAnalysis
     programs: list[CostedProgram]
     notes: list[str]
@@ -161,7 +162,8 @@ def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -
     for label, spec in seen.items():
         programs.append(CostedProgram(label=label, program=_compile(model, spec)))
     programs.sort(key=lambda p: p.label != BASELINE)  # the baseline first
-    return ReportInput(source=os.fspath(path), kind=kind, analysis=analysis, programs=programs, notes=notes)
+    return ReportInput(source=os.fspath(path), kind=kind, model=model, analysis=analysis, programs=programs,
+                       notes=notes)
 
 
 def _compile(model: ir.Model, spec: StrategySpec) -> Program:

@@ -126,8 +126,42 @@ def layer_table(name: str, entry: dict) -> Table:
                   "elem fwd", "elem bwd", "kept"], rows)
 
 
+SCHEMES = {"dbl_stages": "dbl, a block per worker", "gpipe_bp": "bp, GPipe/1F1B", "ddp_bp": "bp, DDP"}
+
+
+def projection_table(projection: dict) -> Table:
+    """The modelled throughput on N workers (``parallel_projection``)."""
+    s = projection["settings"]
+    rows = []
+    for r in projection["rows"]:
+        slowest = max(range(r["stages"]), key=lambda i: r["stage_compute_s"][i] + r["stage_send_s"][i])
+        overlapped = r.get("images_per_s_overlapped")
+        rows.append([SCHEMES[r["scheme"]], str(r["workers"]), str(r["stages"]),
+                     "/".join(map(str, r["segments_per_stage"])) if r["segments_per_stage"] else "-",
+                     str(r["micro_batches"] or "-"), f"{1e3 * r['stage_compute_s'][slowest]:,.1f}",
+                     f"{1e3 * r['stage_send_s'][slowest]:,.1f}", f"{r['bubble']:.3f}", f"{1e3 * r['step_s']:,.1f}",
+                     f"{r['images_per_s']:,.0f}", f"{r['speedup_vs_bp_1_worker']:.2f}", f"{r['efficiency']:.3f}",
+                     "-" if overlapped is None else f"{overlapped:,.0f}"])
+    one = projection["one_worker_bp"]
+    return Table(
+        f"Projected throughput on N workers (MODELLED, not measured): batch {s['batch_size']}, "
+        f"links of {s['link_gbps']:g} Gbit/s, {s['mac_rate']:.3g} MAC/s per worker",
+        ["scheme", "workers", "stages", "segments per stage", "micro-batches", "slowest stage compute ms",
+         "its traffic ms", "bubble", "step ms", "images/s", "vs bp on 1 worker", "efficiency",
+         "images/s, all-reduce overlapped"], rows,
+        [f"MAC rate: {s['mac_rate_source']}. bp on 1 worker: {one['images_per_s']:,.0f} images/s.",
+         "Compute = batch x training MACs per sample / MAC rate; traffic = bytes / link bandwidth. dbl: steady "
+         "state of the slowest block (compute + sending its output), no bubble; GPipe/1F1B: (m + p - 1) / m x the "
+         "slowest stage (its output forward, its input's gradient backward); DDP: the batch split over the "
+         "workers, ring all-reduce 2 (N-1)/N x gradient bytes after the backward pass (last column: hidden behind "
+         "it). "
+         "efficiency: the speed-up over the same program on 1 worker, per worker (docs/cost-model.md)."])
+
+
 def report_tables(report: dict, detail: str = "layers") -> list[Table]:
     tables = summary_tables(report)
+    if report.get("parallel_projection"):
+        tables.append(projection_table(report["parallel_projection"]))
     if detail in ("stages", "layers"):
         for name, entry in report["strategies"].items():
             tables.append(stage_table(name, entry))

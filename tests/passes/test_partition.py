@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
-from llcompile.passes.partition import PartitionPass, balanced_boundaries
+from llcompile.passes.partition import PartitionPass, balanced_boundaries, min_max_partition
 from llcompile.plan import Plan
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.cnn_graphs import CnnSpec, UnitSpec, build_cnn
@@ -79,6 +79,20 @@ def test_balanced_boundaries_seeded_loop():
 ])
 def test_balanced_boundaries_known_cases(costs, parts, expected):
     assert balanced_boundaries(costs, parts) == expected
+
+
+def test_min_max_partition_with_a_hand_off():
+    """A group's cost is its items' sum plus the hand-off after its last item (none after the last):
+    times 3, 3, 3, 3 and hand-offs 0, 5, 1 make the even split 6 + 5 | 6 = 11 worse than 3 | 9 = 9."""
+    times, hand_off = [3, 3, 3, 3], [0, 5, 1, 0]
+
+    def cost(first, last):
+        return sum(times[first:last + 1]) + hand_off[last]
+
+    assert min_max_partition(4, 2, cost) == [(0, 0), (1, 3)]
+    assert min_max_partition(4, 2, lambda a, b: sum(times[a:b + 1])) == [(0, 1), (2, 3)]
+    assert min_max_partition(4, 4, cost) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert min_max_partition(4, 1, cost) == [(0, 3)]
 
 
 # ---------------------------------------------------------------- PartitionPass: the plan
