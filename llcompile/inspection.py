@@ -12,6 +12,7 @@ from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
 from llcompile.importer import load
 from llcompile.program import Program, is_program_dir
+from llcompile.terminal import printable_data
 
 
 RUN_FILE, METRICS_FILE = "run.json", "metrics.jsonl"
@@ -52,8 +53,9 @@ def describe_run(run_dir: Path) -> dict:
 
 
 def render_text(description: dict) -> str:
+    """For a terminal: names from the model or program are shown with their control characters escaped."""
     renderers = {"program": _render_program, "run": _render_run, "model": _render_model}
-    return renderers[description["kind"]](description)
+    return renderers[description["kind"]](printable_data(description))
 
 
 def _render_run(d: dict) -> str:

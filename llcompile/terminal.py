@@ -13,3 +13,14 @@ def printable(text: object) -> str:
     """``text`` with every character a terminal would interpret shown as its ``repr`` escape
     (``\\n``, ``\\x1b``, ``\\u202e``); everything else, non-ASCII letters included, unchanged."""
     return "".join(repr(ch)[1:-1] if unicodedata.category(ch) in _HIDDEN_CATEGORIES else ch for ch in str(text))
+
+
+def printable_data(data: object) -> object:
+    """``data`` (JSON-like: dicts, lists, strings, numbers) with every string, keys included, ``printable``."""
+    if isinstance(data, str):
+        return printable(data)
+    if isinstance(data, dict):
+        return {printable_data(key): printable_data(value) for key, value in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [printable_data(item) for item in data]
+    return data
