@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from llcompile.errors import LLCompileError
+from llcompile.paths import inside
 
 IMAGE_SHAPE = (3, 32, 32)
 TEST_FILE = "test_batch"
@@ -103,6 +104,7 @@ class _BatchUnpickler(pickle.Unpickler):
 
 
 def _unpickle(path: Path) -> object:
+    inside(path.parent, path.name, "the batch file")
     try:
         with open(path, "rb") as file:
             return _BatchUnpickler(file, encoding="bytes").load()
