@@ -131,6 +131,15 @@ class StageModule(fx.GraphModule):
         self._parameter_paths = parameter_paths
         self._buffer_paths = buffer_paths
 
+    def __deepcopy__(self, memo: dict) -> StageModule:
+        # GraphModule's copy rebuilds the module from its graph alone: bring the bookkeeping along
+        copied = super().__deepcopy__(memo)
+        copied._parameter_paths = dict(self._parameter_paths)
+        copied._buffer_paths = dict(self._buffer_paths)
+        for name in self._non_persistent_buffers_set:
+            copied.register_buffer(name, copied.get_buffer(name), persistent=False)
+        return copied
+
     def onnx_parameters(self) -> dict[str, nn.Parameter]:
         return {name: self.get_parameter(path) for name, path in self._parameter_paths.items()}
 

@@ -409,6 +409,15 @@ def test_code_is_readable_and_names_each_onnx_node(dbl_program):
     assert all(f"# {node.op_type} {node.name}" in annotated for node in stage.model.graph.node)
 
 
+def test_deepcopy_keeps_the_state_by_onnx_name(dbl_program):
+    _, module = _stage_module(dbl_program)
+    copied = copy.deepcopy(module)
+    assert set(copied.onnx_state()) == set(module.onnx_state())
+    assert set(copied.state_dict()) == set(module.state_dict())  # constants stay out of it
+    name, parameter = next(iter(copied.onnx_parameters().items()))
+    assert parameter is not module.onnx_parameters()[name]
+
+
 def test_module_follows_to_device(dbl_program):
     """Nothing is pinned to the CPU: every tensor moves, and forward runs on the new device."""
     _, module = _stage_module(dbl_program)
