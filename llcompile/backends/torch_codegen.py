@@ -118,6 +118,9 @@ class SharedBatchNorm(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
+ONNX_NODE = "llcompile_onnx_node"  # fx node meta key: "OpType name" of the ONNX node it comes from
+
+
 class StageModule(fx.GraphModule):
     """A stage graph as a torch module (see ``build_module``); state is exchanged by ONNX name."""
 
@@ -125,19 +128,25 @@ class StageModule(fx.GraphModule):
     __jit_ignored_attributes__ = ["_parameter_paths", "_buffer_paths"]
 
     def __init__(self, root: nn.Module, graph: fx.Graph, parameter_paths: dict[str, str],
-                 buffer_paths: dict[str, str]):
+                 buffer_paths: dict[str, str], constants: list[str]):
         super().__init__(root, graph, class_name="StageModule")
         # ONNX initializer name -> attribute path (resolved on use: .to() replaces buffers)
         self._parameter_paths = parameter_paths
         self._buffer_paths = buffer_paths
+        self._keep_out_of_state(constants)
+
+    def _keep_out_of_state(self, constants) -> None:
+        """GraphModule copies every tensor attribute as a persistent buffer; constant buffers only
+        need to follow ``.to()``, they are not state."""
+        for name in constants:
+            self.register_buffer(name, self.get_buffer(name), persistent=False)
 
     def __deepcopy__(self, memo: dict) -> StageModule:
         # GraphModule's copy rebuilds the module from its graph alone: bring the bookkeeping along
         copied = super().__deepcopy__(memo)
         copied._parameter_paths = dict(self._parameter_paths)
         copied._buffer_paths = dict(self._buffer_paths)
-        for name in self._non_persistent_buffers_set:
-            copied.register_buffer(name, copied.get_buffer(name), persistent=False)
+        copied._keep_out_of_state(self._non_persistent_buffers_set)
         return copied
 
     def onnx_parameters(self) -> dict[str, nn.Parameter]:
@@ -176,18 +185,14 @@ class StageModule(fx.GraphModule):
         return "\n".join(lines)
 
 
-ONNX_NODE = "llcompile_onnx_node"  # fx node meta key: "OpType name" of the ONNX node it comes from
-
-
 def build_module(model: onnx.ModelProto, outputs: list[str]) -> StageModule:
     """A module whose ``forward`` takes the graph's data inputs (in order) and returns the tensors
     named ``outputs`` as a tuple; only the nodes those outputs need are computed."""
     graph = ir.from_proto(onnx.shape_inference.infer_shapes(model)).graph
     builder = _Builder(graph)
     builder.build(outputs)
-    module = StageModule(builder.root, builder.fx_graph, builder.parameter_paths, builder.buffer_paths)
-    for attr in builder.non_persistent:  # GraphModule copies every tensor attribute as a persistent buffer
-        module.register_buffer(attr, module.get_buffer(attr), persistent=False)
+    module = StageModule(builder.root, builder.fx_graph, builder.parameter_paths, builder.buffer_paths,
+                         builder.constant_buffers)
     module.load_onnx_state(builder.initial_state)
     return module
 
@@ -209,7 +214,7 @@ class _Builder:
         self.proxies: dict[ir.Value, fx.Proxy] = {}
         self.parameter_paths: dict[str, str] = {}  # ONNX name -> attribute of root
         self.buffer_paths: dict[str, str] = {}
-        self.non_persistent: list[str] = []  # constant buffers: they follow .to(), they are not state
+        self.constant_buffers: list[str] = []  # attributes of constants that are neither parameters nor state
         self.initial_state: dict[str, np.ndarray] = {}  # values for the modules' parameters/buffers
         self.attributes = 0  # attributes made so far: conv2d_0, batchnorm2d_1, param_2...
 
@@ -350,7 +355,7 @@ class _Builder:
             if role == "buffer":
                 self.buffer_paths[value.name] = attr
             else:
-                self.non_persistent.append(attr)
+                self.constant_buffers.append(attr)
         return attr
 
 
