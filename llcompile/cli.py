@@ -125,10 +125,15 @@ def transform(model, out_dir, strategy, force, fmt, **options) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
-def inspect(path, fmt) -> None:
+@click.option("--code", is_flag=True, help="For a program: the torch backend's forward of each stage, "
+              "each line with its ONNX node.")
+def inspect(path, fmt, code) -> None:
     """Show a model's layers, cut points and segments, or a program's stages."""
-    from llcompile.inspection import describe, render_text
+    from llcompile.inspection import describe, render_text, stage_code
 
+    if code:
+        click.echo(stage_code(path))
+        return
     description = describe(path)
     click.echo(json.dumps(description, indent=2) if fmt == "json" else render_text(description))
 

@@ -12,7 +12,7 @@ from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
 from llcompile.importer import load
 from llcompile.program import Program, is_program_dir
-from llcompile.terminal import printable_data
+from llcompile.terminal import printable, printable_data
 
 
 RUN_FILE, METRICS_FILE = "run.json", "metrics.jsonl"
@@ -25,6 +25,18 @@ def describe(path: str | os.PathLike) -> dict:
     if Path(path).is_dir() and (Path(path) / RUN_FILE).is_file():
         return describe_run(Path(path))
     return {"kind": "model", "path": os.fspath(path), **analyze(load(path)).to_dict()}
+
+
+def stage_code(path: str | os.PathLike) -> str:
+    """The forward the torch backend runs for each stage of the program at ``path``, annotated."""
+    from llcompile.backends.base import OptimizerConfig
+    from llcompile.backends.torch_backend import TorchBackend
+
+    if not is_program_dir(path):
+        raise LLCompileError(f"{path}: --code needs a program directory")
+    program = Program.load(path)
+    stages = TorchBackend().build(program, OptimizerConfig())
+    return "\n\n".join(f"# stage {printable(stage.name)}\n{stage.module.annotated_code().strip()}" for stage in stages)
 
 
 def describe_program(program: Program) -> dict:

@@ -47,3 +47,13 @@ def test_html_report_shows_markup_as_text(tmp_path):
     model = _saved(renamed(lm.small_cnn(), HOSTILE_NAMES["html"]), tmp_path / "m.onnx")
     html = render(build_report(model, [StrategySpec("bp"), StrategySpec("dbl", {"blocks": 2})]), "html")
     assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_inspect_code_shows_each_stage_forward_with_names_escaped(tmp_path):
+    model = _saved(renamed(lm.small_cnn(), HOSTILE_NAMES["control"]), tmp_path / "m.onnx")
+    assert run("transform", model, "-o", tmp_path / "p", "--blocks", "2").returncode == 0
+    shown = run("inspect", tmp_path / "p", "--code")
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout.count("def forward(self, input_0 : torch.Tensor, input_1 : torch.Tensor):") == 2
+    assert "# Conv \\x1b[31mred" in shown.stdout and "\x1b" not in shown.stdout
+    assert_user_error(run("inspect", model, "--code"), "needs a program directory")
