@@ -10,6 +10,7 @@ import onnx_ir as ir
 
 from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
+from llcompile.paths import inside
 from llcompile.importer import load
 from llcompile.program import Program, is_program_dir
 from llcompile.terminal import printable, printable_data
@@ -54,9 +55,10 @@ def describe_program(program: Program) -> dict:
 def describe_run(run_dir: Path) -> dict:
     """A training run: its program and settings, and per epoch its metrics and what moved."""
     try:
-        run = json.loads((run_dir / RUN_FILE).read_text())
+        run = json.loads(inside(run_dir, RUN_FILE, "the run file").read_text())
         program = json.loads(run["program_json"])
-        metrics = (run_dir / METRICS_FILE).read_text().splitlines() if (run_dir / METRICS_FILE).exists() else []
+        metrics_file = inside(run_dir, METRICS_FILE, "the metrics file")
+        metrics = metrics_file.read_text().splitlines() if metrics_file.exists() else []
         epochs = [json.loads(line) for line in metrics]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LLCompileError(f"{run_dir}: not a readable run directory ({exc})") from None

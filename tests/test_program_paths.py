@@ -13,7 +13,9 @@ from onnx import external_data_helper, numpy_helper
 import llcompile
 from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
+from llcompile.inspection import describe
 from llcompile.program import Program
+from llcompile.report.measured import read_run
 from llcompile.train.config import TrainConfig
 from llcompile.train.loop import train
 from llcompile.verify import verify_program
@@ -122,15 +124,35 @@ def test_verify_reads_only_the_recorded_source_it_was_compiled_from(tmp_path):
     assert max(verify_program(program_dir, model_path=source).values()) < 1e-4
 
 
-@pytest.mark.parametrize("name", ["checkpoint.npz", "run.json"])
-def test_resume_refuses_run_files_symlinked_out(saved_program, tmp_path, name):
-    config = TrainConfig(data="synthetic:16", epochs=1, batch_size=8)
+@pytest.fixture(scope="module")
+def trained_run(saved_program, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("run") / "run"
+    train(saved_program, TrainConfig(data="synthetic:16", epochs=1, batch_size=8), run_dir, show_progress=False)
+    return run_dir
+
+
+def _run_file_symlinked_out(trained_run, tmp_path, name):
     run_dir = tmp_path / "run"
-    train(saved_program, config, run_dir, show_progress=False)
+    shutil.copytree(trained_run, run_dir)
     shutil.move(run_dir / name, tmp_path / name)
     (run_dir / name).symlink_to(tmp_path / name)
+    return run_dir
+
+
+@pytest.mark.parametrize("name", ["checkpoint.npz", "run.json"])
+def test_resume_refuses_run_files_symlinked_out(saved_program, trained_run, tmp_path, name):
+    run_dir = _run_file_symlinked_out(trained_run, tmp_path, name)
     before = (tmp_path / name).read_bytes()
     with pytest.raises(LLCompileError, match="leads out of the directory"):
         train(saved_program, TrainConfig(data="synthetic:16", epochs=2, batch_size=8), run_dir, resume=True,
               show_progress=False)
     assert (tmp_path / name).read_bytes() == before
+
+
+@pytest.mark.parametrize("name", ["run.json", "metrics.jsonl"])
+def test_inspect_and_report_refuse_run_files_symlinked_out(trained_run, tmp_path, name):
+    run_dir = _run_file_symlinked_out(trained_run, tmp_path, name)
+    with pytest.raises(LLCompileError, match="leads out of the directory"):
+        read_run(run_dir)
+    with pytest.raises(LLCompileError, match="leads out of the directory"):
+        describe(run_dir)
