@@ -10,8 +10,8 @@ import onnx_ir as ir
 
 from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
-from llcompile.paths import inside
 from llcompile.importer import load
+from llcompile.paths import inside
 from llcompile.program import Program, is_program_dir
 from llcompile.terminal import printable, printable_data
 
