@@ -19,6 +19,7 @@ from llcompile.passes.aux_heads import AUX_HEAD_KINDS
 from llcompile.passes.hebbian import ACTIVATIONS
 from llcompile.passes.hebbian_function import RULES
 from llcompile.report.command import report as report_command
+from llcompile.terminal import printable
 
 FORMATS = click.Choice(["text", "json"])
 
@@ -124,10 +125,15 @@ def transform(model, out_dir, strategy, force, fmt, **options) -> None:
 @cli.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
-def inspect(path, fmt) -> None:
+@click.option("--code", is_flag=True, help="For a program: the torch backend's forward of each stage, "
+              "each line with its ONNX node.")
+def inspect(path, fmt, code) -> None:
     """Show a model's layers, cut points and segments, or a program's stages."""
-    from llcompile.inspection import describe, render_text
+    from llcompile.inspection import describe, render_text, stage_code
 
+    if code:
+        click.echo(stage_code(path))
+        return
     description = describe(path)
     click.echo(json.dumps(description, indent=2) if fmt == "json" else render_text(description))
 
@@ -267,13 +273,13 @@ def main() -> None:
     try:
         cli.main(standalone_mode=False)
     except click.ClickException as exc:  # usage errors included: one line, like every other error
-        click.echo(f"llcompile: error: {exc.format_message()}", err=True)
+        click.echo(f"llcompile: error: {printable(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)
     except LLCompileError as exc:
-        click.echo(f"llcompile: error: {exc}", err=True)
+        click.echo(f"llcompile: error: {printable(exc)}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
@@ -284,7 +290,7 @@ def main() -> None:
         while exc.__cause__ is not None:  # the pass manager wraps errors: report the innermost
             exc = exc.__cause__
         message = str(exc).splitlines()[0] if str(exc) else ""
-        click.echo(f"llcompile: internal error: {type(exc).__name__}: {message} "
+        click.echo(f"llcompile: internal error: {type(exc).__name__}: {printable(message)} "
                    "(set LLCOMPILE_DEBUG=1 for the traceback)", err=True)
         sys.exit(1)
 

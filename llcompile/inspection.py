@@ -11,7 +11,9 @@ import onnx_ir as ir
 from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
 from llcompile.importer import load
+from llcompile.paths import inside
 from llcompile.program import Program, is_program_dir
+from llcompile.terminal import printable, printable_data
 
 
 RUN_FILE, METRICS_FILE = "run.json", "metrics.jsonl"
@@ -24,6 +26,18 @@ def describe(path: str | os.PathLike) -> dict:
     if Path(path).is_dir() and (Path(path) / RUN_FILE).is_file():
         return describe_run(Path(path))
     return {"kind": "model", "path": os.fspath(path), **analyze(load(path)).to_dict()}
+
+
+def stage_code(path: str | os.PathLike) -> str:
+    """The forward the torch backend runs for each stage of the program at ``path``, annotated."""
+    from llcompile.backends.base import OptimizerConfig
+    from llcompile.backends.torch_backend import TorchBackend
+
+    if not is_program_dir(path):
+        raise LLCompileError(f"{path}: --code needs a program directory")
+    program = Program.load(path)
+    stages = TorchBackend().build(program, OptimizerConfig())
+    return "\n\n".join(f"# stage {printable(stage.name)}\n{stage.module.annotated_code().strip()}" for stage in stages)
 
 
 def describe_program(program: Program) -> dict:
@@ -41,9 +55,10 @@ def describe_program(program: Program) -> dict:
 def describe_run(run_dir: Path) -> dict:
     """A training run: its program and settings, and per epoch its metrics and what moved."""
     try:
-        run = json.loads((run_dir / RUN_FILE).read_text())
+        run = json.loads(inside(run_dir, RUN_FILE, "the run file").read_text())
         program = json.loads(run["program_json"])
-        metrics = (run_dir / METRICS_FILE).read_text().splitlines() if (run_dir / METRICS_FILE).exists() else []
+        metrics_file = inside(run_dir, METRICS_FILE, "the metrics file")
+        metrics = metrics_file.read_text().splitlines() if metrics_file.exists() else []
         epochs = [json.loads(line) for line in metrics]
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LLCompileError(f"{run_dir}: not a readable run directory ({exc})") from None
@@ -52,8 +67,9 @@ def describe_run(run_dir: Path) -> dict:
 
 
 def render_text(description: dict) -> str:
+    """For a terminal: names from the model or program are shown with their control characters escaped."""
     renderers = {"program": _render_program, "run": _render_run, "model": _render_model}
-    return renderers[description["kind"]](description)
+    return renderers[description["kind"]](printable_data(description))
 
 
 def _render_run(d: dict) -> str:

@@ -19,10 +19,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import onnx
-from google.protobuf.message import DecodeError
 
 from llcompile.version import __version__
 from llcompile.errors import LLCompileError
+from llcompile.importer import read_model_proto
+from llcompile.paths import inside
 
 FORMAT_VERSION = 1
 PROGRAM_FILE = "program.json"
@@ -98,8 +99,8 @@ class Program:
     def load(cls, program_dir: str | os.PathLike, with_graphs: bool = True) -> Program:
         root = Path(program_dir)
         try:
-            data = json.loads((root / PROGRAM_FILE).read_text())
-        except (OSError, json.JSONDecodeError) as exc:
+            data = json.loads(inside(root, PROGRAM_FILE, "the program file").read_text())
+        except (OSError, ValueError, RecursionError) as exc:
             raise LLCompileError(f"{root}: not a program directory ({exc})") from None
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             version = data.get("format_version") if isinstance(data, dict) else None
@@ -110,11 +111,12 @@ class Program:
             data.pop("eval_model")
             stages = [Stage(**s) for s in data.pop("stages")]
             program = cls(stages=stages, **data)
+            graphs = [inside(root, stage.graph, f"stage {stage.name!r}'s graph") for stage in stages]
             if with_graphs:
-                for stage in stages:
-                    stage.model = onnx.load(str(root / stage.graph))
-                program.eval_model = onnx.load(str(root / EVAL_MODEL_FILE))
-        except (KeyError, TypeError, OSError, DecodeError) as exc:
+                for stage, graph in zip(stages, graphs):  # external data only from the graph's own folder
+                    stage.model = read_model_proto(graph)
+                program.eval_model = read_model_proto(inside(root, EVAL_MODEL_FILE, "the eval model"))
+        except (KeyError, TypeError, OSError) as exc:
             raise LLCompileError(f"{root}: damaged program directory ({type(exc).__name__}: {exc})") from None
         return program
 

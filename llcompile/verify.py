@@ -7,13 +7,15 @@ source model's output.
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import onnx
 import onnx_ir as ir
 import onnxruntime as ort
 
 from llcompile.errors import LLCompileError
-from llcompile.importer import read_model_proto
+from llcompile.importer import file_sha256, read_model_proto
 from llcompile.passes.training_mode import TrainingModePass
 from llcompile.program import Program
 
@@ -77,10 +79,7 @@ def verify_program(program_dir, model_path=None, batch_size: int = 4, seed: int 
     (batch statistics) against the untouched source.
     """
     program = Program.load(program_dir)
-    source_path = model_path or program.source["path"]
-    if source_path is None:
-        raise LLCompileError(f"{program_dir}: the program records no source model; pass --model")
-    source = read_model_proto(source_path)
+    source = read_model_proto(model_path) if model_path else _recorded_source(program, program_dir)
     rng = np.random.default_rng(seed)
     batch = _static_batch(source) or batch_size
     x = rng.standard_normal([batch, *program.input["shape"][1:]]).astype(np.float32)
@@ -96,6 +95,19 @@ def verify_program(program_dir, model_path=None, batch_size: int = 4, seed: int 
         chain, _ = run_stage_chain(program, x, labels, training_form=True)
         errors["stage chain vs source (batch statistics)"] = relative_error(chain, run_model(source, x))
     return errors
+
+
+def _recorded_source(program: Program, program_dir) -> onnx.ModelProto:
+    """The source model ``program.json`` names, read only when it is the very file compiled from
+    (its sha256 matches): a program from elsewhere cannot point verify at another file."""
+    recorded = program.source if isinstance(program.source, dict) else {}
+    path, sha256 = recorded.get("path"), recorded.get("sha256")
+    if not isinstance(path, str) or not isinstance(sha256, str):
+        raise LLCompileError(f"{program_dir}: the program records no source model; pass --model")
+    if not os.path.isfile(path) or file_sha256(path) != sha256:
+        raise LLCompileError(f"{program_dir}: the recorded source model {path!r} is missing or is not the file the "
+                             "program was compiled from; pass --model")
+    return read_model_proto(path)
 
 
 def _static_batch(model: onnx.ModelProto) -> int | None:

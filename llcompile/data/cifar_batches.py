@@ -1,4 +1,5 @@
-"""The CIFAR-10 python batches (``cifar-10-batches-py``): pickled dicts of uint8 rows and labels.
+"""The CIFAR-10 python batches (``cifar-10-batches-py``): pickled dicts of uint8 rows and labels,
+read with an unpickler that admits nothing else.
 
 Each ``data_batch_N`` / ``test_batch`` holds ``b"data"`` (uint8 [n, 3072]: the red, green and blue
 32x32 planes of one image per row) and ``b"labels"``; ``batches.meta`` names the classes.
@@ -13,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from llcompile.errors import LLCompileError
+from llcompile.paths import inside
 
 IMAGE_SHAPE = (3, 32, 32)
 TEST_FILE = "test_batch"
@@ -76,12 +78,41 @@ def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(len(data), *IMAGE_SHAPE), labels
 
 
+# Every global a CIFAR batch refers to: numpy arrays and dtypes (as numpy 1 and 2, pickle protocols
+# 2 to 5 write them) and bytes (protocol 2 writes them through _codecs.encode). Dicts, lists, bytes,
+# str and numbers need no global.
+_BATCH_GLOBALS = frozenset({
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("_codecs", "encode"),
+})
+
+
+class _RefusedGlobal(Exception):
+    pass
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """Builds only the containers, bytes, str, numbers and numpy arrays a CIFAR batch holds; any
+    other class or function (what a pickle would call to run code) is refused."""
+
+    def find_class(self, module: str, name: str) -> object:
+        if (module, name) not in _BATCH_GLOBALS:
+            raise _RefusedGlobal(f"{module}.{name}")
+        return super().find_class(module, name)
+
+
 def _unpickle(path: Path) -> object:
+    inside(path.parent, path.name, "the batch file")
     try:
         with open(path, "rb") as file:
-            return pickle.load(file, encoding="bytes")
+            return _BatchUnpickler(file, encoding="bytes").load()
     except OSError as error:
         raise LLCompileError(f"cannot read {path}: {error}") from None
+    except _RefusedGlobal as refused:
+        raise LLCompileError(f"{path} is not a CIFAR-10 batch: it refers to {refused}, which a batch never holds "
+                             "(refused: loading it could run code)") from None
     except Exception as error:  # unpickling damaged bytes can raise almost any exception type
         raise LLCompileError(f"{path} is not a readable pickle: {error}") from None
 

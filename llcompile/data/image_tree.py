@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llcompile.errors import LLCompileError
+from llcompile.paths import inside
 
 SPLITS = ("train", "test")
 TREE_LAYOUT = "train/<class>/* and test/<class>/*"
@@ -67,8 +68,8 @@ def list_folder_tree(root: Path) -> ImageTree:
             subdirs[:] = [d for d in subdirs if not _is_hidden(d)]
             for file in files:
                 if not _is_hidden(file):
-                    path = Path(directory) / file
-                    relative_paths[path.relative_to(root).as_posix()] = str(path)
+                    relative = (Path(directory) / file).relative_to(root).as_posix()
+                    relative_paths[relative] = str(inside(root, relative, "the image"))
     return _build_tree(root, False, relative_paths)
 
 

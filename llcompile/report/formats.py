@@ -7,6 +7,7 @@ import io
 import json
 
 from llcompile.report.tables import Table, header_lines, report_tables, shape
+from llcompile.terminal import printable_data
 
 FORMATS = ("table", "json", "csv", "markdown", "html")
 
@@ -36,6 +37,7 @@ def render_csv(report: dict) -> str:
 
 
 def render_text(report: dict, detail: str = "layers") -> str:
+    report = printable_data(report)  # for a terminal: names with their control characters escaped
     lines = header_lines(report)
     for table in report_tables(report, detail):
         lines += ["", table.title, *_aligned(table), *(f"  {note}" for note in table.notes)]

@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 
 from llcompile.errors import LLCompileError
+from llcompile.paths import inside
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"
@@ -25,7 +26,7 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     if not root.is_dir():
         raise LLCompileError(f"--measured {root}: not a directory")
     try:
-        run = json.loads((root / RUN_FILE).read_text())
+        run = json.loads(inside(root, RUN_FILE, "the run file").read_text())
         config = run["config"]
         program = json.loads(run["program_json"])
         batch_size = int(config["batch_size"])
@@ -35,7 +36,7 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise LLCompileError(f"--measured {root}: {RUN_FILE} is damaged ({type(exc).__name__}: {exc})") from None
     try:
-        lines = (root / METRICS_FILE).read_text().splitlines()
+        lines = inside(root, METRICS_FILE, "the metrics file").read_text().splitlines()
         records = [json.loads(line) for line in lines if line.strip()]
     except FileNotFoundError:
         raise LLCompileError(f"--measured {root}: no {METRICS_FILE} (the run finished no epoch)") from None

@@ -24,8 +24,10 @@ from llcompile.backends import make_backend
 from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import BatchLoader, Dataset, load_dataset
 from llcompile.errors import LLCompileError
+from llcompile.paths import inside
 from llcompile.program import Program
 from llcompile.strategies import boundary_policy_of, learning_mode_of
+from llcompile.terminal import printable
 from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
 from llcompile.train.config import TrainConfig
 from llcompile.train.export import save_trained_model
@@ -227,7 +229,7 @@ def _epoch_record(program: Program, stages: list[TrainableStage], backend: Backe
 
 
 def _print_epoch(record: dict) -> None:
-    stages = "  ".join(f"{name} {v['loss']:.3f}/{v['acc']:.3f}" for name, v in record["stages"].items())
+    stages = "  ".join(f"{printable(name)} {v['loss']:.3f}/{v['acc']:.3f}" for name, v in record["stages"].items())
     prefix = f"  hebbian prefix {record['prefix']}" if "prefix" in record else ""
     tqdm.write(f"epoch {record['epoch']}{prefix}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}  "
                f"test acc {record['test_acc']:.4f}  {record['epoch_time_s']:.1f}s "
@@ -296,12 +298,13 @@ def _prepare_run_dir(run_dir: Path, program_dir, config: TrainConfig, resume: bo
 
 def _resumable_checkpoint(run_dir: Path, program_dir, config: TrainConfig,
                           run_record: dict) -> tuple[dict[str, np.ndarray], dict]:
-    if not (run_dir / CHECKPOINT).exists():
+    checkpoint, run_file = inside(run_dir, CHECKPOINT, "the checkpoint"), inside(run_dir, RUN_FILE, "the run file")
+    if not checkpoint.exists():
         raise LLCompileError(f"{run_dir}: no checkpoint to resume from")
     try:
-        previous = json.loads((run_dir / RUN_FILE).read_text())
+        previous = json.loads(run_file.read_text())
         previous_program, previous_config = previous["program_json"], previous["config"]
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise LLCompileError(f"{run_dir}: {RUN_FILE} is missing or damaged; cannot resume") from None
     if previous_program != run_record["program_json"]:
         raise LLCompileError(f"{run_dir} was trained from another program; cannot resume with {program_dir}")
@@ -310,7 +313,7 @@ def _resumable_checkpoint(run_dir: Path, program_dir, config: TrainConfig,
     if changed:
         raise LLCompileError(f"cannot resume with other settings: {', '.join(changed)} "
                              "differ(s) from the run's (only --epochs and --threads may change)")
-    arrays, progress = load_checkpoint(run_dir / CHECKPOINT)
+    arrays, progress = load_checkpoint(checkpoint)
     if config.epochs < progress["epoch"]:
         raise LLCompileError(f"the run has already trained {progress['epoch']} epochs; --epochs {config.epochs} "
                              "is fewer")

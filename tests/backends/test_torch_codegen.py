@@ -409,12 +409,22 @@ def test_state_is_exchanged_by_onnx_name(dbl_program):
         module.load_onnx_state({stage.params[0]: np.zeros((1, 2, 3), np.float32)})
 
 
-def test_generated_source_is_one_statement_per_node(dbl_program):
+def test_code_is_readable_and_names_each_onnx_node(dbl_program):
+    """fx writes ``forward`` from generated names only; ``annotated_code`` shows the ONNX node of each line."""
     stage, module = _stage_module(dbl_program)
-    lines = module.code.strip().splitlines()
-    assert lines[0].startswith("def forward(self, input: Tensor, labels: Tensor) -> Tuple[Tensor, Tensor, Tensor]:")
-    assert len(lines) == len(stage.model.graph.node) + 2  # + def and return
-    assert all(node.name in module.code for node in stage.model.graph.node)
+    assert "def forward(self, input_0 : torch.Tensor, input_1 : torch.Tensor):" in module.code
+    assert not any(node.name in module.code for node in stage.model.graph.node)
+    annotated = module.annotated_code()
+    assert all(f"# {node.op_type} {node.name}" in annotated for node in stage.model.graph.node)
+
+
+def test_deepcopy_keeps_the_state_by_onnx_name(dbl_program):
+    _, module = _stage_module(dbl_program)
+    copied = copy.deepcopy(module)
+    assert set(copied.onnx_state()) == set(module.onnx_state())
+    assert set(copied.state_dict()) == set(module.state_dict())  # constants stay out of it
+    name, parameter = next(iter(copied.onnx_parameters().items()))
+    assert parameter is not module.onnx_parameters()[name]
 
 
 def test_module_follows_to_device(dbl_program):
