@@ -88,9 +88,11 @@ def epoch_changes(record: dict, cuts: bool = False) -> list[str]:
         changes.append(f"Hebbian prefix {t['from']} -> {t['to']} ({t['reason']})")
     if "boundary_change" in record:
         b = record["boundary_change"]
-        at = f" at {', '.join(b['to']) or '(no boundary)'}" if cuts else ""
         # from/to are the boundaries between blocks trained by gradient: one block more than cuts
-        changes.append(f"blocks {len(b['from']) + 1} -> {len(b['to']) + 1}{at} ({b['reason']})")
+        before, after = len(b["from"]) + 1, len(b["to"]) + 1
+        what = f"blocks {before} -> {after}" if before != after else "block boundaries moved"
+        at = f"{' at' if before != after else ' to'} {', '.join(b['to'])}" if cuts and b["to"] else ""
+        changes.append(f"{what}{at} ({b['reason']})")
     return changes
 
 

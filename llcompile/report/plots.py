@@ -34,12 +34,9 @@ def report_png(report: dict, dpi: int = 100) -> bytes:
             values = [layer[key] / 1e6 for layer in layers]
             ax.bar(x, values, bottom=bottom, color=color, width=0.85)
             bottom = [b + v for b, v in zip(bottom, values)]
-        # an aux head (forward and backward; an augmented head's copies too) on its stage's last layer
-        last = {layer["stage"]: i for i, layer in enumerate(layers)}
-        heads = [(last[s["name"]], (s["macs"]["aux_forward"] + s["macs"]["aux_backward"]) / 1e6)
-                 for s in strategies[name]["stages"] if s["head"] and s["name"] in last]
-        ax.bar([i for i, _ in heads], [v for _, v in heads], bottom=[bottom[i] for i, _ in heads], color=AUX_COLOR,
-               width=0.85)
+        heads = head_bars(strategies[name])
+        ax.bar([i for i, _ in heads], [v / 1e6 for _, v in heads], bottom=[bottom[i] for i, _ in heads],
+               color=AUX_COLOR, width=0.85)
         starts = [i for i in range(1, len(layers)) if layers[i]["stage"] != layers[i - 1]["stage"]]
         for i in starts:
             ax.axvline(i - 0.5, color="black", linewidth=0.8, linestyle="--")
@@ -89,3 +86,11 @@ def report_png(report: dict, dpi: int = 100) -> bytes:
     out = io.BytesIO()
     fig.savefig(out, format="png")
     return out.getvalue()
+
+
+def head_bars(entry: dict) -> list[tuple[int, int]]:
+    """(layer index, MACs) of every aux head of a strategy's report ``entry``: its forward and backward
+    (an augmented head's copies included), drawn on the last layer of its stage, where it hangs."""
+    last = {layer["stage"]: i for i, layer in enumerate(entry["layers"])}
+    return [(last[s["name"]], s["macs"]["aux_forward"] + s["macs"]["aux_backward"])
+            for s in entry["stages"] if s["head"] and s["name"] in last]

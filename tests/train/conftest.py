@@ -13,3 +13,20 @@ def resnet_digits_model(tmp_path_factory):
 
     torch.manual_seed(0)
     return export("resnet20", tmp_path_factory.mktemp("resnet") / "resnet20.onnx", input_shape=(1, 8, 8))
+
+
+@pytest.fixture(scope="session")
+def digits_programs(tmp_path_factory):
+    """small_cnn for 1x8x8 digits, compiled with bp and dbl (3 fixed blocks)."""
+    import torch
+
+    import llcompile
+    from llcompile.models import export
+
+    root = tmp_path_factory.mktemp("digits")
+    torch.manual_seed(0)
+    model = export("small_cnn", root / "small_cnn.onnx", input_shape=(1, 8, 8))
+    programs = {}
+    for strategy, options in [("bp", {}), ("dbl", {"blocks": 3, "boundary_policy": "fixed"})]:
+        programs[strategy] = llcompile.transform(model, strategy, **options).save(root / strategy)
+    return programs

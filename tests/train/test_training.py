@@ -17,22 +17,6 @@ from llcompile.train.checkpoint import load_checkpoint
 from llcompile.verify import session
 
 
-@pytest.fixture(scope="module")
-def digits_programs(tmp_path_factory):
-    """small_cnn for 1x8x8 digits, compiled with bp and dbl (3 fixed blocks)."""
-    import torch
-
-    from llcompile.models import export
-
-    root = tmp_path_factory.mktemp("digits")
-    torch.manual_seed(0)
-    model = export("small_cnn", root / "small_cnn.onnx", input_shape=(1, 8, 8))
-    programs = {}
-    for strategy, options in [("bp", {}), ("dbl", {"blocks": 3, "boundary_policy": "fixed"})]:
-        programs[strategy] = llcompile.transform(model, strategy, **options).save(root / strategy)
-    return programs
-
-
 def _config(**overrides) -> TrainConfig:
     base = dict(data="digits", epochs=3, batch_size=64, lr=0.05, seed=0, threads=2)
     base.update(overrides)
