@@ -12,7 +12,7 @@ echo "== llcompile models export resnet20"
 $llc models export resnet20 -o "$out/resnet20.onnx" --input-shape 1,8,8 --num-classes 10 --force
 echo
 echo "== llcompile inspect (the model: layers, cut points, segments)"
-$llc inspect "$out/resnet20.onnx" | tail -n 16
+$llc inspect "$out/resnet20.onnx"
 echo
 echo "== llcompile transform --strategy dbl --blocks 4"
 $llc transform "$out/resnet20.onnx" -o "$out/resnet20-dbl" --strategy dbl --blocks 4 --force

@@ -48,6 +48,9 @@ def _compile(model: str | os.PathLike | ir.Model, strategy: str, options: dict) 
     training_model = _clone(model)
     training_model = run_passes(passes, training_model).model
     program = emit(training_model, eval_model, strategy, options, source)
+    # the passes record what they chose (a partition its block count); keep only what the strategy takes
+    takes = get_strategy(strategy).options
+    program.options = {k: v for k, v in program.options.items() if k in takes}
     learning_mode = learning_mode_of(strategy, program.options)
     if learning_mode is not None:
         segment_macs = [segment.macs for segment in analyze(eval_model).segments]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -25,6 +26,10 @@ def describe(path: str | os.PathLike) -> dict:
         return describe_program(Program.load(path))
     if Path(path).is_dir() and (Path(path) / RUN_FILE).is_file():
         return describe_run(Path(path))
+    if Path(path).is_dir():
+        raise LLCompileError(f"{path} is a directory but neither a program (no program.json) nor a run "
+                             f"(no {RUN_FILE}); inspect takes an ONNX model file, a program directory or a run "
+                             "directory")
     return {"kind": "model", "path": os.fspath(path), **analyze(load(path)).to_dict()}
 
 
@@ -46,7 +51,9 @@ def describe_program(program: Program) -> dict:
     stages = []
     for stage in program.stages:
         stage_layers = [layers[name] for name in stage.layers]
+        sizes = {tensor.name: math.prod(tensor.dims) for tensor in stage.model.graph.initializer}
         stages.append({**stage.to_json(), "macs": sum(layer.macs for layer in stage_layers),
+                       "param_count": sum(sizes[name] for name in stage.params),
                        "layer_ops": [layer.op for layer in stage_layers]})
     return {"kind": "program", **program.to_json(), "stages": stages, "macs": analysis.macs,
             "params": analysis.params}
@@ -79,21 +86,30 @@ def _render_run(d: dict) -> str:
            f"backend {config.get('backend')}, lr {config.get('lr')} {config.get('lr_schedule')}", ""]
     rows, changes = [], []
     for e in d["epochs"]:
-        blocks = len(e["cuts"]) + 1 - (1 if e.get("prefix") else 0) if "cuts" in e else len(e["stages"])
+        # the blocks trained by gradient: every stage with a loss (a Hebbian prefix has none)
         rows.append([e["epoch"], f"{e['train_loss']:.4f}", f"{e['test_acc']:.4f}", f"{e['epoch_time_s']:.1f}",
-                     f"{e['peak_memory_mb']:.0f}", e.get("prefix", "-"), blocks])
-        for key, what in (("transition", "Hebbian prefix"), ("boundary_change", "boundaries")):
-            if key in e:
-                change = e[key]
-                changes.append(f"  epoch {e['epoch']}: {what} {_short(change['from'])} -> {_short(change['to'])} "
-                               f"({change['reason']})")
+                     f"{e['peak_memory_mb']:.0f}", e.get("prefix", "-"), len(e["stages"])])
+        changes += [f"  epoch {e['epoch']}: {change}" for change in epoch_changes(e, cuts=True)]
     out += _table(["epoch", "train loss", "test acc", "s", "peak MiB", "prefix", "blocks"], rows)
     out += ["", "changes:"] + (changes or ["  (none)"])
     return "\n".join(out)
 
 
-def _short(value) -> str:
-    return f"{len(value) + 1} blocks at {', '.join(value) or '(none)'}" if isinstance(value, list) else str(value)
+def epoch_changes(record: dict, cuts: bool = False) -> list[str]:
+    """What moved at the start of the epoch of ``record`` and why; with ``cuts``, where the block
+    boundaries now are."""
+    changes = []
+    if "transition" in record:
+        t = record["transition"]
+        changes.append(f"Hebbian prefix {t['from']} -> {t['to']} ({t['reason']})")
+    if "boundary_change" in record:
+        b = record["boundary_change"]
+        # from/to are the boundaries between blocks trained by gradient: one block more than cuts
+        before, after = len(b["from"]) + 1, len(b["to"]) + 1
+        what = f"blocks {before} -> {after}" if before != after else "block boundaries moved"
+        at = f"{' at' if before != after else ' to'} {', '.join(b['to'])}" if cuts and b["to"] else ""
+        changes.append(f"{what}{at} ({b['reason']})")
+    return changes
 
 
 def _table(headers: list[str], rows: list[list]) -> list[str]:
@@ -136,7 +152,7 @@ def _render_model(d: dict) -> str:
 
 def _render_program(d: dict) -> str:
     opts = ", ".join(f"{k}={v}" for k, v in d["options"].items())
-    out = [f"program: strategy {d['strategy']} ({opts}), {len(d['stages'])} stage(s), "
+    out = [f"program: strategy {d['strategy']}{f' ({opts})' if opts else ''}, {len(d['stages'])} stage(s), "
            f"{d['num_classes']} classes, format {d['format_version']}, llcompile {d['llcompile_version']}",
            f"  source {d['source']['path']} sha256 {str(d['source']['sha256'])[:12]}",
            f"  input {d['input']['name']} {_shape(d['input']['shape'])}; cuts: {', '.join(d['cuts']) or '(none)'}", ""]
@@ -147,8 +163,9 @@ def _render_program(d: dict) -> str:
         else:
             trained_by = s["head"]["kind"] + " head" if s["head"] else "model head"
         rows.append([i, s["name"], s["kind"], s["input"], s["output"], len(s["layers"]), f"{s['macs']:,}",
-                     len(s["params"]), trained_by, s["loss"] or "-"])
+                     f"{s['param_count']:,}", trained_by, s["loss"] or "-"])
     out += _table(["#", "stage", "kind", "input", "output", "layers", "MACs", "params", "trained by", "loss"], rows)
+    out.append("(params: the parameters each stage trains, its aux head's included)")
     for s in d["stages"]:
         ops = ", ".join(f"{name} ({op})" for name, op in zip(s["layers"], s["layer_ops"]))
         out += ["", f"{s['name']}: {s['graph']}", f"  layers: {ops}"]

@@ -1,9 +1,12 @@
 import os
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import onnx
 import pytest
+from filelock import FileLock
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
@@ -21,28 +24,58 @@ def save_model(tmp_path):
 
 
 @pytest.fixture(scope="session")
-def zoo_file(tmp_path_factory):
-    """Export a zoo model once per session: zoo_file(name, mode="training", input_shape=...)."""
-    cache: dict[tuple, Path] = {}
-    root = tmp_path_factory.mktemp("zoo")
+def build_once(tmp_path_factory) -> Callable[[str, Callable[[Path], object]], Path]:
+    """build_once(name, build): the file or folder ``name`` that ``build(path)`` writes, built once for
+    the whole run. Under pytest-xdist the workers share the run's temp root: a file lock lets one
+    build while the others wait, and the result is renamed into place whole."""
+    root = tmp_path_factory.getbasetemp()
+    shared = root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root  # a worker's is root/popen-gwN
+
+    def get(name: str, build: Callable[[Path], object]) -> Path:
+        path = shared / "built-once" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with FileLock(f"{path}.lock"):
+            if not path.exists():
+                partial = path.with_name(f".{path.name}.partial")
+                shutil.rmtree(partial, ignore_errors=True)
+                build(partial)
+                os.replace(partial, path)
+        return path
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def zoo_file(build_once):
+    """Export a zoo model once per run: zoo_file(name, mode="training", input_shape=...)."""
 
     def get(name: str, mode: str = "training", input_shape=(3, 32, 32), num_classes: int = 10) -> Path:
-        import torch
+        def export(path: Path) -> None:
+            import torch
 
-        from llcompile.models import export
+            from llcompile.models import export
 
-        key = (name, mode, tuple(input_shape), num_classes)
-        if key not in cache:
             torch.manual_seed(0)
-            path = root / f"{name}_{mode}_{'x'.join(map(str, input_shape))}_{num_classes}.onnx"
             export(name, path, num_classes=num_classes, input_shape=tuple(input_shape), mode=mode)
-            cache[key] = path
-        return cache[key]
+
+        return build_once(f"{name}_{mode}_{'x'.join(map(str, input_shape))}_{num_classes}.onnx", export)
 
     return get
 
 
 def pytest_configure(config):
-    os.environ.setdefault("OMP_NUM_THREADS", "2")
-    # decoded data and ORT artifacts go to a cache of this test session, not the user's
-    os.environ["LLCOMPILE_CACHE"] = tempfile.mkdtemp(prefix="llcompile-test-cache-")
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    distributing = not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no"
+    if not distributing:  # a process that runs tests: the cores shared among the workers
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // workers)))
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: it inherited the controller's cache below
+    # decoded data and ORT artifacts go to a cache of this test run, not the user's; its entries are
+    # written under temporary names and renamed into place, so the workers share it safely
+    config.llcompile_cache = tempfile.mkdtemp(prefix="llcompile-test-cache-")
+    os.environ["LLCOMPILE_CACHE"] = config.llcompile_cache
+
+
+def pytest_unconfigure(config):
+    if hasattr(config, "llcompile_cache"):
+        shutil.rmtree(config.llcompile_cache, ignore_errors=True)

@@ -131,6 +131,7 @@ def test_local_sgd_options_reach_program_json(tmp_path, small_model):
     # defaults resolved and recorded: the default maximum prefix holds at most half the forward MACs, and
     # the first segment (conv1, 16*16*8*27 = 55,296 of 55,296 + 8*8*8*72 + 8*10 = 92,240) is already more
     assert options["max_prefix"] == 0 and options["schedule"] == "linear"
+    assert "blocks" not in options  # local-sgd refuses --blocks, so its program does not record one
     assert "oja rule" not in run("inspect", out).stdout and "hebb rule" in run("inspect", out).stdout
     assert run("verify", out).returncode == 0
 
@@ -209,6 +210,11 @@ def test_verify_static_batch_and_other_cwd(tmp_path):
     elsewhere.mkdir()
     result = run("verify", tmp_path / "prog", cwd=elsewhere)
     assert result.returncode == 0, result.stderr
+
+
+def test_inspect_a_directory_that_is_neither_program_nor_run(tmp_path):
+    assert_user_error(run("inspect", tmp_path), "neither a program (no program.json) nor a run (no run.json)",
+                      "an ONNX model file, a program directory or a run directory")
 
 
 @pytest.mark.parametrize("content", ['{"format_version": 1}', "[1]", "not json"])

@@ -87,7 +87,10 @@ def _reshape_samples(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
     if data_shape == input_shape:
         return x
     if int(np.prod(data_shape)) != int(np.prod(input_shape)):
-        raise LLCompileError(f"data gives samples of shape {data_shape}, the program expects {input_shape}")
+        fits = ",".join(map(str, (1,) * (3 - len(data_shape)) + data_shape))
+        hint = (f"; compile the program from a model made for this data (a zoo model: `llcompile models export "
+                f"NAME --input-shape {fits}`)") if len(data_shape) <= 3 else ""
+        raise LLCompileError(f"data gives samples of shape {data_shape}, the program expects {input_shape}{hint}")
     return x.reshape((len(x), *input_shape))
 
 

@@ -134,7 +134,7 @@ def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -
             program = recompile(program, prefix=most)
             notes.append(f"{program.strategy}: costed at its largest Hebbian prefix ({most} segments), which "
                          "its learning mode grows to during training")
-        own = CostedProgram(label=program.strategy, program=program)
+        own = CostedProgram(label=_program_label(program), program=program)
     else:
         model = load(path)
         kind = "model"
@@ -164,6 +164,15 @@ def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -
     programs.sort(key=lambda p: p.label != BASELINE)  # the baseline first
     return ReportInput(source=os.fspath(path), kind=kind, model=model, analysis=analysis, programs=programs,
                        notes=notes)
+
+
+def _program_label(program: Program) -> str:
+    """A program directory's key: its strategy, with its aux head when that is not the default ``fc``
+    (an augmented head costs far more)."""
+    head = {}
+    if program.options.get("aux_head", "fc") != "fc":
+        head = {k: program.options[k] for k in ("aux_head", "aux_depth") if k in program.options}
+    return StrategySpec(program.strategy, head).label
 
 
 def _compile(model: ir.Model, spec: StrategySpec) -> Program:

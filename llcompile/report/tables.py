@@ -69,7 +69,7 @@ def summary_tables(report: dict) -> list[Table]:
                "act. peak / bp", "off-chip / bp"], memory_rows,
               ["act. peak: the largest stage's activations kept for its backward pass; peak total adds params, "
                "BN buffers, gradients and optimizer state; off-chip: weights + updates + spilled activations "
-               "+ stage hand-offs (docs/cost-model.md)."]),
+               "+ stage hand-offs (docs/cost-model.md).", *offchip_notes(report)]),
     ]
     measured = [(name, e["measured"]) for name, e in report["strategies"].items() if e["measured"]]
     if measured:
@@ -87,6 +87,28 @@ def summary_tables(report: dict) -> list[Table]:
             ["s/step from the last epoch (batch / images per second); peak memory is torch's allocator peak on "
              "CUDA and the process's resident set on CPU (which includes the runtime itself)."]))
     return tables
+
+
+def offchip_notes(report: dict) -> list[str]:
+    """Where a strategy moves more off-chip bytes than bp: the parts that make the difference, beside
+    the ratio that shows it."""
+    onchip = report["settings"]["onchip_kib"]
+    bp = report["strategies"].get("bp")
+    notes = []
+    for name, e in report["strategies"].items():
+        share = (e["vs_bp"] or {}).get("offchip_bytes")
+        if bp is None or share is None or share <= 1:
+            continue
+        parts = [(what, e["memory"]["offchip"][key], bp["memory"]["offchip"][key])
+                 for what, key in (("spilled activations", "activations"), ("stage hand-offs", "handoff"))]
+        own, base = e["memory"]["offchip"], bp["memory"]["offchip"]
+        parts.insert(0, ("weights + updates", own["weights"] + own["updates"], base["weights"] + base["updates"]))
+        notes.append(f"{name} moves {share:.3f} x bp's off-chip bytes at {onchip:,} KiB on chip: "
+                     + ", ".join(f"{what} {mib(value)} (bp {mib(bp_value)})" for what, value, bp_value in parts)
+                     + " MiB: a stage's kept activations spill where they do not fit on chip, as bp's do, and "
+                       "every stage boundary adds a hand-off; blocks save traffic only where their activations "
+                       "fit and bp's do not (docs/cost-model.md, Off-chip traffic).")
+    return notes
 
 
 def stage_table(name: str, entry: dict) -> Table:

@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import onnx_ir as ir
 import torch
-from tqdm import tqdm
 
 from llcompile.analysis import analyze
 from llcompile.atomic import atomic_write_text
@@ -27,7 +26,6 @@ from llcompile.errors import LLCompileError
 from llcompile.paths import inside
 from llcompile.program import Program
 from llcompile.strategies import boundary_policy_of, learning_mode_of
-from llcompile.terminal import printable
 from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
 from llcompile.train.config import TrainConfig
 from llcompile.train.export import save_trained_model
@@ -35,6 +33,7 @@ from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.lr_schedule import learning_rate
 from llcompile.train.memory import PeakMemoryMonitor
 from llcompile.train.metrics import write_metrics
+from llcompile.train.progress import EpochProgress, print_epoch
 from llcompile.train.transition import ProgramController, update_norms
 
 CHECKPOINT = "checkpoint.npz"
@@ -139,7 +138,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
             progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
             _save(run_dir, state, carried, progress, controller)
             if show_progress:
-                _print_epoch(record)
+                print_epoch(record)
     state = _merged_state(stages)
     save_trained_model(program, state, run_dir / TRAINED_MODEL)
     return RunResult(run_dir=run_dir, history=history, trained_model=run_dir / TRAINED_MODEL)
@@ -152,8 +151,7 @@ def _train_epoch(program: Program, stages: list[TrainableStage], backend: Backen
     """Train from ``start_step`` to the end of the epoch, adding to ``sums``; return None, or the
     step at which a Ctrl-C stopped it (that step not yet taken)."""
     loader = _train_loader(dataset, config, epoch, start_step)
-    bar = tqdm(total=steps_per_epoch, initial=start_step, desc=f"epoch {epoch + 1}/{config.epochs}",
-               disable=None if show_progress else True, leave=False, unit="step")  # None: off when not a TTY
+    shown = EpochProgress(epoch + 1, config.epochs, steps_per_epoch, start_step, show_progress)
     final = stages[-1].name
     started = time.perf_counter() - sums.seconds
     with PeakMemoryMonitor(config.device) as memory:
@@ -174,15 +172,13 @@ def _train_epoch(program: Program, stages: list[TrainableStage], backend: Backen
                 activation = result.output
             sums.samples += len(labels)
             elapsed = time.perf_counter() - started
-            bar.set_postfix(loss=f"{sums.loss[final] / sums.samples:.3f}",
-                            acc=f"{sums.correct[final] / sums.samples:.3f}",
-                            img_s=f"{sums.samples / max(elapsed, 1e-9):.0f}", lr=f"{lr:.3g}")
-            bar.update(1)
+            shown.step(step, sums.loss[final] / sums.samples, sums.correct[final] / sums.samples,
+                       sums.samples / max(elapsed, 1e-9), lr)
         else:
             step = None
         sums.seconds = time.perf_counter() - started
         sums.peak_memory_bytes = max(sums.peak_memory_bytes, memory.peak_bytes())
-    bar.close()
+    shown.close()
     return step
 
 
@@ -226,14 +222,6 @@ def _epoch_record(program: Program, stages: list[TrainableStage], backend: Backe
         "images_per_s": sums.samples / max(sums.seconds, 1e-9),
         "peak_memory_mb": sums.peak_memory_bytes / 2**20,
     }
-
-
-def _print_epoch(record: dict) -> None:
-    stages = "  ".join(f"{printable(name)} {v['loss']:.3f}/{v['acc']:.3f}" for name, v in record["stages"].items())
-    prefix = f"  hebbian prefix {record['prefix']}" if "prefix" in record else ""
-    tqdm.write(f"epoch {record['epoch']}{prefix}: train loss {record['train_loss']:.4f} acc {record['train_acc']:.4f}  "
-               f"test acc {record['test_acc']:.4f}  {record['epoch_time_s']:.1f}s "
-               f"{record['images_per_s']:.0f} img/s  peak {record['peak_memory_mb']:.0f} MiB  [loss/acc {stages}]")
 
 
 def _merged_state(stages: list[TrainableStage]) -> dict[str, np.ndarray]:

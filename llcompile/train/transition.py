@@ -34,6 +34,11 @@ def update_norms(before: dict[str, np.ndarray], after: dict[str, np.ndarray], we
     return norms
 
 
+def _block_cuts(program: Program) -> list[str]:
+    """The boundaries between the blocks trained by gradient (the end of a Hebbian prefix is none)."""
+    return [s.input for s in program.stages if s.kind != "hebbian"][1:]
+
+
 def _key(changes: dict) -> str:
     """The cache key of a program re-emitted with these option ``changes``."""
     return json.dumps(changes, sort_keys=True)
@@ -55,7 +60,7 @@ class ProgramController:
         self.transition_layers = [layers[0] for layers in self.segment_layers]
         self.segment_of_cut = {segment.input: segment.index for segment in analysis.segments}
         # adaptive: the boundaries given at transform time are the candidates
-        self.candidates = [s.input for s in program.stages if s.kind != "hebbian"][1:]
+        self.candidates = _block_cuts(program)
         adaptive = boundaries is not None and boundaries.boundary_policy == "adaptive"
         state = state or {"prefix": program.options.get("prefix", 0), "factor": 1.0, "next": None,
                           "entry": None, "moved": {}, "active": list(self.candidates) if adaptive else None,
@@ -95,7 +100,7 @@ class ProgramController:
 
     def begin_epoch(self, epoch: int) -> bool:
         """Set the prefix and boundaries of 1-based ``epoch``; whether the program changed."""
-        old_cuts = self.program().cuts
+        old_cuts = _block_cuts(self.program())
         moved = self._move_prefix(epoch)
         entry = self.boundaries.entry_for(epoch) if self.boundaries is not None else None
         if entry is not None and entry.epoch != self.entry:
@@ -107,7 +112,7 @@ class ProgramController:
             self.moved["boundaries"] = {"reason": "adaptive: " + self.next_cuts["reason"]}
             self.next_cuts = None
             moved = True
-        new_cuts = self.program().cuts
+        new_cuts = _block_cuts(self.program())
         if new_cuts == old_cuts:
             self.moved.pop("boundaries", None)
         else:

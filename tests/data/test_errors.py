@@ -65,7 +65,9 @@ def test_more_classes_than_the_model_outputs(batches_dir):
 
 def test_sample_shape_with_another_size(batches_dir):
     message = load_error(f"cifar10:{batches_dir}", input_shape=(1, 28, 28))
-    assert message == "data gives samples of shape (3, 32, 32), the program expects (1, 28, 28)"
+    assert message == ("data gives samples of shape (3, 32, 32), the program expects (1, 28, 28); compile the "
+                       "program from a model made for this data (a zoo model: `llcompile models export NAME "
+                       "--input-shape 3,32,32`)")
 
 
 # --- paths and layouts

@@ -1,15 +1,21 @@
-"""Fixtures of the training tests."""
+"""Fixtures of the training tests, built once per run (``build_once``)."""
 
 import pytest
 
 
 @pytest.fixture(scope="session")
-def resnet_digits_model(tmp_path_factory):
+def resnet_digits_model(zoo_file):
     """ResNet-20 for 1x8x8 digits: slow enough (about 2 s an epoch) to be interrupted mid-epoch,
     with 11 segments for prefixes and boundaries to move over."""
-    import torch
+    return zoo_file("resnet20", input_shape=(1, 8, 8))
 
-    from llcompile.models import export
 
-    torch.manual_seed(0)
-    return export("resnet20", tmp_path_factory.mktemp("resnet") / "resnet20.onnx", input_shape=(1, 8, 8))
+@pytest.fixture(scope="session")
+def digits_programs(zoo_file, build_once):
+    """small_cnn for 1x8x8 digits, compiled with bp and dbl (3 fixed blocks)."""
+    import llcompile
+
+    model = zoo_file("small_cnn", input_shape=(1, 8, 8))
+    options = {"bp": {}, "dbl": {"blocks": 3, "boundary_policy": "fixed"}}
+    return {strategy: build_once(f"digits-{strategy}", lambda path, s=strategy: llcompile.transform(
+        model, s, **options[s]).save(path)) for strategy in options}
