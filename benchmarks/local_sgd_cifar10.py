@@ -44,10 +44,11 @@ def strategies(epochs: int) -> dict[str, tuple[str, dict]]:
     }
 
 
-def train_run(program: Path, run_dir: Path, args) -> list[dict]:
+def train_run(program: Path, run_dir: Path, args, seed: int = 0) -> list[dict]:
     command = [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads),
-               "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", "0", "--force", "--lr", str(args.lr)]
+               "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", str(seed), "--force",
+               "--lr", str(args.lr)]
     if args.limit:
         command += ["--data-limit", str(args.limit)]
     result = subprocess.run(command, capture_output=True, text=True)
