@@ -152,3 +152,12 @@ def test_cheap_heads_by_hand(tiny_model):
     head = cost.stages[0].head
     assert head.macs_forward == 128 + 4 + 20
     assert cost.stages[0].head.params == 2 * 4 + 2 * 2 + 2 * 2 + 2 + 10 * 2 + 10  # conv, bn, fc1, fc2
+
+
+def test_report_spec_takes_the_cheap_head_options():
+    from llcompile.report.programs import parse_spec
+
+    spec = parse_spec("dbl:blocks=8,aux_pool=2,aux_width=0.25")
+    assert spec.options == {"blocks": 8, "aux_pool": 2, "aux_width": 0.25}
+    with pytest.raises(llcompile.LLCompileError, match="aux_pool must be >= 1"):
+        parse_spec("dbl:aux_pool=0")
