@@ -100,7 +100,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         rank = x.shape.rank() if x.shape is not None else 0
         if rank < 2 or not isinstance(x.shape[1], int):
             raise LLCompileError(f"cannot attach an aux head to {x.name!r} of shape {x.shape}")
-        channels = x.shape[1]
+        channels, spatial = x.shape[1], list(x.shape)[2:]  # the conv head's 1x1 conv keeps the spatial sizes
         hidden = max(1, round(self.width * channels)) if self.width is not None else channels
         if self.kind == "conv" and rank > 2:
             w = b.initializer("conv.weight", uniform_fan_in(rng, (hidden, channels) + (1,) * (rank - 2), channels))
@@ -113,7 +113,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             channels = hidden
         features = channels
         if rank > 2:
-            x, features = self._pool_spatial(b, x, channels)
+            x, features = self._pool_spatial(b, x, channels, spatial)
             x = b.op("Flatten", [x], "flatten", axis=1)
         if self.kind == "conv":
             x = self._linear(b, x, "fc1", features, hidden, rng)
@@ -121,11 +121,11 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             features = hidden
         return self._linear(b, x, "fc2" if self.kind == "conv" else "fc", features, classes, rng, output="logits")
 
-    def _pool_spatial(self, b: GraphBuilder, x: ir.Value, channels: int) -> tuple[ir.Value, int]:
-        """Global average pooling, or with ``pool`` P an average pool to P x ... x P; the features per sample."""
+    def _pool_spatial(self, b: GraphBuilder, x: ir.Value, channels: int, spatial: list) -> tuple[ir.Value, int]:
+        """Global average pooling, or with ``pool`` P an average pool of the ``spatial`` sizes to P x ... x P;
+        the features per sample."""
         if self.pool is None:
             return b.op("GlobalAveragePool", [x], "pool"), channels
-        spatial = list(x.shape)[2:]
         if not all(isinstance(d, int) and d % self.pool == 0 for d in spatial):
             raise LLCompileError(f"--aux-pool {self.pool}: the spatial sizes {spatial} of {x.name!r} must be "
                                  f"multiples of {self.pool}")

@@ -327,6 +327,21 @@ def test_reduced_width_conv_head_has_round_w_c_channels():
     np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
 
 
+def test_pooled_reduced_width_conv_head_numerics():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D])(model)
+    AuxHeadsPass(kind="conv", width=0.5, pool=2)(model)
+    x, labels = _batch()
+    out = _run(model, [CUT_4D, f"{HEAD1}.logits"], x, labels)
+    a = out[CUT_4D].astype(np.float64)
+    y = np.einsum("oc,nchw->nohw", _init(model, f"{HEAD1}.conv.weight")[:, :, 0, 0], a)  # 8 -> 4 channels
+    mean, var = y.mean(axis=(0, 2, 3), keepdims=True), y.var(axis=(0, 2, 3), keepdims=True)
+    y = np.maximum((y - mean) / np.sqrt(var + 1e-5), 0.0)
+    pooled = y.reshape(len(y), 4, 2, 4, 2, 4).mean(axis=(3, 5)).reshape(len(y), -1)  # 4 channels x 2 x 2
+    logits = _gemm(np.maximum(_gemm(pooled, model, f"{HEAD1}.fc1"), 0.0), model, f"{HEAD1}.fc2")
+    np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
+
+
 @pytest.mark.parametrize("options, fragment", [
     (dict(kind="fc", width=0.5), "--aux-width applies to --aux-head conv only"),
     (dict(kind="conv", width=1.5), "--aux-width must be in"),
