@@ -232,5 +232,5 @@ class ProgramController:
         up to ``cut``."""
         end = self.segment_of_cut[cut]
         starts = [self.segment_of_cut[c] for c in self.active if self.segment_of_cut[c] < end]
-        start = max(starts, default=self.prefix)
+        start = max([*starts, self.prefix])  # a cut the prefix has passed starts no block
         return [layer for layers in self.segment_layers[start:end] for layer in layers]
