@@ -44,11 +44,11 @@ def strategies(epochs: int) -> dict[str, tuple[str, dict]]:
     }
 
 
-def train_run(program: Path, run_dir: Path, args, extra: tuple[str, ...] = ()) -> list[dict]:
+def train_run(program: Path, run_dir: Path, args, extra: tuple[str, ...] = (), seed: int = 0) -> list[dict]:
     """One `llcompile train` process (``extra``: more of its flags); the epoch records of its metrics.jsonl."""
     command = [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads),
-               "--run-dir", str(run_dir), "--quiet", "--seed", "0", "--force", "--lr", str(args.lr), *extra]
+               "--run-dir", str(run_dir), "--quiet", "--seed", str(seed), "--force", "--lr", str(args.lr), *extra]
     if args.limit:
         command += ["--data-limit", str(args.limit)]
     result = subprocess.run(command, capture_output=True, text=True)

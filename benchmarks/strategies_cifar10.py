@@ -3,12 +3,15 @@ fixed, schedule and adaptive boundary policies; dbl with conv and augmented aux 
 and dbl-hebbian; and a plain hand-written PyTorch loop of the same network.
 
     ./dev bench strategies_cifar10 [--models resnet20,vgg11_bn,mobilenetv2] [--epochs 4]
-                                   [--limit 10000] [--cells "bp,dbl fixed"] [--out DIR]
+                                   [--limit 10000] [--cells "bp,dbl fixed"] [--seeds 3] [--out DIR]
 
 Each training run is a separate process (`llcompile train`, torch backend; the plain loop in a
-child of this script), so its peak memory is its own. Per cell: test accuracy at equal epochs,
-seconds per training epoch (the mean after the first) and their ratio to bp and to the plain
-loop, peak resident memory vs bp, and from the cost model (`llcompile.report`) for the program
+child of this script), so its peak memory is its own. With ``--seeds N`` every cell runs with
+seeds 0..N-1 (the model's initial weights, the aux heads' and the batches' order and augmentation
+all follow the seed; bp and every cell of one seed start from the same weights and see the same
+batches). Per cell, mean ± sample std over the seeds: test accuracy at equal epochs, seconds per
+training epoch (the mean after the first) and their ratio to bp and to the plain loop, peak
+resident memory (MiB) and its ratio to bp; from the cost model (`llcompile.report`) for the program
 each epoch trained with: the training MACs per sample and the peak of the activations kept for
 backward, vs bp; and the measured speed-up over the MAC-predicted ideal (1.00 = the time fell as
 much as the MACs).
@@ -56,14 +59,20 @@ CELLS = {
     "dbl fixed K=4 augmented d=0.1": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1, **FIXED}),
     "dbl adaptive K=4 augmented d=0.1": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1,
                                                  "boundary_policy": "adaptive"}),
+    # boundaries over all cut points (llcompile.moving_boundaries); cheaper heads
+    "dbl progressive K=8 fc": ("dbl", {"blocks": 8, "boundary_policy": "progressive"}),
+    "dbl sliding K=4 fc": ("dbl", {"blocks": 4, "boundary_policy": "sliding"}),
+    "dbl fixed K=8 fc pool2": ("dbl", {"blocks": 8, "aux_pool": 2, **FIXED}),
+    "dbl progressive K=8 fc pool2": ("dbl", {"blocks": 8, "aux_pool": 2, "boundary_policy": "progressive"}),
+    "dbl fixed K=4 conv w=0.25": ("dbl", {"blocks": 4, "aux_head": "conv", "aux_width": 0.25, **FIXED}),
     "local-sgd dynamic": ("local-sgd", DYNAMIC),
     "dbl-hebbian K=2 dynamic": ("dbl-hebbian", {"blocks": 2, **DYNAMIC, **FIXED}),
 }
 
 
-def plain_run(name: str, args) -> list[dict]:
+def plain_run(name: str, args, seed: int) -> list[dict]:
     result = subprocess.run([sys.executable, __file__, "--plain", name, "--epochs", str(args.epochs), "--data",
-                             args.data, "--threads", str(args.threads), "--lr", str(args.lr),
+                             args.data, "--threads", str(args.threads), "--lr", str(args.lr), "--plain-seed", str(seed),
                              *(["--limit", str(args.limit)] if args.limit else [])],
                             capture_output=True, text=True)
     if result.returncode != 0:
@@ -73,21 +82,23 @@ def plain_run(name: str, args) -> list[dict]:
 
 def plain_pytorch(name: str, args) -> None:
     """(In a child process) the hand-written loop: the zoo's torch module, torch.optim.SGD with the
-    same settings and schedule as llcompile's default, the same batches; prints the epochs as JSON."""
+    same settings and schedule as llcompile's default, the same batches (of ``args.plain_seed``);
+    prints the epochs as JSON."""
     from llcompile.data import BatchLoader, load_dataset
     from llcompile.train.lr_schedule import learning_rate
 
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    seed = args.plain_seed
+    torch.manual_seed(seed)
     dataset = load_dataset(args.data, (3, 32, 32), 10, args.limit)
     model = build(name)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    steps = len(BatchLoader(dataset, "train", 128, 0, 0))
+    steps = len(BatchLoader(dataset, "train", 128, seed, 0))
     epochs = []
     for epoch in range(args.epochs):
         model.train()
         start = time.perf_counter()
-        for step, (x, y) in enumerate(BatchLoader(dataset, "train", 128, 0, epoch)):
+        for step, (x, y) in enumerate(BatchLoader(dataset, "train", 128, seed, epoch)):
             for group in optimizer.param_groups:
                 group["lr"] = learning_rate("cosine", args.lr, epoch * steps + step, args.epochs * steps)
             optimizer.zero_grad(set_to_none=True)
@@ -133,27 +144,38 @@ class Costs:
 
 def benchmark_model(name: str, tmp: Path, args) -> None:
     args = argparse.Namespace(**{**vars(args), "lr": args.lr or DEFAULT_LR.get(name, 0.1)})
-    torch.manual_seed(0)
-    model = export(name, tmp / f"{name}.onnx")
     cells = [c.strip() for c in args.cells.split(",")] if args.cells else list(CELLS)
     rows: dict[str, dict] = {}
     costs = Costs()
     previous = args.reuse_runs / f"strategies_{name}.json" if args.reuse_runs else None
     reused = json.loads(previous.read_text()) if previous and previous.exists() else {}
+    models = {}
+    for seed in range(args.seeds):  # every cell of a seed starts from the same weights
+        torch.manual_seed(seed)
+        models[seed] = export(name, tmp / f"{name}-seed{seed}.onnx")
     for label in ["bp", *[c for c in cells if c != "bp"]]:
         strategy, options = CELLS[label]
         slug = f"{name}-{label.replace(' ', '-').replace('=', '').replace(':', '').replace(',', '')}"
-        program_dir = llcompile.transform(model, strategy, **options).save(tmp / f"program-{slug}", force=True)
-        program = llcompile.Program.load(program_dir)
-        epochs = reused.get(label, {}).get("epochs") or train_run(program_dir, tmp / f"run-{slug}", args)
-        per_epoch_costs = [costs.of_epoch(program, e) for e in epochs]
-        rows[label] = {"epochs": epochs, "macs": statistics.mean(c[0] for c in per_epoch_costs),
-                       "activations": [c[1] for c in per_epoch_costs]}
-        print(f"  done: {name} {label}", file=sys.stderr)
+        done = {run["seed"]: run for run in reused.get(label, {}).get("runs", [])}
+        runs = []
+        for seed, model in models.items():
+            seeded = {**options, "seed": seed} if "seed" in get_strategy(strategy).options else options
+            program_dir = llcompile.transform(model, strategy, **seeded).save(tmp / f"program-{slug}-{seed}",
+                                                                             force=True)
+            program = llcompile.Program.load(program_dir)
+            epochs = done[seed]["epochs"] if seed in done else train_run(program_dir, tmp / f"run-{slug}-{seed}",
+                                                                         args, seed=seed)
+            per_epoch_costs = [costs.of_epoch(program, e) for e in epochs]
+            runs.append({"seed": seed, "epochs": epochs, "macs": statistics.mean(c[0] for c in per_epoch_costs),
+                         "activations": [c[1] for c in per_epoch_costs]})
+            print(f"  done: {name} {label} seed {seed}", file=sys.stderr)
+        rows[label] = {"runs": runs}
     if not args.no_plain:
-        rows[PLAIN] = reused.get(PLAIN) or {"epochs": plain_run(name, args), "macs": None, "activations": None}
+        done = {run["seed"]: run for run in reused.get(PLAIN, {}).get("runs", [])}
+        rows[PLAIN] = {"runs": [done.get(seed) or {"seed": seed, "epochs": plain_run(name, args, seed),
+                                                   "macs": None, "activations": None} for seed in models]}
         print(f"  done: {name} {PLAIN}", file=sys.stderr)
-    segments = llcompile.analyze(llcompile.load(model)).segments
+    segments = llcompile.analyze(llcompile.load(models[0])).segments
     write_results(name, rows, args, {segment.input: segment.index for segment in segments})
 
 
@@ -162,41 +184,65 @@ def _seconds(epochs: list[dict]) -> float:
     return statistics.mean(e["epoch_time_s"] for e in (epochs[1:] or epochs))
 
 
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def write_results(name: str, rows: dict[str, dict], args, segment_of_cut: dict[str, int]) -> None:
+    def per_run(row: dict, value) -> list[float]:
+        return [value(run) for run in row["runs"]]
+
+    def accuracy(run: dict) -> float:
+        return run["epochs"][-1]["test_acc"]
+
+    def seconds(run: dict) -> float:
+        return _seconds(run["epochs"])
+
+    def peak_mib(run: dict) -> float:
+        return max(e["peak_memory_mb"] for e in run["epochs"])
+
     bp = rows["bp"]
-    bp_s, bp_acc = _seconds(bp["epochs"]), bp["epochs"][-1]["test_acc"]
-    bp_peak = max(e["peak_memory_mb"] for e in bp["epochs"])
-    plain_s = _seconds(rows[PLAIN]["epochs"]) if PLAIN in rows else None
+    bp_acc = dict(zip(per_run(bp, lambda r: r["seed"]), per_run(bp, accuracy)))
+    bp_s, bp_peak = _mean_std(per_run(bp, seconds))[0], _mean_std(per_run(bp, peak_mib))[0]
+    bp_macs, bp_act = _mean_std(per_run(bp, lambda r: r["macs"]))[0], bp["runs"][0]["activations"][0]
+    plain_s = _mean_std(per_run(rows[PLAIN], seconds))[0] if PLAIN in rows else None
     data = (f"the first {args.limit} training / {min(args.limit, 10000)} test images" if args.limit
             else "the full 50,000 / 10,000")
     lines = [f"### {name}: CIFAR-10 ({data}), {args.epochs} epochs, batch 128, SGD nesterov lr {args.lr:g} cosine, "
-             f"torch backend, {args.threads} threads, CPU\n",
-             "| strategy | test acc | vs bp (points) | s/epoch | vs bp | vs plain PyTorch | peak RSS vs bp | "
-             "MACs vs bp | activation peak vs bp (max / last epoch) | measured speed-up / MAC ideal |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"torch backend, {args.threads} threads, CPU; mean ± std over seeds "
+             f"{', '.join(str(r['seed']) for r in bp['runs'])}\n",
+             "| strategy | test acc | vs bp (points) | s/epoch (measured) | vs bp | vs plain PyTorch | "
+             "peak RSS MiB (measured) | vs bp | MACs vs bp (cost model) | activation peak vs bp (cost model, "
+             "max / last epoch) | measured speed-up / MAC ideal |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for label, row in rows.items():
-        epochs = row["epochs"]
-        seconds, acc = _seconds(epochs), epochs[-1]["test_acc"]
-        peak = max(e["peak_memory_mb"] for e in epochs)
-        vs_plain = f"{seconds / plain_s:.2f}" if plain_s else "-"
-        if row["macs"] is not None:
-            mac_ratio = row["macs"] / bp["macs"]
-            bp_act = bp["activations"][0]
-            act = f"{max(row['activations']) / bp_act:.2f} / {row['activations'][-1] / bp_act:.2f}"
-            efficiency = f"{(bp_s / seconds) / (1 / mac_ratio):.2f}"
+        acc, acc_std = _mean_std(per_run(row, accuracy))
+        # the difference to bp per seed (same weights and batches), then its mean and spread
+        gain, gain_std = _mean_std([accuracy(r) - bp_acc[r["seed"]] for r in row["runs"] if r["seed"] in bp_acc])
+        secs, secs_std = _mean_std(per_run(row, seconds))
+        peak, peak_std = _mean_std(per_run(row, peak_mib))
+        vs_plain = f"{secs / plain_s:.2f}" if plain_s else "-"
+        if row["runs"][0]["macs"] is not None:
+            mac_ratio = _mean_std(per_run(row, lambda r: r["macs"]))[0] / bp_macs
+            act = (f"{max(max(r['activations']) for r in row['runs']) / bp_act:.2f} / "
+                   f"{_mean_std(per_run(row, lambda r: r['activations'][-1]))[0] / bp_act:.2f}")
+            efficiency = f"{(bp_s / secs) / (1 / mac_ratio):.2f}"
             macs = f"{mac_ratio:.2f}"
         else:
             act = efficiency = macs = "-"
-        lines.append(f"| {label} | {acc:.4f} | {100 * (acc - bp_acc):+.1f} | {seconds:.1f} | {seconds / bp_s:.2f} | "
-                     f"{vs_plain} | {peak / bp_peak:.2f} | {macs} | {act} | {efficiency} |")
+        lines.append(f"| {label} | {acc:.4f} ± {acc_std:.4f} | {100 * gain:+.1f} ± {100 * gain_std:.1f} | "
+                     f"{secs:.1f} ± {secs_std:.1f} | {secs / bp_s:.2f} | {vs_plain} | {peak:.0f} ± {peak_std:.0f} | "
+                     f"{peak / bp_peak:.2f} | {macs} | {act} | {efficiency} |")
     lines.append("")
     for label, row in rows.items():
-        changes = [f"epoch {e['epoch']}: stages start at segments "
-                   f"{', '.join(str(segment_of_cut[c]) for c in e['cuts'])}"
-                   f"{' (prefix ' + str(e['prefix']) + ')' if e.get('prefix') else ''}: "
-                   f"{e['boundary_change']['reason']}" for e in row["epochs"] if "boundary_change" in e]
-        if changes:
-            lines.append(f"- {label}: " + "; ".join(changes))
+        for run in row["runs"]:
+            changes = [f"epoch {e['epoch']}: stages start at segments "
+                       f"{', '.join(str(segment_of_cut[c]) for c in e['cuts'])}"
+                       f"{' (prefix ' + str(e['prefix']) + ')' if e.get('prefix') else ''}: "
+                       f"{e['boundary_change']['reason']}" for e in run["epochs"] if "boundary_change" in e]
+            if changes:
+                lines.append(f"- {label}, seed {run['seed']}: " + "; ".join(changes))
     lines.append("")
     text = "\n".join(lines)
     print(text)
@@ -212,28 +258,36 @@ def plot(name: str, rows: dict[str, dict], out: Path, segment_of_cut: dict[str, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    epochs_run = max(len(run["epochs"]) for row in rows.values() for run in row["runs"])
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for label, row in rows.items():
-        epochs = row["epochs"]
-        ax.plot([e["epoch"] for e in epochs], [e["test_acc"] for e in epochs], marker="o", label=label,
-                linestyle="--" if label in ("bp", PLAIN) else "-")
-    ax.set_xticks(range(1, max(len(r["epochs"]) for r in rows.values()) + 1))
+    for label, row in rows.items():  # the mean over the seeds, their spread as a band
+        per_epoch = list(zip(*[[e["test_acc"] for e in run["epochs"]] for run in row["runs"]]))
+        means = [statistics.mean(accs) for accs in per_epoch]
+        spread = [statistics.stdev(accs) if len(accs) > 1 else 0.0 for accs in per_epoch]
+        xs = range(1, len(means) + 1)
+        line, = ax.plot(xs, means, marker="o", label=label, linestyle="--" if label in ("bp", PLAIN) else "-")
+        ax.fill_between(xs, [m - s for m, s in zip(means, spread)], [m + s for m, s in zip(means, spread)],
+                        color=line.get_color(), alpha=0.15)
+    ax.set_xticks(range(1, epochs_run + 1))
     ax.set(xlabel="epoch", ylabel="test accuracy", title=f"{name}: test accuracy per epoch")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(out / f"strategies_{name}_accuracy.png", dpi=100)
     plt.close(fig)
-    moving = {label: row for label, row in rows.items() if any("boundary_change" in e for e in row["epochs"])}
+    # the boundary history of each moving cell's first seed
+    moving = {label: row["runs"][0] for label, row in rows.items()
+              if any("boundary_change" in e for e in row["runs"][0]["epochs"])}
     if not moving:
         return
     fig, ax = plt.subplots(figsize=(7, 3 + 0.4 * len(moving)))
-    for offset, (label, row) in enumerate(moving.items()):
-        points = [(e["epoch"] + 0.08 * offset, segment_of_cut[cut]) for e in row["epochs"] for cut in e["cuts"]]
+    for offset, (label, run) in enumerate(moving.items()):
+        points = [(e["epoch"] + 0.08 * offset, segment_of_cut[cut]) for e in run["epochs"] for cut in e["cuts"]]
         ax.scatter([p[0] for p in points], [p[1] for p in points], label=label, s=30)
-    ax.set_xticks(range(1, max(len(r["epochs"]) for r in rows.values()) + 1))
+    ax.set_xticks(range(1, epochs_run + 1))
     ax.set(xlabel="epoch", ylabel="block boundary: first segment of a block",
-           title=f"{name}: block boundaries per epoch (Hebbian prefix end included)")
+           title=f"{name}: block boundaries per epoch, seed {next(iter(moving.values()))['seed']} "
+                 "(Hebbian prefix end included)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     fig.tight_layout()
@@ -250,12 +304,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: 0.1; VGG-11-BN 0.01]")
     parser.add_argument("--cells", help=f"comma-separated subset of: {', '.join(CELLS)}")
+    parser.add_argument("--seeds", type=int, default=1, help="runs per cell, seeds 0..N-1 (mean ± std)")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loop")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="tables, JSON and plots go here")
     parser.add_argument("--reuse-runs", type=Path, metavar="DIR",
                         help="take the epochs of cells already in DIR/strategies_<model>.json instead of training "
                              "them again (costs and tables are recomputed)")
     parser.add_argument("--plain", metavar="MODEL", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.limit = args.limit or None
     if args.plain:

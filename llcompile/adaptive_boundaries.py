@@ -62,25 +62,25 @@ def decide(policy: BoundaryPolicy, candidates: list[str], active: list[str], blo
     """
     signals = {"boundaries": [_boundary_signal(before, after) for before, after in zip(blocks, blocks[1:])],
                "loss_trend": {b.output or "final": _trend(b) for b in blocks}}
-    budget = policy.adaptive("activation_budget")
+    budget = policy.setting("activation_budget")
     for signal in signals["boundaries"]:
         if signal["cut"] in merged_activations:
             signal["activations_if_merged"] = round(merged_activations[signal["cut"]], 4)
     gains = [(s["gain"], s["cut"]) for s in signals["boundaries"]
              if s["cut"] in active and merged_activations.get(s["cut"], 0.0) <= budget]
-    merge_gain = policy.adaptive("merge_gain")
-    if gains and len(active) + 1 > policy.adaptive("min_blocks"):
+    merge_gain = policy.setting("merge_gain")
+    if gains and len(active) + 1 > policy.setting("min_blocks"):
         gain, cut = min(gains)
         if gain < merge_gain:
             return Decision([c for c in active if c != cut],
                             f"merged at {cut}: the next block's head gains {gain:+.3f} accuracy "
                             f"(< merge gain {merge_gain:g})", signals)
-    patience = policy.adaptive("boundary_patience")
+    patience = policy.setting("boundary_patience")
     for cut in candidates:
         if cut not in active and epoch - merged_at.get(cut, 0) >= patience and settled.get(cut, False):
             return Decision([c for c in candidates if c in active or c == cut],
                             f"restored {cut}: the layers before it settled (update norms per unit learning rate below "
-                            f"{policy.adaptive('settle_threshold'):g} of their peaks)", signals)
+                            f"{policy.setting('settle_threshold'):g} of their peaks)", signals)
     return Decision(list(active), "", signals)
 
 

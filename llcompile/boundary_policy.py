@@ -15,6 +15,12 @@ and aux heads carry over by name, an aux head whose cut becomes a boundary again
   candidates; after every epoch one may be removed or restored from per-block signals
   (``llcompile.adaptive_boundaries``, thresholds ``merge_gain``, ``settle_threshold``,
   ``min_blocks``, ``boundary_patience``, ``activation_budget``).
+- ``progressive`` and ``sliding`` move boundaries over *all* cut points, not only the initial ones
+  (``llcompile.moving_boundaries``): ``progressive`` starts with the transform-time blocks (many
+  small ones: ``--blocks`` up to the number of segments) and merges the earliest boundary whose
+  block has settled; ``sliding`` moves the earliest boundary whose block has settled one cut point
+  toward the output. Both read ``settle_threshold``, ``min_blocks``, ``boundary_patience`` and
+  ``activation_budget``.
 """
 
 from __future__ import annotations
@@ -23,10 +29,13 @@ from dataclasses import asdict, dataclass, fields
 
 from llcompile.errors import LLCompileError
 
-POLICIES = ("fixed", "schedule", "adaptive")
-# adaptive's thresholds and their defaults (docs/strategies.md says why)
-ADAPTIVE_DEFAULTS = {"merge_gain": 0.01, "settle_threshold": 0.5, "min_blocks": 2, "boundary_patience": 2,
-                     "activation_budget": 0.7}
+POLICIES = ("fixed", "schedule", "adaptive", "progressive", "sliding")
+# the thresholds of the policies that decide from signals, and their defaults (docs/strategies.md says why)
+SETTING_DEFAULTS = {"merge_gain": 0.01, "settle_threshold": 0.5, "min_blocks": 2, "boundary_patience": 2,
+                    "activation_budget": 0.7}
+_MOVING = ("settle_threshold", "min_blocks", "boundary_patience", "activation_budget")
+# the thresholds each policy reads
+POLICY_SETTINGS = {"adaptive": tuple(SETTING_DEFAULTS), "progressive": _MOVING, "sliding": _MOVING}
 
 
 @dataclass(frozen=True)
@@ -48,11 +57,12 @@ class ScheduleEntry:
 class BoundaryPolicy:
     boundary_policy: str = "adaptive"  # chosen by measurement: docs/results.md#boundaries
     boundary_schedule: str | None = None
-    # adaptive only (None: the default in ADAPTIVE_DEFAULTS)
-    merge_gain: float | None = None  # merge a boundary whose next block gains less accuracy than this
-    settle_threshold: float | None = None  # restore one when the layers before it move below this x their peak
+    # the policies of POLICY_SETTINGS only (None: the default in SETTING_DEFAULTS)
+    merge_gain: float | None = None  # adaptive: merge a boundary whose next block gains less accuracy than this
+    settle_threshold: float | None = None  # layers have settled below this x their peak update norm per unit lr
     min_blocks: int | None = None  # never merge below this many blocks
-    boundary_patience: int | None = None  # epochs a merged boundary stays merged at least
+    boundary_patience: int | None = None  # adaptive: epochs a merged boundary stays merged at least; others:
+    # epochs between two moves at least
     activation_budget: float | None = None  # no merge above this x bp's peak of kept activations
 
     def __post_init__(self) -> None:
@@ -60,10 +70,12 @@ class BoundaryPolicy:
             raise LLCompileError(f"--boundary-policy must be one of {', '.join(POLICIES)}")
         if (self.boundary_policy == "schedule") != (self.boundary_schedule is not None):
             raise LLCompileError("--boundary-schedule goes with --boundary-policy schedule, and it needs one")
-        given = [name for name in ADAPTIVE_DEFAULTS if getattr(self, name) is not None]
-        if given and self.boundary_policy != "adaptive":
+        allowed = POLICY_SETTINGS.get(self.boundary_policy, ())
+        given = [name for name in SETTING_DEFAULTS if getattr(self, name) is not None and name not in allowed]
+        if given:
             flags = ", ".join("--" + name.replace("_", "-") for name in given)
-            raise LLCompileError(f"{flags} go(es) with --boundary-policy adaptive")
+            readers = [p for p, names in POLICY_SETTINGS.items() if all(n in names for n in given)]
+            raise LLCompileError(f"{flags} go(es) with --boundary-policy {' or '.join(readers)}")
         checks = [(self.merge_gain is None or -1 <= self.merge_gain <= 1, "--merge-gain must be in [-1, 1]"),
                   (self.settle_threshold is None or 0 < self.settle_threshold <= 1,
                    "--settle-threshold must be in (0, 1]"),
@@ -83,15 +95,15 @@ class BoundaryPolicy:
         return cls(**{k: v for k, v in options.items() if k in names and v is not None})
 
     def to_json(self) -> dict:
-        """The policy with adaptive's thresholds resolved (left out for the other policies)."""
-        if self.boundary_policy != "adaptive":
-            return {k: v for k, v in asdict(self).items() if k not in ADAPTIVE_DEFAULTS}
-        return {**asdict(self), **{k: self.adaptive(k) for k in ADAPTIVE_DEFAULTS}}
+        """The policy with the thresholds it reads resolved (the others left out)."""
+        allowed = POLICY_SETTINGS.get(self.boundary_policy, ())
+        return {**{k: v for k, v in asdict(self).items() if k not in SETTING_DEFAULTS},
+                **{k: self.setting(k) for k in allowed}}
 
-    def adaptive(self, name: str):
-        """The value of adaptive threshold ``name``, its default when not given."""
+    def setting(self, name: str):
+        """The value of threshold ``name``, its default when not given."""
         value = getattr(self, name)
-        return ADAPTIVE_DEFAULTS[name] if value is None else value
+        return SETTING_DEFAULTS[name] if value is None else value
 
     def entries(self) -> list[ScheduleEntry]:
         if self.boundary_schedule is None:

@@ -59,6 +59,10 @@ def cli() -> None:
 @click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
 @click.option("--aux-depth", type=click.FloatRange(0, 1, min_open=True),
               help="augmented aux head: fraction of the later segments it copies [default: 0.1].")
+@click.option("--aux-pool", type=click.IntRange(min=1),
+              help="aux heads: average-pool a spatial activation to P x P instead of globally [default: global].")
+@click.option("--aux-width", type=click.FloatRange(0, 1, min_open=True),
+              help="conv aux head: its hidden channels as a fraction of the block's [default: 1].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
 @click.option("--boundary-policy", type=click.Choice(POLICIES),
               help="dbl, dbl-hebbian: how block boundaries move during training [default: adaptive].")
@@ -68,13 +72,17 @@ def cli() -> None:
               help="adaptive: merge a boundary whose next block's head gains less training accuracy than this "
                    "[default: 0.01].")
 @click.option("--settle-threshold", type=click.FloatRange(0, 1, min_open=True),
-              help="adaptive: restore a merged boundary once the layers before it move less than this fraction of "
-                   "their peak ||dW||/||W|| per epoch per unit learning rate [default: 0.5].")
-@click.option("--min-blocks", type=click.IntRange(min=1), help="adaptive: never merge below this [default: 2].")
+              help="adaptive, progressive, sliding: layers have settled (adaptive restores a boundary, the others "
+                   "move one) when they move less than this fraction of their peak ||dW||/||W|| per epoch per unit "
+                   "learning rate [default: 0.5].")
+@click.option("--min-blocks", type=click.IntRange(min=1),
+              help="adaptive, progressive, sliding: never merge below this [default: 2].")
 @click.option("--boundary-patience", type=click.IntRange(min=1),
-              help="adaptive: epochs a merged boundary stays merged at least [default: 2].")
+              help="adaptive: epochs a merged boundary stays merged at least; progressive, sliding: epochs between "
+                   "two moves at least [default: 2].")
 @click.option("--activation-budget", type=click.FloatRange(0, 1, min_open=True),
-              help="adaptive: merge only while the peak of activations kept for backward stays within this "
+              help="adaptive, progressive, sliding: move only while the peak of activations kept for backward stays "
+                   "within this "
                    "fraction of end-to-end backprop's (cost model) [default: 0.7].")
 @click.option("--prefix", type=click.IntRange(min=0),
               help="local-sgd, dbl-hebbian: segments in the Hebbian prefix at the start [default: 0, all on SGD].")

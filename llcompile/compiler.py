@@ -32,6 +32,15 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", **opti
             recompile(program, **entry.options())
         except LLCompileError as exc:
             raise LLCompileError(f"--boundary-schedule entry for epoch {entry.epoch}: {exc}") from None
+    if policy is not None and policy.boundary_policy in ("progressive", "sliding"):
+        # a boundary may reach any cut point after the prefix: every one must take an aux head, so a
+        # program with a block per segment is compiled once now (the runtime emits the others lazily)
+        segments = len(analyze(ir.from_proto(program.eval_model)).segments) - program.options.get("prefix", 0)
+        try:
+            recompile(program, blocks=segments, cuts=None)
+        except LLCompileError as exc:
+            raise LLCompileError(f"--boundary-policy {policy.boundary_policy} may move a boundary to any cut "
+                                 f"point, but not every one takes an aux head: {exc}") from None
     return program
 
 

@@ -28,17 +28,19 @@ def _bp() -> list[ir.passes.PassBase]:
 
 
 def _dbl(blocks: int | None = None, cuts: list[str] | None = None, aux_head: str | None = None,
-         aux_depth: float | None = None, seed: int | None = None, **boundaries) -> list[ir.passes.PassBase]:
+         aux_depth: float | None = None, aux_pool: int | None = None, aux_width: float | None = None,
+         seed: int | None = None, **boundaries) -> list[ir.passes.PassBase]:
     BoundaryPolicy.from_options(boundaries)  # checks the values
     if blocks is None and cuts is None:
         blocks = DEFAULT_DBL_BLOCKS
     return [PartitionPass(blocks=blocks, cuts=cuts),
-            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth), ModelLossPass()]
+            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth, pool=aux_pool, width=aux_width),
+            ModelLossPass()]
 
 
 BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settle_threshold", "min_blocks",
                     "boundary_patience", "activation_budget")
-DBL_OPTIONS = ("blocks", "cuts", "aux_head", "aux_depth", "seed") + BOUNDARY_OPTIONS
+DBL_OPTIONS = ("blocks", "cuts", "aux_head", "aux_depth", "aux_pool", "aux_width", "seed") + BOUNDARY_OPTIONS
 HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation")
 # read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
 LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
@@ -59,14 +61,16 @@ def _local_sgd(prefix: int | None = None, hebbian_rule: str | None = None, hebbi
 
 def _dbl_hebbian(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
                  blocks: int | None = None, cuts: list[str] | None = None, aux_head: str | None = None,
-                 aux_depth: float | None = None, seed: int | None = None, **options) -> list[ir.passes.PassBase]:
+                 aux_depth: float | None = None, aux_pool: int | None = None, aux_width: float | None = None,
+                 seed: int | None = None, **options) -> list[ir.passes.PassBase]:
     boundaries = {k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options}
     prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, options)
     BoundaryPolicy.from_options(boundaries)
     if blocks is None and cuts is None:
         blocks = DEFAULT_DBL_BLOCKS
     return [PartitionPass(blocks=blocks, cuts=cuts, prefix=prefix), hebbian,
-            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth), ModelLossPass()]
+            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth, pool=aux_pool, width=aux_width),
+            ModelLossPass()]
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (

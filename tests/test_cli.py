@@ -136,6 +136,20 @@ def test_local_sgd_options_reach_program_json(tmp_path, small_model):
     assert run("verify", out).returncode == 0
 
 
+def test_moving_policy_and_cheap_head_options_reach_program_json(tmp_path, small_model):
+    out = tmp_path / "out"
+    result = run("transform", small_model, "-o", out, "--blocks", "3", "--boundary-policy", "sliding",
+                 "--settle-threshold", "0.8", "--aux-head", "conv", "--aux-width", "0.5", "--aux-pool", "2")
+    assert result.returncode == 0, result.stderr
+    program = json.loads((out / "program.json").read_text())
+    options = program["options"]
+    assert (options["boundary_policy"], options["settle_threshold"], options["min_blocks"], options["aux_width"],
+            options["aux_pool"]) == ("sliding", 0.8, 2, 0.5, 2)
+    assert "merge_gain" not in options  # sliding does not read it
+    assert program["stages"][0]["head"]["width"] == 0.5 and program["stages"][0]["head"]["pool"] == 2
+    assert run("verify", out).returncode == 0
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["-s", "dbl", "--prefix", "1"], "takes no --prefix"),
     (["-s", "local-sgd", "--prefix", "9"], "leaves no layer"),

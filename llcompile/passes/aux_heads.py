@@ -33,9 +33,15 @@ class AuxHeadsPass(ir.passes.InPlacePass):
     ``augmented`` (``passes/augmented_head.py``): copies of the model's own later segments, with
     their current weights, then the pooling and a fresh classifier; ``depth`` (default 0.1) is the
     fraction of the later segments it copies. The head records the segments in ``segments``.
+
+    ``pool`` P (any head): average-pool a spatial activation to P x P (each spatial size divided
+    by P; they must divide) instead of pooling it globally, so the classifier sees where features
+    are: its Gemm reads C * P^2 values. ``width`` w (``conv`` only): the 1x1 conv and hidden Gemm
+    have round(w * C) channels instead of C, so the head costs about w times the MACs.
     """
 
-    def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None):
+    def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None, pool: int | None = None,
+                 width: float | None = None):
         super().__init__()
         if kind not in AUX_HEAD_KINDS:
             raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
@@ -43,8 +49,16 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             raise LLCompileError(f"the aux-head seed must be >= 0, got {seed}")
         if depth is not None and kind != "augmented":
             raise LLCompileError(f"--aux-depth applies to --aux-head augmented only, not {kind}")
+        if width is not None and kind != "conv":
+            raise LLCompileError(f"--aux-width applies to --aux-head conv only, not {kind}")
+        if width is not None and not 0 < width <= 1:
+            raise LLCompileError(f"--aux-width must be in (0, 1], got {width}")
+        if pool is not None and pool < 1:
+            raise LLCompileError(f"--aux-pool must be >= 1, got {pool}")
         self.kind = kind
         self.seed = seed
+        self.pool = pool
+        self.width = width
         self.depth = check_depth(DEFAULT_AUX_DEPTH if depth is None else depth) if kind == "augmented" else None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -71,10 +85,12 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             stage.head = {"kind": self.kind, "logits": logits.name,
                           "params": sorted(n for n in added if roles.get(n) == "param"),
                           "buffers": sorted(n for n in added if roles.get(n) == "buffer")}
+            stage.head.update({k: v for k, v in (("pool", self.pool), ("width", self.width)) if v is not None})
             if segments is not None:
                 stage.head.update(segments=segments, copied_from=copied_from)
             modified = True
         plan.options["aux_head"] = self.kind
+        plan.options.update({k: v for k, v in (("aux_pool", self.pool), ("aux_width", self.width)) if v is not None})
         if self.depth is not None:
             plan.options["aux_depth"] = self.depth
         plan.write(model)
@@ -84,22 +100,38 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         rank = x.shape.rank() if x.shape is not None else 0
         if rank < 2 or not isinstance(x.shape[1], int):
             raise LLCompileError(f"cannot attach an aux head to {x.name!r} of shape {x.shape}")
-        channels = x.shape[1]
+        channels, spatial = x.shape[1], list(x.shape)[2:]  # the conv head's 1x1 conv keeps the spatial sizes
+        hidden = max(1, round(self.width * channels)) if self.width is not None else channels
         if self.kind == "conv" and rank > 2:
-            w = b.initializer("conv.weight", uniform_fan_in(rng, (channels, channels) + (1,) * (rank - 2), channels))
+            w = b.initializer("conv.weight", uniform_fan_in(rng, (hidden, channels) + (1,) * (rank - 2), channels))
             x = b.op("Conv", [x, w], "conv", kernel_shape=[1] * (rank - 2))
             bn = [b.initializer(f"bn.{n}", a) for n, a in (
-                ("weight", np.ones(channels, np.float32)), ("bias", np.zeros(channels, np.float32)),
-                ("running_mean", np.zeros(channels, np.float32)), ("running_var", np.ones(channels, np.float32)))]
+                ("weight", np.ones(hidden, np.float32)), ("bias", np.zeros(hidden, np.float32)),
+                ("running_mean", np.zeros(hidden, np.float32)), ("running_var", np.ones(hidden, np.float32)))]
             x = b.op("BatchNormalization", [x, *bn], "bn", num_outputs=3, training_mode=1, momentum=0.9)
             x = b.op("Relu", [x], "relu")
+            channels = hidden
+        features = channels
         if rank > 2:
-            x = b.op("GlobalAveragePool", [x], "pool")
+            x, features = self._pool_spatial(b, x, channels, spatial)
             x = b.op("Flatten", [x], "flatten", axis=1)
         if self.kind == "conv":
-            x = self._linear(b, x, "fc1", channels, channels, rng)
+            x = self._linear(b, x, "fc1", features, hidden, rng)
             x = b.op("Relu", [x], "fc1_relu")
-        return self._linear(b, x, "fc2" if self.kind == "conv" else "fc", channels, classes, rng, output="logits")
+            features = hidden
+        return self._linear(b, x, "fc2" if self.kind == "conv" else "fc", features, classes, rng, output="logits")
+
+    def _pool_spatial(self, b: GraphBuilder, x: ir.Value, channels: int, spatial: list) -> tuple[ir.Value, int]:
+        """Global average pooling, or with ``pool`` P an average pool of the ``spatial`` sizes to P x ... x P;
+        the features per sample."""
+        if self.pool is None:
+            return b.op("GlobalAveragePool", [x], "pool"), channels
+        if not all(isinstance(d, int) and d % self.pool == 0 for d in spatial):
+            raise LLCompileError(f"--aux-pool {self.pool}: the spatial sizes {spatial} of {x.name!r} must be "
+                                 f"multiples of {self.pool}")
+        kernel = [d // self.pool for d in spatial]
+        pooled = b.op("AveragePool", [x], "pool", kernel_shape=kernel, strides=kernel)
+        return pooled, channels * self.pool ** len(spatial)
 
     @staticmethod
     def _linear(b: GraphBuilder, x: ir.Value, name: str, fan_in: int, fan_out: int, rng,

@@ -23,8 +23,8 @@ from llcompile.strategies import get_strategy
 
 BASELINE = "bp"
 PREFIX_OPTION = "prefix"  # the Hebbian prefix length of local-sgd / dbl-hebbian, in leading segments
-INT_OPTIONS = {"blocks": 1, "prefix": 0, "seed": 0}  # option -> smallest value allowed
-FLOAT_OPTIONS = {"aux_depth"}  # range-checked by the pass that reads them
+INT_OPTIONS = {"blocks": 1, "prefix": 0, "seed": 0, "aux_pool": 1}  # option -> smallest value allowed
+FLOAT_OPTIONS = {"aux_depth", "aux_width"}  # range-checked by the pass that reads them
 
 
 @dataclass

@@ -15,9 +15,10 @@ import onnx_ir as ir
 
 from llcompile.adaptive_boundaries import BlockSignal, decide, layers_settled
 from llcompile.analysis import analyze
-from llcompile.boundary_policy import BoundaryPolicy
+from llcompile.boundary_policy import POLICY_SETTINGS, BoundaryPolicy
 from llcompile.compiler import recompile
 from llcompile.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
+from llcompile.moving_boundaries import choose, progressive_moves, sliding_moves
 from llcompile.program import Program
 from llcompile.report.cost_model import cost_program
 
@@ -37,6 +38,12 @@ def update_norms(before: dict[str, np.ndarray], after: dict[str, np.ndarray], we
 def _block_cuts(program: Program) -> list[str]:
     """The boundaries between the blocks trained by gradient (the end of a Hebbian prefix is none)."""
     return [s.input for s in program.stages if s.kind != "hebbian"][1:]
+
+
+def per_unit_lr(norm_history: list[dict[str, float]], lr_means: list[float]) -> list[dict[str, float]]:
+    """Each epoch's update norms divided by its mean learning rate: a decaying schedule shrinks the
+    raw norms whether or not the layers still have something to learn."""
+    return [{layer: norm / max(lr, 1e-12) for layer, norm in norms.items()} for norms, lr in zip(norm_history, lr_means)]
 
 
 def _key(changes: dict) -> str:
@@ -59,34 +66,36 @@ class ProgramController:
         self.segment_layers = [segment.layers for segment in analysis.segments]
         self.transition_layers = [layers[0] for layers in self.segment_layers]
         self.segment_of_cut = {segment.input: segment.index for segment in analysis.segments}
-        # adaptive: the boundaries given at transform time are the candidates
+        self.cut_points = [segment.input for segment in analysis.segments[1:]]  # where progressive/sliding go
+        # adaptive: the boundaries given at transform time are the candidates; progressive and sliding start there
         self.candidates = _block_cuts(program)
-        adaptive = boundaries is not None and boundaries.boundary_policy == "adaptive"
+        moving = boundaries is not None and boundaries.boundary_policy in POLICY_SETTINGS
         state = state or {"prefix": program.options.get("prefix", 0), "factor": 1.0, "next": None,
-                          "entry": None, "moved": {}, "active": list(self.candidates) if adaptive else None,
-                          "merged_at": {}, "next_cuts": None, "block_losses": {}}
+                          "entry": None, "moved": {}, "active": list(self.candidates) if moving else None,
+                          "merged_at": {}, "next_cuts": None, "block_losses": {}, "last_move": 0}
         self.prefix: int = state["prefix"]
         self.factor: float = state["factor"]  # weak supervision
         self.next: dict | None = state["next"]  # dynamic: {"prefix", "reason"} decided after the last epoch
         self.entry: int | None = state["entry"]  # the epoch of the boundary-schedule entry in force
         self.moved: dict = state["moved"]  # what moved at this epoch's start, for its record
-        self.active: list[str] | None = state["active"]  # adaptive: the candidate cuts in force
+        self.active: list[str] | None = state["active"]  # adaptive, progressive, sliding: the cuts in force
         self.merged_at: dict[str, int] = state["merged_at"]  # adaptive: inactive candidate -> epoch merged
-        self.next_cuts: dict | None = state["next_cuts"]  # adaptive: {"cuts", "reason"} for the next epoch
+        self.next_cuts: dict | None = state["next_cuts"]  # {"cuts", "reason"} for the next epoch
         self.block_losses: dict[str, float] = state["block_losses"]  # adaptive: last epoch's, by output cut
-        base_options = {"blocks": None, "cuts": self.candidates} if adaptive else {}
+        self.last_move: int = state.get("last_move", 0)  # progressive, sliding: epoch of the last move (0: none)
+        base_options = {"blocks": None, "cuts": self.candidates} if moving else {}
         self._programs = {_key({"prefix": program.options.get("prefix", 0), **base_options}): program}
         self._activation_peaks: dict[str, int] = {}
 
     def state(self) -> dict:
         return {"prefix": self.prefix, "factor": self.factor, "next": self.next, "entry": self.entry,
                 "moved": self.moved, "active": self.active, "merged_at": self.merged_at,
-                "next_cuts": self.next_cuts, "block_losses": self.block_losses}
+                "next_cuts": self.next_cuts, "block_losses": self.block_losses, "last_move": self.last_move}
 
     def _boundary_options(self) -> dict:
         if self.entry is not None:
             return self.boundaries.entry_for(self.entry).options()
-        if self.active is not None:  # adaptive; a cut the Hebbian prefix has passed is no boundary
+        if self.active is not None:  # a moving policy; a cut the Hebbian prefix has passed is no boundary
             return {"blocks": None, "cuts": [c for c in self.active if self.segment_of_cut[c] > self.prefix]}
         return {}
 
@@ -109,7 +118,7 @@ class ProgramController:
             moved = True
         if self.next_cuts is not None:
             self.active = self.next_cuts["cuts"]
-            self.moved["boundaries"] = {"reason": "adaptive: " + self.next_cuts["reason"]}
+            self.moved["boundaries"] = {"reason": f"{self.boundaries.boundary_policy}: {self.next_cuts['reason']}"}
             self.next_cuts = None
             moved = True
         new_cuts = _block_cuts(self.program())
@@ -153,7 +162,10 @@ class ProgramController:
             record["transition"] = self.moved["transition"]
         self.moved = {}
         if self.active is not None:
-            record["boundary_signals"] = self._adapt_boundaries(epoch, norm_history, stage_metrics, lr_means)
+            per_lr = per_unit_lr(norm_history, lr_means)
+            record["boundary_signals"] = (self._adapt_boundaries(epoch, per_lr, stage_metrics)
+                                          if self.boundaries.boundary_policy == "adaptive"
+                                          else self._move_boundaries(epoch, per_lr))
         if self.learning is None:
             return record
         record.update({"prefix": self.prefix, "transition_layer": self.transition_layers[self.prefix],
@@ -166,19 +178,15 @@ class ProgramController:
         self.factor = weak_supervision_factor(self.learning, self.factor, train_losses)
         return record
 
-    def _adapt_boundaries(self, epoch: int, norm_history: list[dict[str, float]], stage_metrics: dict[str, dict],
-                          lr_means: list[float]) -> dict:
+    def _adapt_boundaries(self, epoch: int, per_lr: list[dict[str, float]], stage_metrics: dict[str, dict]) -> dict:
         """The adaptive policy's decision after ``epoch`` (applied when the next one begins); its signals.
 
-        Layers have settled by their update norms per unit of learning rate: a decaying schedule
-        shrinks the raw norms whether or not the layers still have something to learn."""
+        ``per_lr``: every epoch's update norms per unit of its mean learning rate (``per_unit_lr``)."""
         trained = [s for s in self.program().stages if s.kind != "hebbian"]
         blocks = [BlockSignal(s.output if s.kind != "final" else None, stage_metrics[s.name]["loss"],
                               stage_metrics[s.name]["acc"], self.block_losses.get(s.output))
                   for s in trained]
-        threshold = self.boundaries.adaptive("settle_threshold")
-        per_lr = [{layer: norm / max(lr, 1e-12) for layer, norm in norms.items()}
-                  for norms, lr in zip(norm_history, lr_means)]
+        threshold = self.boundaries.setting("settle_threshold")
         settled = {cut: layers_settled(self._layers_before(cut), per_lr, threshold)
                    for cut in self.candidates if cut not in self.active}
         merged_activations = {cut: self._activation_share([c for c in self.active if c != cut])
@@ -188,6 +196,25 @@ class ProgramController:
         self.block_losses = {s.output: b.loss for s, b in zip(trained, blocks)}
         if decision.active != self.active:
             self.merged_at = {c: self.merged_at.get(c, epoch) for c in self.candidates if c not in decision.active}
+            self.next_cuts = {"cuts": decision.active, "reason": decision.reason}
+        return {**decision.signals, "decision": decision.reason or "no change"}
+
+    def _move_boundaries(self, epoch: int, per_lr: list[dict[str, float]]) -> dict:
+        """The progressive or sliding policy's move after ``epoch`` (applied when the next one begins)
+        over the cut points after the Hebbian prefix; its signals."""
+        policy = self.boundaries
+        trained = [c for c in self.active if self.segment_of_cut[c] > self.prefix]
+        threshold, min_blocks = policy.setting("settle_threshold"), policy.setting("min_blocks")
+        settled = {cut: layers_settled(self._layers_before(cut), per_lr, threshold) for cut in trained}
+        if policy.boundary_policy == "progressive":
+            moves = progressive_moves(trained, settled, min_blocks)
+        else:
+            cut_points = [c for c in self.cut_points if self.segment_of_cut[c] > self.prefix]
+            moves = sliding_moves(trained, cut_points, settled, min_blocks)
+        shares = [self._activation_share(move.cuts) for move in moves]
+        decision = choose(policy, trained, moves, shares, self.last_move, epoch, settled)
+        if decision.active != trained:
+            self.last_move = epoch
             self.next_cuts = {"cuts": decision.active, "reason": decision.reason}
         return {**decision.signals, "decision": decision.reason or "no change"}
 
@@ -206,8 +233,9 @@ class ProgramController:
         return peak(**prefix, blocks=None, cuts=trained) / max(peak(prefix=0, blocks=None, cuts=[]), 1)
 
     def _layers_before(self, cut: str) -> list[str]:
-        """The layers from the start of the block that holds ``cut`` (inactive) up to ``cut``."""
+        """The layers from the start of the block that holds ``cut`` (inactive), or ends at it (active),
+        up to ``cut``."""
         end = self.segment_of_cut[cut]
         starts = [self.segment_of_cut[c] for c in self.active if self.segment_of_cut[c] < end]
-        start = max(starts, default=self.prefix)
+        start = max([*starts, self.prefix])  # a cut the prefix has passed starts no block
         return [layer for layers in self.segment_layers[start:end] for layer in layers]

@@ -292,3 +292,68 @@ def test_conv_head_numerics():
     logits = _numpy_head_logits("conv", model, HEAD1, out[CUT_4D])
     np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(out["block1.aux_loss"], softmax_cross_entropy(logits, labels), rtol=1e-5)
+
+
+# ---------------------------------------------------------------- cheaper heads: pooled, reduced width
+
+
+def test_pooled_fc_head_reads_each_pxp_window_mean():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D, CUT_2D])(model)
+    AuxHeadsPass(kind="fc", pool=2)(model)
+    assert Plan.read(model).stages[0].head["pool"] == 2
+    assert _init(model, f"{HEAD1}.fc.weight").shape == (CLASSES, CHANNELS * 4)  # C * 2 * 2 features
+    assert _init(model, f"{HEAD2}.fc.weight").shape == (CLASSES, CHANNELS)  # a 2-D cut is not pooled
+    x, labels = _batch()
+    out = _run(model, [CUT_4D, f"{HEAD1}.logits"], x, labels)
+    a = out[CUT_4D].astype(np.float64)  # [N, 8, 8, 8] -> 2x2 windows of 4x4, flattened as C, P, P
+    pooled = a.reshape(len(a), CHANNELS, 2, 4, 2, 4).mean(axis=(3, 5)).reshape(len(a), -1)
+    logits = _gemm(pooled, model, f"{HEAD1}.fc")
+    np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["block1.aux_loss"], softmax_cross_entropy(logits, labels), rtol=1e-5)
+
+
+def test_reduced_width_conv_head_has_round_w_c_channels():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D])(model)
+    AuxHeadsPass(kind="conv", width=0.3)(model)
+    hidden = round(0.3 * CHANNELS)  # 2
+    assert _init(model, f"{HEAD1}.conv.weight").shape == (hidden, CHANNELS, 1, 1)
+    assert _init(model, f"{HEAD1}.fc1.weight").shape == (hidden, hidden)
+    assert _init(model, f"{HEAD1}.fc2.weight").shape == (CLASSES, hidden)
+    x, labels = _batch()
+    out = _run(model, [CUT_4D, f"{HEAD1}.logits"], x, labels)
+    logits = _numpy_head_logits("conv", model, HEAD1, out[CUT_4D])
+    np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
+
+
+def test_pooled_reduced_width_conv_head_numerics():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D])(model)
+    AuxHeadsPass(kind="conv", width=0.5, pool=2)(model)
+    x, labels = _batch()
+    out = _run(model, [CUT_4D, f"{HEAD1}.logits"], x, labels)
+    a = out[CUT_4D].astype(np.float64)
+    y = np.einsum("oc,nchw->nohw", _init(model, f"{HEAD1}.conv.weight")[:, :, 0, 0], a)  # 8 -> 4 channels
+    mean, var = y.mean(axis=(0, 2, 3), keepdims=True), y.var(axis=(0, 2, 3), keepdims=True)
+    y = np.maximum((y - mean) / np.sqrt(var + 1e-5), 0.0)
+    pooled = y.reshape(len(y), 4, 2, 4, 2, 4).mean(axis=(3, 5)).reshape(len(y), -1)  # 4 channels x 2 x 2
+    logits = _gemm(np.maximum(_gemm(pooled, model, f"{HEAD1}.fc1"), 0.0), model, f"{HEAD1}.fc2")
+    np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (dict(kind="fc", width=0.5), "--aux-width applies to --aux-head conv only"),
+    (dict(kind="conv", width=1.5), "--aux-width must be in"),
+    (dict(kind="fc", pool=0), "--aux-pool must be >= 1"),
+])
+def test_bad_cheap_head_options(options, fragment):
+    with pytest.raises(LLCompileError, match=fragment):
+        AuxHeadsPass(**options)
+
+
+def test_pool_that_does_not_divide_the_activation_is_refused():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D])(model)
+    with pytest.raises(LLCompileError, match="--aux-pool 3: the spatial sizes \\[8, 8\\]"):
+        AuxHeadsPass(kind="fc", pool=3)(model)

@@ -138,3 +138,26 @@ def test_first_layer_of_every_block_has_no_dx(zoo_file):
     assert sum(inputs[n] in {s.input for s in program.stages} for n in inputs) == 3
     bp = cost_program(llcompile.transform(model, "bp"))
     assert bp.macs()["total"] == 3 * analysis.macs - analysis.layers[0].macs
+
+
+def test_cheap_heads_by_hand(tiny_model):
+    # fc on the 4x8x8 cut pooled to 2x2: Gemm(4*2*2 -> 10) = 160 MACs, forward, dX and dW each
+    _, cost = costs(tiny_model, "dbl", cuts=["u1.out"], aux_pool=2)
+    head = cost.stages[0].head
+    assert (head.macs_forward, head.macs_backward_dx, head.macs_backward_dw) == (160, 160, 160)
+    # the u1.out activation is 4x4x4 (after the 2x2 max pool): AveragePool 2x2 windows over 4 * 2 * 2 outputs
+    assert head.element_ops_forward == 4 * 2 * 2 * 4 + 10
+    # conv head at width 0.5 on 4 channels: conv 1x1 4->2 over 4x4 (2*4*16 = 128), fc1 2->2 (4), fc2 2->10 (20)
+    _, cost = costs(tiny_model, "dbl", cuts=["u1.out"], aux_head="conv", aux_width=0.5)
+    head = cost.stages[0].head
+    assert head.macs_forward == 128 + 4 + 20
+    assert cost.stages[0].head.params == 2 * 4 + 2 * 2 + 2 * 2 + 2 + 10 * 2 + 10  # conv, bn, fc1, fc2
+
+
+def test_report_spec_takes_the_cheap_head_options():
+    from llcompile.report.programs import parse_spec
+
+    spec = parse_spec("dbl:blocks=8,aux_pool=2,aux_width=0.25")
+    assert spec.options == {"blocks": 8, "aux_pool": 2, "aux_width": 0.25}
+    with pytest.raises(llcompile.LLCompileError, match="aux_pool must be >= 1"):
+        parse_spec("dbl:aux_pool=0")

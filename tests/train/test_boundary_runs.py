@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import llcompile
+from llcompile.errors import LLCompileError
 from llcompile.inspection import describe, render_text
 from llcompile.train import train
 from llcompile.train.checkpoint import load_checkpoint
@@ -87,6 +88,49 @@ def test_adaptive_merges_only_within_the_activation_budget(resnet_digits_model, 
     assert any(s["activations_if_merged"] > 0.6 for s in signals)  # the budget ruled something out
 
 
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_sliding_moves_a_boundary_to_a_cut_point_that_was_no_initial_boundary(resnet_digits_model, tmp_path,
+                                                                                backend):
+    # settle threshold 1: a block has settled once all its layers moved less (per unit lr) than at their
+    # peak, which the epoch-1 norms are by construction; so the earliest settled boundary slides after epoch 2
+    program = llcompile.transform(resnet_digits_model, "dbl", blocks=3, boundary_policy="sliding",
+                                  settle_threshold=1.0, boundary_patience=1, activation_budget=1.0)
+    cut_points = llcompile.analyze(llcompile.load(resnet_digits_model)).cut_points
+    history = train(program.save(tmp_path / "program"), _config(backend=backend), tmp_path / "run",
+                    show_progress=False).history
+    assert history[0]["boundary_signals"]["decision"] == "no change"  # one epoch: every norm is its own peak
+    assert history[1]["cuts"] == program.cuts
+    settled = history[1]["boundary_signals"]["settled"]
+    slid = next(cut for cut in program.cuts if settled[cut])
+    target = cut_points[cut_points.index(slid) + 1]
+    assert target not in program.cuts
+    assert history[2]["cuts"] == [target if c == slid else c for c in program.cuts]
+    assert history[2]["boundary_change"]["reason"].startswith(f"sliding: slid {slid} -> {target}")
+    state, _ = load_checkpoint(tmp_path / "run" / "checkpoint.npz")
+    assert f"aux@{target}.fc.weight" in state  # the new cut's head trained in epoch 3 and is kept
+
+
+def test_progressive_merges_the_earliest_settled_block(resnet_digits_model, tmp_path):
+    program = llcompile.transform(resnet_digits_model, "dbl", blocks=6, boundary_policy="progressive",
+                                  settle_threshold=1.0, boundary_patience=1, activation_budget=1.0)
+    history = train(program.save(tmp_path / "program"), _config(), tmp_path / "run", show_progress=False).history
+    settled = history[1]["boundary_signals"]["settled"]
+    merged = next(cut for cut in program.cuts if settled[cut])
+    assert history[2]["cuts"] == [c for c in program.cuts if c != merged]
+    assert history[2]["boundary_change"]["reason"].startswith(f"progressive: merged at {merged}")
+
+
+def test_transform_refuses_a_moving_policy_when_a_cut_point_takes_no_head(zoo_file):
+    # --aux-pool 3 divides none of ResNet-20's spatial sizes (32, 16, 8): a fixed program cut only at the
+    # 2-D Flatten output compiles; a moving one, which may reach the 4-D cuts, is refused at transform time
+    path = zoo_file("resnet20")
+    cut_points = llcompile.analyze(llcompile.load(path)).cut_points
+    flat = cut_points[-1]  # the Flatten output: a 2-D cut, which any pool size accepts
+    llcompile.transform(path, "dbl", cuts=[flat], aux_pool=3, boundary_policy="fixed")
+    with pytest.raises(LLCompileError, match="may move a boundary to any cut point.*--aux-pool 3"):
+        llcompile.transform(path, "dbl", cuts=[flat], aux_pool=3, boundary_policy="sliding")
+
+
 def test_inspect_run_dir_shows_the_boundary_history(resnet_digits_model, tmp_path):
     program = llcompile.transform(resnet_digits_model, "dbl-hebbian", blocks=2, start_epoch=2, ramp_epochs=1,
                                   max_prefix=2, boundary_policy="schedule",
@@ -109,7 +153,10 @@ def test_inspect_run_dir_shows_the_boundary_history(resnet_digits_model, tmp_pat
 
 
 @pytest.mark.parametrize("policy", [dict(boundary_policy="schedule", boundary_schedule="1:4,2:2"),
-                                    dict(boundary_policy="adaptive", merge_gain=1.0)])
+                                    dict(boundary_policy="adaptive", merge_gain=1.0),
+                                    # a boundary slides after epoch 2 (test_sliding_moves_a_boundary_...)
+                                    dict(boundary_policy="sliding", blocks=3, settle_threshold=1.0,
+                                         boundary_patience=1, activation_budget=1.0)])
 def test_resume_across_a_boundary_change_matches_an_uninterrupted_run(resnet_digits_model, tmp_path, policy):
     program = llcompile.transform(resnet_digits_model, "dbl", **policy).save(tmp_path / "program")
     reference = tmp_path / "reference"
