@@ -246,8 +246,8 @@ def progress_bar(work: EpochWork, show: bool) -> tqdm:
 
 def show_step(bar: tqdm, sums: EpochSums, final: str, started: float, lr: float) -> None:
     """Advance the bar by a step; the postfix shows the final stage's running loss and accuracy
-    (when this process trains it)."""
-    if final in sums.loss:
+    (when this process trains it and counts the samples)."""
+    if final in sums.loss and sums.samples:
         bar.set_postfix(loss=f"{sums.loss[final] / sums.samples:.3f}",
                         acc=f"{sums.correct[final] / sums.samples:.3f}",
                         img_s=f"{sums.samples / max(time.perf_counter() - started, 1e-9):.0f}", lr=f"{lr:.3g}")

@@ -1,0 +1,5 @@
+"""``python -m llcompile``: the CLI, e.g. under torchrun (``torchrun ... -m llcompile train ...``)."""
+
+from llcompile.cli import main
+
+main()
