@@ -1,0 +1,167 @@
+"""Parallel training (--nproc): every run is compared with the sequential run of the same program."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import llcompile
+from llcompile.train import TrainConfig, train
+from llcompile.train.checkpoint import load_checkpoint
+from llcompile.train.parallel import ParallelOptions, launch
+from llcompile.train.parallel.placement import balance, groups
+
+TIMING = ("epoch_time_s", "images_per_s", "peak_memory_mb", "parallel")
+
+
+@pytest.fixture(scope="module")
+def small_dbl(tmp_path_factory):
+    """small_cnn for 1x8x8 digits in 3 fixed blocks."""
+    import torch
+
+    from llcompile.models import export
+
+    root = tmp_path_factory.mktemp("parallel")
+    torch.manual_seed(0)
+    model = export("small_cnn", root / "small_cnn.onnx", input_shape=(1, 8, 8))
+    return llcompile.transform(model, "dbl", blocks=3, boundary_policy="fixed").save(root / "dbl")
+
+
+def _config(**overrides) -> TrainConfig:
+    return TrainConfig(**{**dict(data="digits", epochs=2, batch_size=64, lr=0.05, seed=0, threads=1,
+                                 data_limit=400), **overrides})
+
+
+def _assert_same_run(sequential: Path, parallel: Path, exact: bool) -> None:
+    arrays_a, progress_a = load_checkpoint(sequential / "checkpoint.npz")
+    arrays_b, progress_b = load_checkpoint(parallel / "checkpoint.npz")
+    assert set(arrays_a) == set(arrays_b)
+    for name in arrays_a:
+        if exact:
+            np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+        else:
+            np.testing.assert_allclose(arrays_a[name], arrays_b[name], rtol=1e-5, atol=1e-6, err_msg=name)
+    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in p["history"]] for p in (progress_a, progress_b)]
+    if exact:
+        assert strip[0] == strip[1]
+    else:
+        for a, b in zip(*strip):
+            assert a["test_acc"] == b["test_acc"] and a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-5)
+
+
+def test_balance_groups_consecutive_stages_by_cost():
+    assert balance([1.0, 1.0, 1.0, 1.0], 2) == [2, 2]
+    assert balance([3.0, 1.0, 1.0, 1.0], 2) == [1, 3]
+    assert balance([1.0, 1.0, 5.0], 3) == [1, 1, 1]
+    assert balance([1.0, 2.0], 3) == [1, 1, 0]  # fewer stages than ranks (after a merge): the last passes on
+    assert groups([2, 1, 0]) == [[0, 1], [2], []]
+
+
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_stage_pipeline_equals_the_sequential_run(small_dbl, tmp_path, backend):
+    config = _config(backend=backend)
+    train(small_dbl, config, tmp_path / "sequential", show_progress=False)
+    # ort: as given (rank 0 holds one stage); torch: balanced by measured step times
+    options = ParallelOptions(nproc=2, placement=(1, 2) if backend == "ort" else None)
+    result = launch(small_dbl, config, tmp_path / "parallel", False, False, False, options)
+    _assert_same_run(tmp_path / "sequential", tmp_path / "parallel", exact=backend == "torch")
+    assert result.trained_model.exists()
+    records = [json.loads(line) for line in (tmp_path / "parallel" / "metrics.jsonl").read_text().splitlines()]
+    parallel = records[-1]["parallel"]
+    assert parallel["mode"] == "stages" and parallel["world_size"] == 2
+    assert sum(parallel["placement"], []) == ["block1", "block2", "block3"]
+    if backend == "ort":
+        assert parallel["placement"] == [["block1"], ["block2", "block3"]]
+    ranks = parallel["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and [r["stages"] for r in ranks] == parallel["placement"]
+    assert ranks[0]["bytes_sent"] > 0 and ranks[1]["bytes_sent"] == 0
+    assert all(r["steps"] == 7 and 0 < r["busy_share"] <= 1 for r in ranks)  # 400 samples in batches of 64
+
+
+def test_resnet20_pipeline_with_moving_boundaries_equals_the_sequential_run(resnet_digits_model, tmp_path):
+    """ResNet-20 in 4 blocks merged to 2 after the first epoch: state regathered, placement redone."""
+    program = llcompile.transform(resnet_digits_model, "dbl", blocks=4, boundary_policy="schedule",
+                                  boundary_schedule="1:4,2:2").save(tmp_path / "dbl")
+    config = _config(data_limit=192)
+    train(program, config, tmp_path / "sequential", show_progress=False)
+    launch(program, config, tmp_path / "parallel", False, False, False, ParallelOptions(nproc=2))
+    _assert_same_run(tmp_path / "sequential", tmp_path / "parallel", exact=True)
+    first, second = [json.loads(line)["parallel"] for line in (tmp_path / "parallel" / "metrics.jsonl").open()]
+    assert len(sum(first["placement"], [])) == 4 and len(sum(second["placement"], [])) == 2
+
+
+def _cli(program, run_dir, *extra):
+    return [sys.executable, "-m", "llcompile", "train", str(program), "--data", "digits", "--epochs", "3",
+            "--batch-size", "32", "--lr", "0.05", "--threads", "1", "--quiet", "--run-dir", str(run_dir), *extra]
+
+
+def _worker_pid(parent: int, rank: int) -> int | None:
+    """The pid of the worker of ``rank`` started (through the elastic agent) by process ``parent``."""
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
+    for pid in map(int, children.split()):
+        try:
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"RANK={rank}".encode() in environ:
+            return pid
+    return None
+
+
+def test_a_killed_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(resnet_digits_model, tmp_path):
+    program = llcompile.transform(resnet_digits_model, "dbl", blocks=4).save(tmp_path / "dbl")
+    subprocess.run(_cli(program, tmp_path / "reference"), check=True, timeout=300)
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(program, run_dir, "--nproc", "2"), stderr=subprocess.PIPE, text=True)
+    start = time.time()
+    while not (run_dir / "metrics.jsonl").exists():  # inside the second epoch
+        assert proc.poll() is None and time.time() - start < 300, "the run made no progress"
+        time.sleep(0.05)
+    pid = _worker_pid(proc.pid, rank=1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "rank 1 failed (killed by SIGKILL)" in lines[0]
+    assert "the last complete checkpoint is epoch 1" in lines[0]
+    resumed = subprocess.run(_cli(program, run_dir, "--nproc", "2", "--resume"), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_run(tmp_path / "reference", run_dir, exact=True)
+
+
+def test_data_parallel_trains_a_bp_program(tmp_path):
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    program = llcompile.transform(export("small_cnn", tmp_path / "m.onnx", input_shape=(1, 8, 8)), "bp").save(
+        tmp_path / "bp")
+    result = launch(program, _config(epochs=3, data_limit=None), tmp_path / "run", False, False, False,
+                    ParallelOptions(nproc=2))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
+    assert result.test_accuracy > 0.6  # chance is 0.1
+    parallel = result.history[-1]["parallel"]
+    names = [stage["name"] for stage in json.loads((program / "program.json").read_text())["stages"]]
+    assert parallel["mode"] == "data" and [r["stages"] for r in parallel["ranks"]] == [names, names]
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--nproc", "2", "--placement", "1,1"], "--placement 1,1 does not fit"),
+    (["--nproc", "4"], "needs a stage per rank"),
+    (["--nproc", "2", "--parallel", "data", "--backend", "ort"], "--parallel data needs --backend torch"),
+    (["--placement", "1,2"], "need --nproc 2 or more"),
+])
+def test_bad_parallel_options_are_one_line_errors(small_dbl, tmp_path, extra, fragment):
+    proc = subprocess.run(_cli(small_dbl, tmp_path / "run", *extra), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1 and fragment in proc.stderr
+    assert not (tmp_path / "run").exists()
