@@ -102,16 +102,12 @@ def _cli(program, run_dir, *extra):
 
 
 def _worker_pid(parent: int, rank: int) -> int | None:
-    """The pid of the worker of ``rank`` started (through the elastic agent) by process ``parent``."""
+    """The pid of the worker of ``rank`` that the elastic agent in process ``parent`` spawned (in
+    rank order; their environment is set after the start, so /proc does not show RANK)."""
     children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
-    for pid in map(int, children.split()):
-        try:
-            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if f"RANK={rank}".encode() in environ:
-            return pid
-    return None
+    workers = sorted(pid for pid in map(int, children.split())
+                     if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    return workers[rank] if len(workers) > rank else None
 
 
 def test_a_killed_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(resnet_digits_model, tmp_path):

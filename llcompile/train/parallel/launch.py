@@ -7,6 +7,7 @@ naming it and the last complete checkpoint; ``--resume`` continues from there.
 from __future__ import annotations
 
 import logging
+import os
 import uuid
 from pathlib import Path
 
@@ -31,6 +32,9 @@ def launch(program_dir: Path, config: TrainConfig, run_dir: Path, resume: bool, 
                                  start_method="spawn")
     for logger in ("torch.distributed.elastic", "torch.multiprocessing"):  # failures are reported below, in one line
         logging.getLogger(logger).setLevel(logging.CRITICAL)
+    # a killed worker leaves its result queue's semaphores to multiprocessing's resource tracker
+    # (a process started from this environment), which cleans them up with a warning
+    os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
     try:
         outcomes = elastic_launch(launch_config, run_worker)(program_dir, config, run_dir, resume, force,
                                                              show_progress, options)
