@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import llcompile
+from llcompile.errors import LLCompileError
 from llcompile.train import TrainConfig, train
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.parallel import ParallelOptions, launch
@@ -63,7 +64,7 @@ def test_balance_groups_consecutive_stages_by_cost():
     assert groups([2, 1, 0]) == [[0, 1], [2], []]
 
 
-@pytest.mark.parametrize("backend", ["torch", "ort"])
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow), "ort"])  # ResNet-20 below: torch
 def test_stage_pipeline_equals_the_sequential_run(small_dbl, tmp_path, backend):
     config = _config(backend=backend)
     train(small_dbl, config, tmp_path / "sequential", show_progress=False)
@@ -110,6 +111,7 @@ def _worker_pid(parent: int, rank: int) -> int | None:
     return workers[rank] if len(workers) > rank else None
 
 
+@pytest.mark.slow
 def test_a_killed_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(resnet_digits_model, tmp_path):
     program = llcompile.transform(resnet_digits_model, "dbl", blocks=4).save(tmp_path / "dbl")
     subprocess.run(_cli(program, tmp_path / "reference"), check=True, timeout=300)
@@ -133,6 +135,7 @@ def test_a_killed_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(resn
     _assert_same_run(tmp_path / "reference", run_dir, exact=True)
 
 
+@pytest.mark.slow
 def test_data_parallel_trains_a_bp_program(tmp_path):
     import torch
 
@@ -150,14 +153,25 @@ def test_data_parallel_trains_a_bp_program(tmp_path):
     assert parallel["mode"] == "data" and [r["stages"] for r in parallel["ranks"]] == [names, names]
 
 
-@pytest.mark.parametrize("extra, fragment", [
-    (["--nproc", "2", "--placement", "1,1"], "--placement 1,1 does not fit"),
-    (["--nproc", "4"], "needs a stage per rank"),
-    (["--nproc", "2", "--parallel", "data", "--backend", "ort"], "--parallel data needs --backend torch"),
-    (["--placement", "1,2"], "need --nproc 2 or more"),
+@pytest.mark.parametrize("options, config, fragment", [
+    (ParallelOptions(nproc=2, placement=(1, 1)), {}, "--placement 1,1 does not fit"),
+    (ParallelOptions(nproc=2, placement=(0, 3)), {}, "--placement 0,3 does not fit"),
+    (ParallelOptions(nproc=4), {}, "needs a stage per rank"),
+    (ParallelOptions(nproc=2, mode="data"), {"backend": "ort"}, "--parallel data needs --backend torch"),
+    (ParallelOptions(nproc=2, mode="data", placement=(1, 2)), {}, "--placement applies to --parallel stages only"),
+    (ParallelOptions(nproc=2, mode="data"), {"batch_size": 3}, "fewer than 2 samples per rank"),
 ])
-def test_bad_parallel_options_are_one_line_errors(small_dbl, tmp_path, extra, fragment):
-    proc = subprocess.run(_cli(small_dbl, tmp_path / "run", *extra), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2
-    assert proc.stderr.count("\n") == 1 and fragment in proc.stderr
+def test_bad_parallel_options_are_refused_before_any_process_starts(small_dbl, tmp_path, options, config, fragment):
+    with pytest.raises(LLCompileError, match=fragment):
+        launch(small_dbl, _config(**config), tmp_path / "run", False, False, False, options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_parallel_options_on_the_command_line_are_one_line_errors(small_dbl, tmp_path):
+    proc = subprocess.run(_cli(small_dbl, tmp_path / "run", "--nproc", "2", "--placement", "2,x"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "expected stage counts" in proc.stderr
+    proc = subprocess.run(_cli(small_dbl, tmp_path / "run", "--placement", "1,2"), capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "need --nproc 2 or more" in proc.stderr
     assert not (tmp_path / "run").exists()
