@@ -73,7 +73,18 @@ def _render_run(d: dict) -> str:
                                f"({change['reason']})")
     out += _table(["epoch", "train loss", "test acc", "s", "peak MiB", "prefix", "blocks"], rows)
     out += ["", "changes:"] + (changes or ["  (none)"])
+    out += _render_placement(d["epochs"])
     return "\n".join(out)
+
+
+def _render_placement(epochs: list[dict]) -> list[str]:
+    """A parallel run: per epoch, which rank held which stages and its busy share of the epoch."""
+    rows = [[e["epoch"], p["mode"], r["rank"], ", ".join(r["stages"]) or "(passes on)", f"{r['busy_share']:.0%}",
+             f"{r['busy_s']:.1f}", f"{r['idle_s']:.1f}", f"{r['bytes_sent'] / 2**20:.1f}"]
+            for e in epochs if "parallel" in e for p in [e["parallel"]] for r in p["ranks"]]
+    if not rows:
+        return []
+    return ["", "ranks:"] + _table(["epoch", "mode", "rank", "stages", "busy", "busy s", "idle s", "sent MiB"], rows)
 
 
 def _short(value) -> str:

@@ -13,6 +13,7 @@ import pytest
 
 import llcompile
 from llcompile.errors import LLCompileError
+from llcompile.inspection import describe, render_text
 from llcompile.train import TrainConfig, train
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.parallel import ParallelOptions, launch
@@ -79,6 +80,7 @@ def test_stage_pipeline_equals_the_sequential_run(small_dbl, tmp_path, backend):
     assert sum(parallel["placement"], []) == ["block1", "block2", "block3"]
     if backend == "ort":
         assert parallel["placement"] == [["block1"], ["block2", "block3"]]
+        assert "block2, block3" in render_text(describe(tmp_path / "parallel"))  # inspect RUN_DIR: the ranks
     ranks = parallel["ranks"]
     assert [r["rank"] for r in ranks] == [0, 1] and [r["stages"] for r in ranks] == parallel["placement"]
     assert ranks[0]["bytes_sent"] > 0 and ranks[1]["bytes_sent"] == 0
