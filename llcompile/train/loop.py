@@ -102,6 +102,9 @@ class Team(Protocol):
     def describe(self) -> dict:
         """Fields this team adds to the epoch's metrics record."""
 
+    def interrupt(self) -> DeferredInterrupt:
+        """What Ctrl-C does: stop at the next step boundary (one process), or end the rank at once."""
+
 
 class SingleProcess:
     """Every stage in this process, in order."""
@@ -120,6 +123,9 @@ class SingleProcess:
 
     def describe(self) -> dict:
         return {}
+
+    def interrupt(self) -> DeferredInterrupt:
+        return DeferredInterrupt()
 
 
 @dataclass
@@ -167,7 +173,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
                                            if k.startswith(EPOCH_START)})
     steps_per_epoch = len(train_loader(dataset, config, epoch=0))
     history: list[dict] = progress["history"]
-    with DeferredInterrupt() as interrupt:
+    with team.interrupt() as interrupt:
         for epoch in range(progress["epoch"], config.epochs):
             if progress["step"] == 0:  # a new epoch (not one resumed half-way)
                 if controller is not None and controller.begin_epoch(epoch + 1):

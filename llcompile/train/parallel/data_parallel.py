@@ -31,7 +31,6 @@ class DataParallel(RankTeam):
         self._wrapped: list[TrainableStage] = []  # the stages whose runner DDP wraps (rebuilt on program moves)
 
     def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
-        """``interrupt`` is not consulted (see ``StagePipeline.train_epoch``)."""
         self._wrap(work.stages)
         local = EpochSums()
         bar = progress_bar(work, show_progress)

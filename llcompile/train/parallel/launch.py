@@ -1,7 +1,8 @@
 """``--nproc N``: start N local ranks with torch's elastic agent and wait for them.
 
 No restarts: a rank that dies (killed, out of memory, a bug) ends the whole run with one line
-naming it and the last complete checkpoint; ``--resume`` continues from there.
+naming it and the last complete checkpoint, and so does a Ctrl-C (exit 130); ``--resume``
+continues from there.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import os
 import uuid
 from pathlib import Path
 
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, ProcessFailure
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
@@ -18,7 +20,7 @@ from llcompile.errors import LLCompileError
 from llcompile.program import Program
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.config import TrainConfig
-from llcompile.train.loop import CHECKPOINT, RunResult, TRAINED_MODEL
+from llcompile.train.loop import CHECKPOINT, TRAINED_MODEL, RunResult, TrainingInterrupted
 from llcompile.train.parallel.options import ParallelOptions
 from llcompile.train.parallel.worker import run_worker
 
@@ -30,8 +32,9 @@ def launch(program_dir: Path, config: TrainConfig, run_dir: Path, resume: bool, 
                                  run_id=f"llcompile-{uuid.uuid4().hex}", rdzv_backend="c10d",
                                  rdzv_endpoint="127.0.0.1:0", max_restarts=0, monitor_interval=0.2,
                                  start_method="spawn")
-    for logger in ("torch.distributed.elastic", "torch.multiprocessing"):  # failures are reported below, in one line
-        logging.getLogger(logger).setLevel(logging.CRITICAL)
+    for name in list(logging.root.manager.loggerDict):  # failures are reported below, in one line
+        if name.startswith(("torch.distributed.elastic", "torch.multiprocessing")):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     # a killed worker leaves its result queue's semaphores to multiprocessing's resource tracker
     # (a process started from this environment), which cleans them up with a warning
     os.environ.setdefault("PYTHONWARNINGS", "ignore:resource_tracker:UserWarning")
@@ -39,7 +42,9 @@ def launch(program_dir: Path, config: TrainConfig, run_dir: Path, resume: bool, 
         outcomes = elastic_launch(launch_config, run_worker)(program_dir, config, run_dir, resume, force,
                                                              show_progress, options)
     except ChildFailedError as exc:
-        raise LLCompileError(_failure_line(exc.failures, run_dir)) from None
+        raise LLCompileError(f"{_failed_rank(exc.failures)}; {_last_checkpoint(run_dir)}") from None
+    except SignalException as exc:  # Ctrl-C or a kill of this process: the agent has stopped the ranks
+        raise TrainingInterrupted(f"stopped by {exc.sigval.name}; {_last_checkpoint(run_dir)}") from None
     for rank in sorted(outcomes):
         if "error" in outcomes[rank]:
             error = LLCompileError(outcomes[rank]["error"])
@@ -48,17 +53,18 @@ def launch(program_dir: Path, config: TrainConfig, run_dir: Path, resume: bool, 
     return RunResult(run_dir=run_dir, history=outcomes[0]["history"], trained_model=run_dir / TRAINED_MODEL)
 
 
-def _failure_line(failures: dict[int, ProcessFailure], run_dir: Path) -> str:
-    """The rank that failed first (killed by a signal, else the earliest error), and where to resume."""
+def _failed_rank(failures: dict[int, ProcessFailure]) -> str:
+    """The rank that failed first: one killed by a signal, else the earliest error."""
     rank, failure = min(failures.items(), key=lambda item: (item[1].exitcode >= 0, item[1].timestamp, item[0]))
     if failure.exitcode < 0:
-        what = f"killed by {failure.signal_name()}"
-    else:
-        message = failure.message["message"] if isinstance(failure.message, dict) else failure.message
-        what = f"exit code {failure.exitcode}: {str(message).splitlines()[0] if message else 'no message'}"
+        return f"rank {rank} failed (killed by {failure.signal_name()})"
+    message = failure.message["message"] if isinstance(failure.message, dict) else failure.message
+    return f"rank {rank} failed (exit code {failure.exitcode}: {str(message).splitlines()[0] if message else '?'})"
+
+
+def _last_checkpoint(run_dir: Path) -> str:
     try:
         _, progress = load_checkpoint(run_dir / CHECKPOINT)
-        where = f"the last complete checkpoint is epoch {progress['epoch']} in {run_dir} (continue with --resume)"
     except LLCompileError:
-        where = "no checkpoint was written"
-    return f"rank {rank} failed ({what}); {where}"
+        return "no checkpoint was written"
+    return f"the last complete checkpoint is epoch {progress['epoch']} in {run_dir} (continue with --resume)"

@@ -27,8 +27,6 @@ class StagePipeline(RankTeam):
         self._counts: dict[tuple[str, ...], list[int]] = {}  # per program (its stage names): stages per rank
 
     def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
-        """``interrupt`` is not consulted: ranks that stopped at different steps would wait on each
-        other; a stopped parallel run resumes from its last epoch checkpoint."""
         names = [stage.name for stage in work.program.stages]
         placed = groups(self._placement(work, tuple(names)))
         mine = placed[self.rank]

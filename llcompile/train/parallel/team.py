@@ -18,6 +18,7 @@ import torch.distributed as dist
 from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import Dataset
 from llcompile.errors import LLCompileError
+from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.loop import EpochSums, evaluate
 from llcompile.train.parallel.options import ParallelOptions
 
@@ -56,6 +57,11 @@ class RankTeam:
 
     def describe(self) -> dict:
         return {"parallel": self.record}
+
+    def interrupt(self) -> DeferredInterrupt:
+        """Never requested: ranks stopping at different steps would wait on each other for ever.
+        A rank ends at once on SIGINT (``worker.py``); the run resumes from its last epoch."""
+        return DeferredInterrupt(install=False)
 
     def finish_epoch(self, stages: list[TrainableStage], sums: EpochSums, local: EpochSums, *, trained: list[int],
                      shared: list[int], started: float, busy_s: float, bytes_sent: int, steps: int,

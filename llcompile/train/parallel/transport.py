@@ -56,7 +56,7 @@ class Link:
         dist.recv(labels, self.previous)
         if backend.name == "torch":
             return activation.to(backend.device), labels.to(backend.device)
-        return backend.to_batch(activation.numpy(), labels.numpy())
+        return backend.to_batch(activation.cpu().numpy(), labels.cpu().numpy())
 
     def drain(self) -> None:
         while self.in_flight:

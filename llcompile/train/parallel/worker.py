@@ -8,6 +8,7 @@ MASTER_ADDR, MASTER_PORT). On CUDA each rank uses device LOCAL_RANK and NCCL; on
 from __future__ import annotations
 
 import os
+import signal
 import sys
 from dataclasses import replace
 from datetime import timedelta
@@ -38,6 +39,8 @@ def run_worker(program_dir: Path, config: TrainConfig, run_dir: Path, resume: bo
     input ``{"error": message, "exit_code": code}``. Any other failure ends the process with exit
     code 1 and its message in torch elastic's error file (the launcher reports it in one line)."""
     rank, local_rank = int(os.environ["RANK"]), int(os.environ["LOCAL_RANK"])
+    # Ctrl-C (or the agent stopping the ranks) ends a rank at once, without a traceback
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
     world_size = int(os.environ["WORLD_SIZE"])
     try:
         options = options.checked(Program.load(program_dir), config, world_size)
