@@ -24,11 +24,11 @@ from llcompile.train.step import step_lr, train_stage
 class StagePipeline(RankTeam):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._counts: dict[tuple[str, ...], list[int]] = {}  # per program (its stage names): stages per rank
+        self._counts: dict[tuple, list[int]] = {}  # per program (its stages' names and cuts): stages per rank
 
     def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
         names = [stage.name for stage in work.program.stages]
-        placed = groups(self._placement(work, tuple(names)))
+        placed = groups(self._placement(work))
         mine = placed[self.rank]
         link = Link(self.rank, self.world_size, self.options.max_in_flight, self.device)
         local = EpochSums()
@@ -67,12 +67,13 @@ class StagePipeline(RankTeam):
                           placement=[[names[i] for i in group] for group in placed])
         return None
 
-    def _placement(self, work: EpochWork, names: tuple[str, ...]) -> list[int]:
+    def _placement(self, work: EpochWork) -> list[int]:
         """The given ``--placement`` while it fits the program, else balanced by measured step times
         (again whenever the boundaries or the prefix move)."""
-        given = self.options.placement
-        if given is not None and sum(given) == len(names) and len(given) == self.world_size:
+        given, stages = self.options.placement, work.program.stages
+        if given is not None and sum(given) == len(stages) and len(given) == self.world_size:
             return list(given)
-        if names not in self._counts:
-            self._counts[names] = self.share(lambda: balance(measure_stage_seconds(work), self.world_size))
-        return self._counts[names]
+        key = tuple((stage.name, stage.input, stage.output) for stage in stages)
+        if key not in self._counts:
+            self._counts[key] = self.share(lambda: balance(measure_stage_seconds(work), self.world_size))
+        return self._counts[key]
