@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
@@ -56,8 +55,8 @@ class DataParallel(RankTeam):
             local.peak_memory_bytes = memory.peak_bytes()
         bar.close()
         everything = list(range(len(work.stages)))
-        self.finish_epoch(work.stages, work.sums, local, trained=everything, shared=everything if self.rank == 0 else [],
-                          started=started, busy_s=busy, bytes_sent=0, steps=work.steps_per_epoch - work.start_step,
+        self.finish_epoch(work.stages, work.sums, local, trained=everything,
+                          shared=everything if self.rank == 0 else [], started=started, busy_s=busy, bytes_sent=0, steps=work.steps_per_epoch - work.start_step,
                           placement=[[stage.name for stage in work.stages]] * self.world_size)
         return None
 
