@@ -59,6 +59,24 @@ def test_balance_groups_consecutive_stages_by_cost():
     assert groups([2, 1, 0]) == [[0, 1], [2], []]
 
 
+def test_placement_falls_back_to_macs_when_measuring_runs_out_of_memory(small_dbl, monkeypatch):
+    import torch
+
+    from llcompile.program import Program
+    from llcompile.train.loop import EpochSums, EpochWork
+    from llcompile.train.parallel import placement
+
+    def out_of_memory(work):
+        raise torch.OutOfMemoryError("no room for a second copy of the stages")
+
+    monkeypatch.setattr(placement, "measure_stage_seconds", out_of_memory)
+    program = Program.load(small_dbl)
+    work = EpochWork(program, [], None, None, _config(), None, 0, 0, 7, EpochSums())
+    costs = placement.stage_costs(work)
+    assert len(costs) == 3 and min(costs) > 0
+    assert balance(costs, 2) == [2, 1]  # the first block is the cheapest (fewest channels)
+
+
 @pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow), "ort"])  # ResNet-20 below: torch
 def test_stage_pipeline_equals_the_sequential_run(small_dbl, tmp_path, backend):
     config = _config(backend=backend)

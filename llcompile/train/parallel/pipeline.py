@@ -15,7 +15,7 @@ import torch
 from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.loop import EpochSums, EpochWork, progress_bar, show_step, train_loader
 from llcompile.train.memory import PeakMemoryMonitor
-from llcompile.train.parallel.placement import balance, groups, measure_stage_seconds
+from llcompile.train.parallel.placement import balance, groups, stage_costs
 from llcompile.train.parallel.team import RankTeam
 from llcompile.train.parallel.transport import Link
 from llcompile.train.step import step_lr, train_stage
@@ -75,5 +75,5 @@ class StagePipeline(RankTeam):
             return list(given)
         key = tuple((stage.name, stage.input, stage.output) for stage in stages)
         if key not in self._counts:
-            self._counts[key] = self.share(lambda: balance(measure_stage_seconds(work), self.world_size))
+            self._counts[key] = self.share(lambda: balance(stage_costs(work), self.world_size))
         return self._counts[key]

@@ -2,7 +2,8 @@
 
 A rank holding several consecutive stages runs them in order. The default grouping minimises
 the largest per-rank sum of the stages' step times, measured on rank 0 over a few steps of the
-epoch's first batch with a throwaway copy of the stages (the run's own stages are untouched).
+epoch's first batch with a throwaway copy of the stages (the run's own stages are untouched);
+where that copy does not fit in memory, the cost model's MACs per stage stand in for the times.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import time
 from functools import cache
 
+import torch
+
+from llcompile.report.cost_model import cost_program
 from llcompile.train.loop import EpochWork, train_loader
 from llcompile.train.step import step_lr, train_stage
 
@@ -41,6 +45,15 @@ def balance(costs: list[float], ranks: int) -> list[int]:
         return min(options)
 
     return list(best(0, filled)[1]) + [0] * (ranks - filled)
+
+
+def stage_costs(work: EpochWork) -> list[float]:
+    """Per stage: the measured step time, or its MACs per step (cost model) if measuring runs out of memory."""
+    try:
+        return measure_stage_seconds(work)
+    except (torch.OutOfMemoryError, MemoryError):
+        costs = cost_program(work.program, work.config.batch_size, work.config.optimizer.name).stages
+        return [float(stage.macs()["total"]) for stage in costs]
 
 
 def measure_stage_seconds(work: EpochWork) -> list[float]:
