@@ -24,6 +24,15 @@ from llcompile.terminal import printable
 FORMATS = click.Choice(["text", "json"])
 
 
+def _parse_placement(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected stage counts per rank like 2,1, got {value!r}") from None
+
+
 def _parse_input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -188,19 +197,52 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--data-limit", type=click.IntRange(min=1), help="Use at most N samples per split (smoke tests).")
 @click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Format of the final summary.")
+@click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Local worker processes (torch.distributed); on several machines use torchrun instead.")
+@click.option("--parallel", "parallel_mode", type=click.Choice(["stages", "data"]),
+              help="stages: a pipeline of consecutive stages per rank; data: DistributedDataParallel "
+                   "[default: stages for programs with several stages].")
+@click.option("--placement", callback=_parse_placement, metavar="N,N,...",
+              help="stages: consecutive stages per rank, e.g. 2,1 [default: balanced by measured step time].")
+@click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(min=1),
+              help="stages: batches sent on but not yet taken by the next rank.")
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Seconds a silent peer may take before the parallel run ends.")
 def train(program_dir, data, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, lr_schedule,
-          backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt) -> None:
-    """Train a compiled program (from `transform`) on a data set."""
+          backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt, nproc,
+          parallel_mode, placement, max_in_flight, timeout) -> None:
+    """Train a compiled program (from `transform`) on a data set.
+
+    \b
+    Under torchrun (RANK, WORLD_SIZE, ... set) this process is one rank of a parallel run:
+      torchrun --nnodes M --nproc-per-node N ... -m llcompile train PROG ...
+    """
     from llcompile.backends.base import OptimizerConfig
     from llcompile.train import TrainConfig
     from llcompile.train import train as run_training
+    from llcompile.train.loop import TRAINED_MODEL, RunResult
+    from llcompile.train.parallel import ParallelOptions, launch, launched_by_torchrun, run_worker
 
     config = TrainConfig(
         data=data, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
         optimizer=OptimizerConfig(name=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay),
         backend=backend, device=device, torch_mode=torch_mode, seed=seed, threads=threads, data_limit=data_limit)
-    result = run_training(program_dir, config, run_dir or program_dir / "run", resume=resume, force=force,
-                          show_progress=not quiet)
+    run_dir = run_dir or program_dir / "run"
+    options = ParallelOptions(nproc=nproc, mode=parallel_mode, placement=placement, max_in_flight=max_in_flight,
+                              timeout_s=timeout)
+    if launched_by_torchrun():
+        outcome = run_worker(program_dir, config, run_dir, resume, force, not quiet, options)
+        if "error" in outcome:
+            raise LLCompileError(outcome["error"])
+        if "history" not in outcome:  # not rank 0: rank 0 reports
+            return
+        result = RunResult(run_dir=run_dir, history=outcome["history"], trained_model=run_dir / TRAINED_MODEL)
+    elif nproc > 1:
+        result = launch(program_dir, config, run_dir, resume, force, not quiet, options)
+    else:
+        if parallel_mode or placement:
+            raise LLCompileError("--parallel and --placement need --nproc 2 or more (or torchrun)")
+        result = run_training(program_dir, config, run_dir, resume=resume, force=force, show_progress=not quiet)
     summary = {"run_dir": str(result.run_dir), "test_acc": result.test_accuracy,
                "trained_model": str(result.trained_model), "epochs": result.history}
     if fmt == "json":

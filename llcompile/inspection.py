@@ -92,6 +92,7 @@ def _render_run(d: dict) -> str:
         changes += [f"  epoch {e['epoch']}: {change}" for change in epoch_changes(e, cuts=True)]
     out += _table(["epoch", "train loss", "test acc", "s", "peak MiB", "prefix", "blocks"], rows)
     out += ["", "changes:"] + (changes or ["  (none)"])
+    out += _render_placement(d["epochs"])
     return "\n".join(out)
 
 
@@ -110,6 +111,16 @@ def epoch_changes(record: dict, cuts: bool = False) -> list[str]:
         at = f"{' at' if before != after else ' to'} {', '.join(b['to'])}" if cuts and b["to"] else ""
         changes.append(f"{what}{at} ({b['reason']})")
     return changes
+
+
+def _render_placement(epochs: list[dict]) -> list[str]:
+    """A parallel run: per epoch, which rank held which stages and its busy share of the epoch."""
+    rows = [[e["epoch"], p["mode"], r["rank"], ", ".join(r["stages"]) or "(passes on)", f"{r['busy_share']:.0%}",
+             f"{r['busy_s']:.1f}", f"{r['idle_s']:.1f}", f"{r['bytes_sent'] / 2**20:.1f}"]
+            for e in epochs if "parallel" in e for p in [e["parallel"]] for r in p["ranks"]]
+    if not rows:
+        return []
+    return ["", "ranks:"] + _table(["epoch", "mode", "rank", "stages", "busy", "busy s", "idle s", "sent MiB"], rows)
 
 
 def _table(headers: list[str], rows: list[list]) -> list[str]:

@@ -11,12 +11,14 @@ import threading
 
 
 class DeferredInterrupt:
-    def __init__(self):
+    def __init__(self, install: bool = True):
+        """``install=False``: a stand-in that is never requested (SIGINT keeps its handler)."""
         self.requested = False
+        self.install = install
         self._previous = None
 
     def __enter__(self) -> DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
+        if self.install and threading.current_thread() is threading.main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
         return self
 

@@ -1,8 +1,9 @@
 """The training run: feed batches through the stages in order, evaluate, log, checkpoint.
 
 Determinism: the batches and their augmentation are a pure function of (seed, epoch, step), and
-torch's RNG is re-seeded from the same triple before every step, so a run resumed from any
-checkpoint continues exactly as the uninterrupted run would have.
+torch's RNG is re-seeded from (seed, epoch, step, stage) before every stage's step (``step.py``),
+so a run resumed from any checkpoint continues exactly as the uninterrupted one would have, and
+a parallel run (``parallel/``), whose ranks share the work through a ``Team``, equals this one.
 """
 
 from __future__ import annotations
@@ -10,8 +11,10 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol, TypeVar
 
 import numpy as np
 import onnx_ir as ir
@@ -30,16 +33,17 @@ from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
 from llcompile.train.config import TrainConfig
 from llcompile.train.export import save_trained_model
 from llcompile.train.interrupt import DeferredInterrupt
-from llcompile.train.lr_schedule import learning_rate
 from llcompile.train.memory import PeakMemoryMonitor
 from llcompile.train.metrics import write_metrics
 from llcompile.train.progress import EpochProgress, print_epoch
+from llcompile.train.step import step_lr, train_stage
 from llcompile.train.transition import ProgramController, update_norms
 
 CHECKPOINT = "checkpoint.npz"
 EPOCH_START = "epoch_start/"  # checkpoint arrays: the layer weights when the epoch began
 RUN_FILE = "run.json"
 TRAINED_MODEL = "trained_model.onnx"
+T = TypeVar("T")
 
 
 class TrainingInterrupted(LLCompileError):
@@ -62,6 +66,70 @@ class EpochSums:
 
 
 @dataclass
+class EpochWork:
+    """What one epoch trains: the program's stages on the epoch's batches from ``start_step``."""
+
+    program: Program
+    stages: list[TrainableStage]
+    backend: Backend
+    dataset: Dataset
+    config: TrainConfig
+    controller: ProgramController | None
+    epoch: int
+    start_step: int
+    steps_per_epoch: int
+    sums: EpochSums
+
+    def hebbian_lr(self, lr: float) -> float:
+        """The localized rate of a Hebbian stage at SGD rate ``lr`` (a Hebbian prefix has a controller)."""
+        return self.controller.hebbian_lr(lr, self.config.base_lr)
+
+
+class Team(Protocol):
+    """How the processes of a run share it: ``SingleProcess``, or the ranks of a parallel run
+    (``llcompile/train/parallel/``). After ``train_epoch`` every process holds every stage's state."""
+
+    writes: bool  # this process writes the run directory
+
+    def share(self, compute: Callable[[], T]) -> T:
+        """``compute()`` once (on rank 0), its result (or its LLCompileError) in every process."""
+
+    def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
+        """Train the epoch, adding to ``work.sums``; None, or the step a Ctrl-C stopped it at."""
+
+    def test_accuracy(self, stages: list[TrainableStage], backend: Backend, dataset: Dataset,
+                      batch_size: int) -> float: ...
+
+    def describe(self) -> dict:
+        """Fields this team adds to the epoch's metrics record."""
+
+    def interrupt(self) -> DeferredInterrupt:
+        """What Ctrl-C does: stop at the next step boundary (one process), or end the rank at once."""
+
+
+class SingleProcess:
+    """Every stage in this process, in order."""
+
+    writes = True
+
+    def share(self, compute: Callable[[], T]) -> T:
+        return compute()
+
+    def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
+        return _train_epoch(work, interrupt, show_progress)
+
+    def test_accuracy(self, stages: list[TrainableStage], backend: Backend, dataset: Dataset,
+                      batch_size: int) -> float:
+        return evaluate(stages, backend, dataset, batch_size)
+
+    def describe(self) -> dict:
+        return {}
+
+    def interrupt(self) -> DeferredInterrupt:
+        return DeferredInterrupt()
+
+
+@dataclass
 class RunResult:
     run_dir: Path
     history: list[dict]
@@ -73,8 +141,10 @@ class RunResult:
 
 
 def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, resume: bool = False,
-          force: bool = False, show_progress: bool = True) -> RunResult:
-    """Train the program in ``program_dir``; everything the run writes goes to ``run_dir``."""
+          force: bool = False, show_progress: bool = True, team: Team | None = None) -> RunResult:
+    """Train the program in ``program_dir``; everything the run writes goes to ``run_dir`` (from
+    ``team``'s writing process only; by default the run is this one process)."""
+    team = team or SingleProcess()
     program = Program.load(program_dir)
     learning_mode = learning_mode_of(program.strategy, program.options)
     boundaries = boundary_policy_of(program.strategy, program.options)
@@ -87,7 +157,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
         raise LLCompileError(f"the training split has {len(dataset.train_y)} sample(s); training needs at least 2")
     backend = make_backend(config.backend, config.device, config.torch_mode)
     stages = backend.build(program, config.optimizer)
-    arrays, progress = _prepare_run_dir(run_dir, program_dir, config, resume, force)
+    arrays, progress = team.share(lambda: _prepare_run_dir(run_dir, program_dir, config, resume, force))
     controller = None
     if learning_mode is not None or boundaries is not None:
         controller = ProgramController(program, learning_mode, boundaries, progress.get("controller"))
@@ -102,30 +172,32 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     layer_weights = _layer_weights(program)  # every program of the run has the same eval model
     epoch_start = _weights(layer_weights, {k.removeprefix(EPOCH_START): v for k, v in arrays.items()
                                            if k.startswith(EPOCH_START)})
-    steps_per_epoch = len(_train_loader(dataset, config, epoch=0))
+    steps_per_epoch = len(train_loader(dataset, config, epoch=0))
     history: list[dict] = progress["history"]
-    with DeferredInterrupt() as interrupt:
+    with team.interrupt() as interrupt:
         for epoch in range(progress["epoch"], config.epochs):
             if progress["step"] == 0:  # a new epoch (not one resumed half-way)
                 if controller is not None and controller.begin_epoch(epoch + 1):
-                    carried.update(_merged_state(stages))
+                    carried.update(merged_state(stages))
                     program = controller.program()
                     stages = backend.build(program, config.optimizer)
                     carried.update(_new_head_copies(program, carried))
                     for stage in stages:
                         stage.load_state(carried)
-                epoch_start = _weights(layer_weights, _merged_state(stages))
+                epoch_start = _weights(layer_weights, merged_state(stages))
             sums = EpochSums(**progress["sums"]) if progress["sums"] else EpochSums()
             start_step = progress["step"]
-            stopped_at = _train_epoch(program, stages, backend, dataset, config, controller, epoch, start_step,
-                                      steps_per_epoch, sums, interrupt, show_progress)
+            work = EpochWork(program, stages, backend, dataset, config, controller, epoch, start_step,
+                             steps_per_epoch, sums)
+            stopped_at = team.train_epoch(work, interrupt, show_progress)
             if stopped_at is not None:
                 progress = {"epoch": epoch, "step": stopped_at, "sums": sums.__dict__, "history": history}
-                _save(run_dir, _merged_state(stages), carried, progress, controller, epoch_start)
+                _save(run_dir, merged_state(stages), carried, progress, controller, epoch_start)
                 raise TrainingInterrupted(
                     f"interrupted at epoch {epoch + 1} step {stopped_at}; checkpoint saved, continue with --resume")
-            record = _epoch_record(program, stages, backend, dataset, config, epoch, steps_per_epoch, sums)
-            state = _merged_state(stages)
+            test_acc = team.test_accuracy(stages, backend, dataset, config.batch_size)
+            record = {**_epoch_record(program, config, epoch, steps_per_epoch, sums, test_acc), **team.describe()}
+            state = merged_state(stages)
             norms = update_norms(epoch_start, state, layer_weights)
             if controller is not None:
                 losses = [r["train_loss"] for r in history] + [record["train_loss"]]
@@ -134,46 +206,37 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
                 record.update(controller.end_epoch(epoch + 1, norm_history, losses, record["stages"], lr_means))
             record["update_norms"] = norms
             history.append(record)
-            write_metrics(run_dir, history)
             progress = {"epoch": epoch + 1, "step": 0, "sums": None, "history": history}
-            _save(run_dir, state, carried, progress, controller)
+            if team.writes:
+                write_metrics(run_dir, history)
+                _save(run_dir, state, carried, progress, controller)
             if show_progress:
                 print_epoch(record)
-    state = _merged_state(stages)
-    save_trained_model(program, state, run_dir / TRAINED_MODEL)
+    if team.writes:
+        save_trained_model(program, merged_state(stages), run_dir / TRAINED_MODEL)
     return RunResult(run_dir=run_dir, history=history, trained_model=run_dir / TRAINED_MODEL)
 
 
-def _train_epoch(program: Program, stages: list[TrainableStage], backend: Backend, dataset: Dataset,
-                 config: TrainConfig, controller: ProgramController | None, epoch: int, start_step: int,
-                 steps_per_epoch: int, sums: EpochSums, interrupt: DeferredInterrupt,
-                 show_progress: bool) -> int | None:
-    """Train from ``start_step`` to the end of the epoch, adding to ``sums``; return None, or the
-    step at which a Ctrl-C stopped it (that step not yet taken)."""
-    loader = _train_loader(dataset, config, epoch, start_step)
-    shown = EpochProgress(epoch + 1, config.epochs, steps_per_epoch, start_step, show_progress)
-    final = stages[-1].name
+def _train_epoch(work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
+    """Train from ``work.start_step`` to the end of the epoch, adding to ``work.sums``; return None,
+    or the step at which a Ctrl-C stopped it (that step not yet taken)."""
+    config, sums = work.config, work.sums
+    loader = train_loader(work.dataset, config, work.epoch, work.start_step)
+    shown = progress_bar(work, show_progress)
     started = time.perf_counter() - sums.seconds
     with PeakMemoryMonitor(config.device) as memory:
-        for step, (x, labels) in enumerate(loader, start=start_step):
+        for step, (x, labels) in enumerate(loader, start=work.start_step):
             if interrupt.requested:
                 break
-            torch.manual_seed(int(np.random.SeedSequence([config.seed, epoch, step]).generate_state(1)[0]))
-            lr = learning_rate(config.lr_schedule, config.base_lr, epoch * steps_per_epoch + step,
-                               config.epochs * steps_per_epoch)
-            activation, batch_labels = backend.to_batch(x, labels)
-            for stage, stage_plan in zip(stages, program.stages):
-                if stage_plan.updates is not None:  # a Hebbian stage: the localized rate, no loss
-                    activation = stage.train_step(activation, batch_labels,
-                                                  controller.hebbian_lr(lr, config.base_lr)).output
-                    continue
-                result = stage.train_step(activation, batch_labels, lr)
-                sums.add(stage.name, result.loss, result.correct, len(labels))
-                activation = result.output
+            lr = step_lr(config, work.epoch, step, work.steps_per_epoch)
+            activation, batch_labels = work.backend.to_batch(x, labels)
+            for index, (stage, plan) in enumerate(zip(work.stages, work.program.stages)):
+                activation, loss, correct = train_stage(stage, plan, index, activation, batch_labels, lr,
+                                                        work.hebbian_lr, config, work.epoch, step)
+                if plan.updates is None:
+                    sums.add(stage.name, loss, correct, len(labels))
             sums.samples += len(labels)
-            elapsed = time.perf_counter() - started
-            shown.step(step, sums.loss[final] / sums.samples, sums.correct[final] / sums.samples,
-                       sums.samples / max(elapsed, 1e-9), lr)
+            show_step(shown, step, sums, work.stages[-1].name, started, lr)
         else:
             step = None
         sums.seconds = time.perf_counter() - started
@@ -182,7 +245,20 @@ def _train_epoch(program: Program, stages: list[TrainableStage], backend: Backen
     return step
 
 
-def _train_loader(dataset: Dataset, config: TrainConfig, epoch: int, start_step: int = 0) -> BatchLoader:
+def progress_bar(work: EpochWork, show: bool) -> EpochProgress:
+    return EpochProgress(work.epoch + 1, work.config.epochs, work.steps_per_epoch, work.start_step, show)
+
+
+def show_step(shown: EpochProgress, step: int, sums: EpochSums, final: str, started: float, lr: float) -> None:
+    """After ``step``: the final stage's running loss and accuracy (when this process trains it and
+    counts the samples), the images per second and the learning rate."""
+    held = final in sums.loss and sums.samples
+    shown.step(step, sums.loss[final] / sums.samples if held else None,
+               sums.correct[final] / sums.samples if held else None,
+               sums.samples / max(time.perf_counter() - started, 1e-9), lr)
+
+
+def train_loader(dataset: Dataset, config: TrainConfig, epoch: int, start_step: int = 0) -> BatchLoader:
     # a last batch of one sample cannot train BatchNormalization (one value per channel): drop it
     drop_last = len(dataset.train_y) % config.batch_size == 1
     return BatchLoader(dataset, "train", config.batch_size, config.seed, epoch, start_step=start_step,
@@ -202,21 +278,19 @@ def evaluate(stages: list[TrainableStage], backend: Backend, dataset: Dataset, b
     return correct / max(total, 1)
 
 
-def _epoch_record(program: Program, stages: list[TrainableStage], backend: Backend, dataset: Dataset,
-                  config: TrainConfig, epoch: int, steps_per_epoch: int, sums: EpochSums) -> dict:
+def _epoch_record(program: Program, config: TrainConfig, epoch: int, steps_per_epoch: int, sums: EpochSums,
+                  test_acc: float) -> dict:
     n = max(sums.samples, 1)
     final = program.stages[-1].name
     per_stage = {s.name: {"loss": sums.loss[s.name] / n, "acc": sums.correct[s.name] / n}
                  for s in program.stages if s.updates is None}
     return {
         "epoch": epoch + 1,
-        "lr": learning_rate(config.lr_schedule, config.base_lr, (epoch + 1) * steps_per_epoch - 1,
-                            config.epochs * steps_per_epoch),
-        "lr_mean": float(np.mean([learning_rate(config.lr_schedule, config.base_lr, epoch * steps_per_epoch + step,
-                                                config.epochs * steps_per_epoch) for step in range(steps_per_epoch)])),
+        "lr": step_lr(config, epoch, steps_per_epoch - 1, steps_per_epoch),
+        "lr_mean": float(np.mean([step_lr(config, epoch, step, steps_per_epoch) for step in range(steps_per_epoch)])),
         "train_loss": per_stage[final]["loss"],
         "train_acc": per_stage[final]["acc"],
-        "test_acc": evaluate(stages, backend, dataset, config.batch_size),
+        "test_acc": test_acc,
         "stages": per_stage,
         "epoch_time_s": sums.seconds,
         "images_per_s": sums.samples / max(sums.seconds, 1e-9),
@@ -224,7 +298,7 @@ def _epoch_record(program: Program, stages: list[TrainableStage], backend: Backe
     }
 
 
-def _merged_state(stages: list[TrainableStage]) -> dict[str, np.ndarray]:
+def merged_state(stages: list[TrainableStage]) -> dict[str, np.ndarray]:
     state: dict[str, np.ndarray] = {}
     for stage in stages:
         state.update(stage.state())

@@ -35,15 +35,18 @@ class EpochProgress:
         self.bar = tqdm(total=steps, initial=start_step, desc=self.label, file=self.stream,
                         disable=None if enabled else True, leave=False, unit="step")
 
-    def step(self, step: int, loss: float, acc: float, images_per_s: float, lr: float) -> None:
-        """After 0-based ``step`` of the epoch."""
+    def step(self, step: int, loss: float | None, acc: float | None, images_per_s: float, lr: float) -> None:
+        """After 0-based ``step`` of the epoch (``loss``/``acc`` None on a rank without the final stage)."""
+        shown = {"loss": f"{loss:.3f}", "acc": f"{acc:.3f}"} if loss is not None else {}
+        shown.update(img_s=f"{images_per_s:.0f}", lr=f"{lr:.3g}")
         if not self.bar.disable:
-            self.bar.set_postfix(loss=f"{loss:.3f}", acc=f"{acc:.3f}", img_s=f"{images_per_s:.0f}", lr=f"{lr:.3g}")
+            self.bar.set_postfix(**shown)
             self.bar.update(1)
         elif self.enabled and self.clock() - self.last_line >= self.interval_s:
             self.last_line = self.clock()
-            print(f"{self.label} step {step + 1}/{self.steps}: loss {loss:.3f} acc {acc:.3f} "
-                  f"{images_per_s:.0f} img/s lr {lr:.3g}", file=self.stream, flush=True)
+            metrics = f"loss {loss:.3f} acc {acc:.3f} " if loss is not None else ""
+            print(f"{self.label} step {step + 1}/{self.steps}: {metrics}{images_per_s:.0f} img/s lr {lr:.3g}",
+                  file=self.stream, flush=True)
 
     def close(self) -> None:
         self.bar.close()

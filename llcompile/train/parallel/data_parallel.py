@@ -1,0 +1,77 @@
+"""``--parallel data``: every rank trains every stage on its share of each batch (DistributedDataParallel).
+
+Each batch of ``--batch-size`` is split over the ranks, so an epoch has as many steps (and the
+same learning-rate schedule) as the sequential run; DDP averages the gradients. The result is
+close to, not equal to, the sequential run's: BatchNormalization sees each rank's share only,
+and rank 0's running statistics are the ones kept. A Hebbian stage's new weights are averaged
+over the ranks after every step.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from llcompile.backends.base import TrainableStage
+from llcompile.backends.torch_backend import HebbianTorchStage, TorchStage
+from llcompile.train.interrupt import DeferredInterrupt
+from llcompile.train.loop import EpochSums, EpochWork, progress_bar, show_step, train_loader
+from llcompile.train.memory import PeakMemoryMonitor
+from llcompile.train.parallel.team import RankTeam
+from llcompile.train.step import step_lr, train_stage
+
+
+class DataParallel(RankTeam):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._wrapped: list[TrainableStage] = []  # the stages whose runner DDP wraps (rebuilt on program moves)
+
+    def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
+        self._wrap(work.stages)
+        local = EpochSums()
+        bar = progress_bar(work, show_progress)
+        busy = 0.0
+        started = time.perf_counter()
+        with PeakMemoryMonitor(work.config.device) as memory:
+            for step, (x, labels) in enumerate(train_loader(work.dataset, work.config, work.epoch, work.start_step),
+                                               start=work.start_step):
+                share = np.array_split(np.arange(len(labels)), self.world_size)[self.rank]
+                step_started = time.perf_counter()
+                activation, batch_labels = work.backend.to_batch(x[share], labels[share])
+                lr = step_lr(work.config, work.epoch, step, work.steps_per_epoch)
+                for index, (stage, plan) in enumerate(zip(work.stages, work.program.stages)):
+                    activation, loss, correct = train_stage(stage, plan, index, activation, batch_labels, lr,
+                                                            work.hebbian_lr, work.config, work.epoch, step)
+                    if plan.updates is None:
+                        local.add(stage.name, loss, correct, len(share))
+                    else:
+                        self._average_hebbian_weights(stage)
+                busy += time.perf_counter() - step_started
+                local.samples += len(share)
+                show_step(bar, step, local, work.stages[-1].name, started, lr)
+            local.peak_memory_bytes = memory.peak_bytes()
+        bar.close()
+        everything = list(range(len(work.stages)))
+        self.finish_epoch(work.stages, work.sums, local, trained=everything,
+                          shared=everything if self.rank == 0 else [], started=started, busy_s=busy, bytes_sent=0, steps=work.steps_per_epoch - work.start_step,
+                          placement=[[stage.name for stage in work.stages]] * self.world_size)
+        return None
+
+    def _wrap(self, stages: list[TrainableStage]) -> None:
+        if stages == self._wrapped:
+            return
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        for stage in stages:
+            if isinstance(stage, TorchStage):
+                # broadcast_buffers=False: only rank 0 evaluates, so forward must not wait for the others
+                stage.runner = DistributedDataParallel(stage.runner, device_ids=device_ids, broadcast_buffers=False)
+        self._wrapped = stages
+
+    def _average_hebbian_weights(self, stage: HebbianTorchStage) -> None:
+        for parameter in stage.updated:
+            wire = parameter.data.to(self.device)
+            dist.all_reduce(wire)
+            parameter.data.copy_(wire / self.world_size)

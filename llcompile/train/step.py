@@ -1,0 +1,42 @@
+"""One training step of one stage, shared by the sequential loop and the parallel ranks.
+
+torch's RNG is re-seeded from (seed, epoch, step, stage index) before every stage's step, so a
+stage sees the same random stream whether the stages before it ran in this process or on
+another rank, and a run resumed from any checkpoint continues exactly as the uninterrupted one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+
+from llcompile.backends.base import TrainableStage
+from llcompile.program import Stage
+from llcompile.train.config import TrainConfig
+from llcompile.train.lr_schedule import learning_rate
+
+
+def step_lr(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
+    """The SGD learning rate of ``step`` of 0-based ``epoch``."""
+    return learning_rate(config.lr_schedule, config.base_lr, epoch * steps_per_epoch + step,
+                         config.epochs * steps_per_epoch)
+
+
+def stage_seed(seed: int, epoch: int, step: int, stage_index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, step, stage_index]).generate_state(1)[0])
+
+
+def train_stage(stage: TrainableStage, plan: Stage, stage_index: int, activation: Any, labels: Any, lr: float,
+                hebbian_lr: Callable[[float], float], config: TrainConfig, epoch: int,
+                step: int) -> tuple[Any, float, int]:
+    """One step of ``stage`` (program stage ``stage_index``) on a batch: the detached output, the
+    loss and the number of correct predictions (NaN and 0 for a Hebbian stage, which has no loss
+    and trains at the localized rate ``hebbian_lr(lr)``)."""
+    torch.manual_seed(stage_seed(config.seed, epoch, step, stage_index))
+    if plan.updates is not None:
+        return stage.train_step(activation, labels, hebbian_lr(lr)).output, float("nan"), 0
+    result = stage.train_step(activation, labels, lr)
+    return result.output, result.loss, result.correct

@@ -1,0 +1,204 @@
+"""Parallel training (--nproc): every run is compared with the sequential run of the same program."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import llcompile
+from llcompile.errors import LLCompileError
+from llcompile.inspection import describe, render_text
+from llcompile.train import TrainConfig, train
+from llcompile.train.checkpoint import load_checkpoint
+from llcompile.train.parallel import ParallelOptions, launch
+from llcompile.train.parallel.placement import balance, groups
+
+TIMING = ("epoch_time_s", "images_per_s", "peak_memory_mb", "parallel")
+
+
+@pytest.fixture(scope="module")
+def small_dbl(tmp_path_factory):
+    """small_cnn for 1x8x8 digits in 3 fixed blocks."""
+    import torch
+
+    from llcompile.models import export
+
+    root = tmp_path_factory.mktemp("parallel")
+    torch.manual_seed(0)
+    model = export("small_cnn", root / "small_cnn.onnx", input_shape=(1, 8, 8))
+    return llcompile.transform(model, "dbl", blocks=3, boundary_policy="fixed").save(root / "dbl")
+
+
+def _config(**overrides) -> TrainConfig:
+    return TrainConfig(**{**dict(data="digits", epochs=2, batch_size=64, lr=0.05, seed=0, threads=1,
+                                 data_limit=400), **overrides})
+
+
+def _assert_same_run(sequential: Path, parallel: Path) -> None:
+    """The same weights, optimizer state and metrics, bit for bit (one thread per process)."""
+    arrays_a, progress_a = load_checkpoint(sequential / "checkpoint.npz")
+    arrays_b, progress_b = load_checkpoint(parallel / "checkpoint.npz")
+    assert set(arrays_a) == set(arrays_b)
+    for name in arrays_a:
+        np.testing.assert_array_equal(arrays_a[name], arrays_b[name], err_msg=name)
+    strip = [[{k: v for k, v in r.items() if k not in TIMING} for r in p["history"]] for p in (progress_a, progress_b)]
+    assert strip[0] == strip[1]
+
+
+def test_balance_groups_consecutive_stages_by_cost():
+    assert balance([1.0, 1.0, 1.0, 1.0], 2) == [2, 2]
+    assert balance([3.0, 1.0, 1.0, 1.0], 2) == [1, 3]
+    assert balance([1.0, 1.0, 5.0], 3) == [1, 1, 1]
+    assert balance([1.0, 2.0], 3) == [1, 1, 0]  # fewer stages than ranks (after a merge): the last passes on
+    assert groups([2, 1, 0]) == [[0, 1], [2], []]
+
+
+def test_placement_falls_back_to_macs_when_measuring_runs_out_of_memory(small_dbl, monkeypatch):
+    import torch
+
+    from llcompile.program import Program
+    from llcompile.train.loop import EpochSums, EpochWork
+    from llcompile.train.parallel import placement
+
+    def out_of_memory(work):
+        raise torch.OutOfMemoryError("no room for a second copy of the stages")
+
+    monkeypatch.setattr(placement, "measure_stage_seconds", out_of_memory)
+    program = Program.load(small_dbl)
+    work = EpochWork(program, [], None, None, _config(), None, 0, 0, 7, EpochSums())
+    costs = placement.stage_costs(work)
+    assert len(costs) == 3 and min(costs) > 0
+    assert balance(costs, 2) == [2, 1]  # the first block is the cheapest (fewest channels)
+
+
+@pytest.mark.parametrize("backend", [pytest.param("torch", marks=pytest.mark.slow), "ort"])  # ResNet-20 below: torch
+def test_stage_pipeline_equals_the_sequential_run(small_dbl, tmp_path, backend):
+    config = _config(backend=backend)
+    train(small_dbl, config, tmp_path / "sequential", show_progress=False)
+    # ort: as given (rank 0 holds one stage); torch: balanced by measured step times
+    options = ParallelOptions(nproc=2, placement=(1, 2) if backend == "ort" else None)
+    result = launch(small_dbl, config, tmp_path / "parallel", False, False, False, options)
+    _assert_same_run(tmp_path / "sequential", tmp_path / "parallel")
+    assert result.trained_model.exists()
+    records = [json.loads(line) for line in (tmp_path / "parallel" / "metrics.jsonl").read_text().splitlines()]
+    parallel = records[-1]["parallel"]
+    assert parallel["mode"] == "stages" and parallel["world_size"] == 2
+    assert sum(parallel["placement"], []) == ["block1", "block2", "block3"]
+    if backend == "ort":
+        assert parallel["placement"] == [["block1"], ["block2", "block3"]]
+        assert "block2, block3" in render_text(describe(tmp_path / "parallel"))  # inspect RUN_DIR: the ranks
+    ranks = parallel["ranks"]
+    assert [r["rank"] for r in ranks] == [0, 1] and [r["stages"] for r in ranks] == parallel["placement"]
+    assert ranks[0]["bytes_sent"] > 0 and ranks[1]["bytes_sent"] == 0
+    assert all(r["steps"] == 7 and 0 < r["busy_share"] <= 1 for r in ranks)  # 400 samples in batches of 64
+
+
+RESNET_PROGRAMS = {  # both move the program after epoch 1: state regathered by name, placement redone
+    "boundaries": ("dbl", dict(blocks=4, boundary_policy="schedule", boundary_schedule="1:4,2:2")),
+    "hebbian-prefix": ("dbl-hebbian", dict(blocks=3, start_epoch=2, ramp_epochs=1, max_prefix=3)),
+}
+
+
+@pytest.mark.parametrize("kind", [pytest.param("boundaries", marks=pytest.mark.slow), "hebbian-prefix"])
+def test_resnet20_pipeline_with_a_moving_program_equals_the_sequential_run(resnet_digits_model, tmp_path, kind):
+    strategy, options = RESNET_PROGRAMS[kind]
+    program = llcompile.transform(resnet_digits_model, strategy, **options).save(tmp_path / "program")
+    config = _config(data_limit=192)
+    train(program, config, tmp_path / "sequential", show_progress=False)
+    launch(program, config, tmp_path / "parallel", False, False, False, ParallelOptions(nproc=2))
+    _assert_same_run(tmp_path / "sequential", tmp_path / "parallel")
+    records = [json.loads(line) for line in (tmp_path / "parallel" / "metrics.jsonl").open()]
+    assert records[0]["cuts"] != records[1]["cuts"]
+    for record in records:  # the placement of every epoch holds that epoch's stages, in order
+        assert [n for n in sum(record["parallel"]["placement"], []) if n != "hebbian"] == list(record["stages"])
+    if kind == "hebbian-prefix":
+        assert records[1]["parallel"]["placement"][0][0] == "hebbian"
+
+
+def _cli(program, run_dir, *extra):
+    return [sys.executable, "-m", "llcompile", "train", str(program), "--data", "digits", "--epochs", "3",
+            "--batch-size", "32", "--lr", "0.05", "--threads", "1", "--quiet", "--run-dir", str(run_dir), *extra]
+
+
+def _worker_pid(parent: int, rank: int) -> int | None:
+    """The pid of the worker of ``rank`` that the elastic agent in process ``parent`` spawned (in
+    rank order; their environment is set after the start, so /proc does not show RANK)."""
+    children = subprocess.run(["ps", "-o", "pid=", "--ppid", str(parent)], capture_output=True, text=True).stdout
+    workers = sorted(pid for pid in map(int, children.split())
+                     if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes())
+    return workers[rank] if len(workers) > rank else None
+
+
+@pytest.mark.slow
+def test_a_killed_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(resnet_digits_model, tmp_path):
+    program = llcompile.transform(resnet_digits_model, "dbl", blocks=4).save(tmp_path / "dbl")
+    subprocess.run(_cli(program, tmp_path / "reference"), check=True, timeout=300)
+    run_dir = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(program, run_dir, "--nproc", "2"), stderr=subprocess.PIPE, text=True)
+    start = time.time()
+    while not (run_dir / "metrics.jsonl").exists():  # inside the second epoch
+        assert proc.poll() is None and time.time() - start < 300, "the run made no progress"
+        time.sleep(0.05)
+    pid = _worker_pid(proc.pid, rank=1)
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 2
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and "rank 1 failed (killed by SIGKILL)" in lines[0]
+    assert "the last complete checkpoint is epoch 1" in lines[0]
+    resumed = subprocess.run(_cli(program, run_dir, "--nproc", "2", "--resume"), capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    _assert_same_run(tmp_path / "reference", run_dir)
+
+
+def test_data_parallel_equals_the_sequential_run_without_batch_statistics(tmp_path):
+    """Without BatchNormalization, the mean of the two half-batch gradients DDP averages is the
+    full batch's gradient: the weights equal the sequential run's up to float rounding."""
+    import torch
+    from torch import nn
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
+    program = llcompile.transform(export(mlp, tmp_path / "mlp.onnx", input_shape=(1, 8, 8)), "bp").save(tmp_path / "bp")
+    config = _config(data_limit=256)  # 4 batches of 64 a epoch: every rank's share is 32
+    train(program, config, tmp_path / "sequential", show_progress=False)
+    result = launch(program, config, tmp_path / "parallel", False, False, False, ParallelOptions(nproc=2))
+    arrays_a, _ = load_checkpoint(tmp_path / "sequential" / "checkpoint.npz")
+    arrays_b, _ = load_checkpoint(tmp_path / "parallel" / "checkpoint.npz")
+    assert set(arrays_a) == set(arrays_b)
+    for name in arrays_a:
+        np.testing.assert_allclose(arrays_b[name], arrays_a[name], rtol=1e-4, atol=1e-6, err_msg=name)
+    parallel = result.history[-1]["parallel"]
+    names = [stage["name"] for stage in json.loads((program / "program.json").read_text())["stages"]]
+    assert parallel["mode"] == "data" and [r["stages"] for r in parallel["ranks"]] == [names, names]
+
+
+@pytest.mark.parametrize("options, config, fragment", [
+    (ParallelOptions(nproc=2, placement=(1, 1)), {}, "--placement 1,1 does not fit"),
+    (ParallelOptions(nproc=2, placement=(0, 3)), {}, "--placement 0,3 does not fit"),
+    (ParallelOptions(nproc=4), {}, "needs a stage per rank"),
+    (ParallelOptions(nproc=2, mode="data"), {"backend": "ort"}, "--parallel data needs --backend torch"),
+    (ParallelOptions(nproc=2, mode="data", placement=(1, 2)), {}, "--placement applies to --parallel stages only"),
+    (ParallelOptions(nproc=2, mode="data"), {"batch_size": 3}, "fewer than 2 samples per rank"),
+])
+def test_bad_parallel_options_are_refused_before_any_process_starts(small_dbl, tmp_path, options, config, fragment):
+    with pytest.raises(LLCompileError, match=fragment):
+        launch(small_dbl, _config(**config), tmp_path / "run", False, False, False, options)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_parallel_options_on_the_command_line_are_one_line_errors(small_dbl, tmp_path):
+    proc = subprocess.run(_cli(small_dbl, tmp_path / "run", "--nproc", "2", "--placement", "2,x"),
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "expected stage counts" in proc.stderr
+    assert not (tmp_path / "run").exists()
