@@ -31,8 +31,15 @@ def update_norms(before: dict[str, np.ndarray], after: dict[str, np.ndarray], we
     for layer, weight in weights.items():
         if weight in before and weight in after:
             old = before[weight].astype(np.float64)
-            norms[layer] = float(np.linalg.norm(after[weight] - old) / max(np.linalg.norm(old), 1e-30))
+            norms[layer] = float(_norm(after[weight] - old) / max(_norm(old), 1e-30))
     return norms
+
+
+def _norm(values: np.ndarray) -> float:
+    # numpy's pairwise sum, not np.linalg.norm: BLAS's dot sums in an order that depends on its
+    # thread count, and the norms decide program moves, which must not depend on how many
+    # processes or threads a run has
+    return float(np.sqrt(np.sum(np.square(values))))
 
 
 def _block_cuts(program: Program) -> list[str]:
