@@ -90,10 +90,8 @@ def cli() -> None:
 @click.option("--max-prefix", type=click.IntRange(min=0),
               help="Largest prefix, in segments [default: the longest with at most half the forward MACs].")
 @click.option("--update-threshold", type=click.FloatRange(0, 1, min_open=True),
-              help="dynamic: a layer has settled when its ||dW||/||W|| per epoch is below this fraction of its "
-                   "peak [default: 0.5].")
-@click.option("--stall-ratio", type=click.FloatRange(0, 1, min_open=True),
-              help="dynamic: ... or above this fraction of the previous epoch's [default: 0.9].")
+              help="dynamic: a layer has settled when its ||dW||/||W|| per epoch, per unit of the epoch's mean "
+                   "learning rate, is below this fraction of its peak [default: 0.5].")
 @click.option("--prefix-step", type=click.IntRange(min=1),
               help="dynamic: most segments the transition moves per epoch [default: 2].")
 @click.option("--hebbian-lr", type=click.FloatRange(min=0),

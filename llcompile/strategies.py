@@ -42,7 +42,7 @@ DBL_OPTIONS = ("blocks", "cuts", "aux_head", "aux_depth", "seed") + BOUNDARY_OPT
 HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation")
 # read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
 LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
-                         "stall_ratio", "prefix_step", "hebbian_lr", "weak_supervision", "lr_decay")
+                         "prefix_step", "hebbian_lr", "weak_supervision", "lr_decay")
 
 
 def _hebbian_passes(prefix: int | None, hebbian_rule: str | None, hebbian_activation: str | None,

@@ -13,13 +13,14 @@ import json
 import numpy as np
 import onnx_ir as ir
 
-from llcompile.adaptive_boundaries import BlockSignal, decide, layers_settled
+from llcompile.adaptive_boundaries import BlockSignal, decide
 from llcompile.analysis import analyze
 from llcompile.boundary_policy import BoundaryPolicy
 from llcompile.compiler import recompile
 from llcompile.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
 from llcompile.program import Program
 from llcompile.report.cost_model import cost_program
+from llcompile.settling import layers_settled, per_unit_lr
 
 ACTIVATION_BATCH = 128  # kept activations grow linearly with the batch: any size gives the same shares
 
@@ -154,7 +155,7 @@ class ProgramController:
         record.update({"prefix": self.prefix, "transition_layer": self.transition_layers[self.prefix],
                        "hebbian_lr_factor": self.factor, "hebbian_lr": self.learning.hebbian_lr * self.factor})
         if self.learning.learning_mode == "dynamic":
-            decided, reason = dynamic_prefix(self.learning, epoch + 1, self.prefix, norm_history,
+            decided, reason = dynamic_prefix(self.learning, epoch + 1, self.prefix, norm_history, lr_means,
                                              self.transition_layers)
             self.next = {"prefix": decided, "reason": reason} if decided != self.prefix else None
             record["dynamic_decision"] = reason
@@ -172,8 +173,7 @@ class ProgramController:
                               stage_metrics[s.name]["acc"], self.block_losses.get(s.output))
                   for s in trained]
         threshold = self.boundaries.adaptive("settle_threshold")
-        per_lr = [{layer: norm / max(lr, 1e-12) for layer, norm in norms.items()}
-                  for norms, lr in zip(norm_history, lr_means)]
+        per_lr = per_unit_lr(norm_history, lr_means)
         settled = {cut: layers_settled(self._layers_before(cut), per_lr, threshold)
                    for cut in self.candidates if cut not in self.active}
         merged_activations = {cut: self._activation_share([c for c in self.active if c != cut])
