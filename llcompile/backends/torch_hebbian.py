@@ -16,9 +16,11 @@ from torch import Tensor
 
 
 def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[int], pads: List[int],
-                   dilations: List[int], groups: int, decay: float, renormalize: bool) -> Tensor:
-    """``W + lr * (H - decay * diag(mean y^2) W)``, rescaled per filter to the old norm when
-    ``renormalize``; ``H`` the mean over samples and positions of ``y x^T``. Pads in ONNX order."""
+                   dilations: List[int], groups: int, decay: float, renormalize: bool,
+                   triangular: bool = False) -> Tensor:
+    """``W + lr * (H - decay * D W)``, rescaled per filter to the old norm when ``renormalize``; ``H``
+    the mean over samples and positions of ``y x^T``; ``D`` = ``diag(mean y^2)`` (Oja), or with
+    ``triangular`` the lower triangle of ``mean y y^T`` within each group (Sanger). Pads in ONNX order."""
     dims = len(strides)
     begin, end = pads[:dims], pads[dims:]
     if begin != end:
@@ -32,10 +34,17 @@ def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[in
     count = y.numel() // y.shape[1]
     filters = w.shape[0]
     hebbian = grads[1].reshape(filters, -1) / count
-    reduce_dims: List[int] = [0] + list(range(2, y.dim()))
-    y_power = (y * y).sum(dim=reduce_dims).reshape(filters, 1) / count
     rows = w.reshape(filters, -1)
-    stepped = rows + lr * (hebbian - decay * y_power * rows)
+    if triangular:
+        y_rows = y.transpose(0, 1).reshape(filters, -1)
+        group_of = torch.div(torch.arange(filters, device=y.device), filters // groups, rounding_mode="floor")
+        same_group = group_of.unsqueeze(1) == group_of.unsqueeze(0)
+        competition = torch.tril(torch.mm(y_rows, y_rows.t()) / count) * same_group
+        unit_term = torch.mm(competition, rows)
+    else:
+        reduce_dims: List[int] = [0] + list(range(2, y.dim()))
+        unit_term = (y * y).sum(dim=reduce_dims).reshape(filters, 1) / count * rows
+    stepped = rows + lr * (hebbian - decay * unit_term)
     if renormalize:
         # squared norms summed explicitly: TorchScript has no Tensor.norm(dim=...) without p; a filter
         # that is all zero after the step stays zero (factor 1, no 0/0), as in the ONNX function

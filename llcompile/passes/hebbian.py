@@ -94,9 +94,8 @@ class HebbianPass(ir.passes.InPlacePass):
         return y
 
     def _update(self, b: GraphBuilder, node: ir.Node, y: ir.Value, lr: ir.Value) -> ir.Value:
-        decay, renormalize = hebbian_function.RULES[self.rule]
         x, weight = node.inputs[0], node.inputs[1]
-        rule = {"decay": decay, "renormalize": renormalize}
+        rule = hebbian_function.RULES[self.rule]
         if node.op_type == "Conv":
             return self._hebbian(b, [x, y, weight, lr], "weight", **_conv_attributes(node, x, weight), **rule)
         # Gemm / MatMul: W_new[M, K] = update of a length-1 convolution over [N, K, 1] -> [N, M, 1]

@@ -10,10 +10,17 @@ the batch becomes the channel axis (``[Cin/g, g*N, *S]`` and ``[Cout, N, *So]``)
 convolution runs with ``group=g`` and stride and dilation swapped, and the result is cropped
 to the kernel size. Its MACs equal the layer's forward MACs.
 
-The rule is two attributes (one function serves every rule; ONNX runtimes ignore function
+The rule is three attributes (one function serves every rule; ONNX runtimes ignore function
 overloads, so a rule cannot be a separate overload):
 
-- ``decay``: Oja's term: ``dW = H - decay * diag(mean(y^2)) W`` (1 = Oja, 0 = plain Hebb);
+- ``decay``: the weight of the decay term ``D W`` in ``dW = H - decay * D W`` (1 = Oja or Sanger,
+  0 = plain Hebb);
+- ``triangular``: which ``D``: 0 its diagonal part ``diag(mean(y^2))``, every filter on its own
+  (Oja's rule, which drives every filter toward the same first principal component); 1 the lower
+  triangle of ``mean(y y^T)`` within each group (Sanger's generalized Hebbian algorithm: filter
+  ``i`` also subtracts what filters ``0..i-1`` already explain, so the filters converge to the
+  leading principal components in order). The full ``[Cout, Cout]`` product costs
+  ``Cout / (Cin/g * prod(K))`` of the correlation's MACs, so it runs (an ``If``) only for Sanger;
 - ``renormalize``: 1 rescales every filter (row of ``W``) back to its norm before the update.
 
 ``W_new = renorm(W + lr * dW)``. The body is standard ONNX (opset 14-21), so onnxruntime and
@@ -29,9 +36,13 @@ from onnx import helper
 DOMAIN = "ai.llcompile"
 OP_TYPE = "HebbianUpdate"
 DOMAIN_VERSION = 1
-# rule -> (decay, renormalize)
-RULES = {"oja": (1.0, 0), "hebb": (0.0, 1)}
-ATTRIBUTES = ("strides", "pads", "dilations", "group", "decay", "renormalize")
+# rule -> its attributes
+RULES = {
+    "oja": {"decay": 1.0, "triangular": 0, "renormalize": 0},
+    "hebb": {"decay": 0.0, "triangular": 0, "renormalize": 1},
+    "sanger": {"decay": 1.0, "triangular": 1, "renormalize": 0},
+}
+ATTRIBUTES = ("strides", "pads", "dilations", "group", "decay", "triangular", "renormalize")
 
 
 def _const_ints(name: str, values: list[int]) -> onnx.NodeProto:
@@ -52,6 +63,8 @@ def function_proto(opset: int) -> onnx.FunctionProto:
     group_scalar.attribute.append(_ref("value_int", "group", int_))
     decay = node("Constant", [], ["decay"])
     decay.attribute.append(_ref("value_float", "decay", float_))
+    triangular_int = node("Constant", [], ["triangular_int"])
+    triangular_int.attribute.append(_ref("value_int", "triangular", int_))
     renormalize_int = node("Constant", [], ["renormalize_int"])
     renormalize_int.attribute.append(_ref("value_int", "renormalize", int_))
     correlation = node("Conv", ["x_by_channel", "y_by_channel"], ["correlation"])
@@ -104,8 +117,9 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         node("Reshape", ["y_squared_sum", "filter_rows_shape"], ["y_squared_sum_rows"]),
         node("Div", ["y_squared_sum_rows", "pair_count"], ["y_power"]),  # [Cout, 1]
         node("Reshape", ["W", "filter_rows_shape"], ["w_rows"]),
-        node("Mul", ["y_power", "w_rows"], ["oja_term"]),
-        node("Mul", ["decay", "oja_term"], ["decay_term"]),
+        triangular_int, node("Cast", ["triangular_int"], ["triangular"], to=onnx.TensorProto.BOOL),
+        node("If", ["triangular"], ["unit_term"], then_branch=_sanger_term(), else_branch=_oja_term()),
+        node("Mul", ["decay", "unit_term"], ["decay_term"]),
         node("Sub", ["hebbian", "decay_term"], ["delta"]),
         node("Mul", ["lr", "delta"], ["step"]),
         node("Add", ["w_rows", "step"], ["w_stepped"]),
@@ -130,8 +144,42 @@ def function_proto(opset: int) -> onnx.FunctionProto:
     return helper.make_function(
         DOMAIN, OP_TYPE, ["X", "Y", "W", "lr"], ["W_new"], nodes,
         [helper.make_opsetid("", opset)], attributes=list(ATTRIBUTES),
-        doc_string="A localized layer's new weight: W + lr * (H - decay * diag(mean y^2) W), renormalized per "
-                   "filter when renormalize=1; H = mean over samples and positions of y x^T (one convolution).")
+        doc_string="A localized layer's new weight: W + lr * (H - decay * D W), renormalized per filter when "
+                   "renormalize=1; H = mean over samples and positions of y x^T (one convolution); D = "
+                   "diag(mean y^2) (Oja), or with triangular=1 the lower triangle of mean y y^T per group (Sanger).")
+
+
+def _oja_term() -> onnx.GraphProto:
+    """``diag(mean y^2) W``: each filter decays by its own output power."""
+    node = helper.make_node
+    return helper.make_graph([node("Mul", ["y_power", "w_rows"], ["oja_term"])], "oja_term", [],
+                             [helper.make_tensor_value_info("oja_term", onnx.TensorProto.FLOAT, None)])
+
+
+def _sanger_term() -> onnx.GraphProto:
+    """``LT(mean y y^T) W``: the lower triangle (diagonal included) of the outputs' correlation, within
+    each group (filters of different groups see different inputs), times the filters."""
+    node = helper.make_node
+    nodes = [
+        node("Reshape", ["y_by_sample", "filter_rows_shape"], ["y_rows"]),  # [Cout, N * prod(So)]
+        node("Transpose", ["y_rows"], ["y_columns"], perm=[1, 0]),
+        node("MatMul", ["y_rows", "y_columns"], ["y_gram_sum"]),
+        node("Div", ["y_gram_sum", "pair_count"], ["y_gram"]),
+        node("Trilu", ["y_gram"], ["y_gram_lower"], upper=0),
+        # group of filter i: i // (Cout / g); keep the pairs of one group
+        node("Div", ["cout", "group"], ["filters_per_group"]),
+        node("Squeeze", ["cout"], ["cout_scalar"]),
+        node("Constant", [], ["index_start"], value=helper.make_tensor("index_start", onnx.TensorProto.INT64, [], [0])),
+        node("Constant", [], ["index_step"], value=helper.make_tensor("index_step", onnx.TensorProto.INT64, [], [1])),
+        node("Range", ["index_start", "cout_scalar", "index_step"], ["filter_index"]),
+        node("Div", ["filter_index", "filters_per_group"], ["filter_group"]),
+        node("Unsqueeze", ["filter_group", "one"], ["filter_group_column"]),
+        node("Equal", ["filter_group_column", "filter_group"], ["same_group"]),
+        node("Where", ["same_group", "y_gram_lower", "zero_float"], ["competition"]),
+        node("MatMul", ["competition", "w_rows"], ["sanger_term"]),
+    ]
+    return helper.make_graph(nodes, "sanger_term", [],
+                             [helper.make_tensor_value_info("sanger_term", onnx.TensorProto.FLOAT, None)])
 
 
 def function(opset: int) -> ir.Function:
