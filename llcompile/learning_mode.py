@@ -46,6 +46,7 @@ class LearningMode:
     update_threshold: float = 0.5  # dynamic: a layer has settled below this fraction of its peak update norm
     prefix_step: int = 2  # dynamic: most segments the transition moves per epoch
     hebbian_lr: float = 1e-4  # localized learning rate at the SGD schedule's peak (docs: measured)
+    hebbian_every: int = 1  # the localized weights are updated at every k-th step (the others: forward only)
     weak_supervision: str = "loss-trend"
     lr_decay: float = 0.5  # weak supervision: factor applied when the training loss rises
 
@@ -61,6 +62,7 @@ class LearningMode:
             (0 < self.update_threshold <= 1, "--update-threshold must be in (0, 1]"),
             (self.prefix_step >= 1, "--prefix-step must be >= 1"),
             (self.hebbian_lr >= 0, "--hebbian-lr must be >= 0"),
+            (self.hebbian_every >= 1, "--hebbian-every must be >= 1"),
             (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
         ]
         for ok, message in checks:

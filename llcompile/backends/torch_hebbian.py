@@ -1,4 +1,5 @@
-"""torch's ``ai.llcompile::HebbianUpdate`` (see ``llcompile/passes/hebbian_function.py``).
+"""torch's ``ai.llcompile::HebbianUpdate`` (see ``llcompile/passes/hebbian_function.py``), and the
+forward-only module of a Hebbian stage's steps without an update (``--hebbian-every``).
 
 The correlation of input patches with output maps is exactly what the convolution's
 weight-gradient kernel computes with the layer's output in place of dY, so the update runs as
@@ -10,9 +11,11 @@ from __future__ import annotations
 
 from typing import List
 
+import itertools
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[int], pads: List[int],
@@ -55,3 +58,16 @@ def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[in
         ratio = torch.sqrt(norm_squared / torch.where(nonzero, stepped_norm_squared, ones))
         stepped = stepped * torch.where(nonzero, ratio, ones)
     return stepped.reshape(w.shape)
+
+
+def share_state(source: nn.Module, target: nn.Module) -> None:
+    """Make ``target``'s parameters and buffers the very tensors of ``source``'s with the same ONNX
+    names (both ``StageModule``s of one stage graph): the module that computes the activation alone
+    then reads the weights the updating one writes, and updates the same BN statistics."""
+    tensors = {**source.onnx_parameters(), **source.onnx_buffers()}
+    paths = {id(t): path for path, t in itertools.chain(target.named_parameters(), target.named_buffers())}
+    for name, own in {**target.onnx_parameters(), **target.onnx_buffers()}.items():
+        parent, _, leaf = paths[id(own)].rpartition(".")
+        module = target.get_submodule(parent)
+        slots = module._parameters if leaf in module._parameters else module._buffers  # noqa: SLF001
+        slots[leaf] = tensors[name]

@@ -164,8 +164,9 @@ def _train_epoch(program: Program, stages: list[TrainableStage], backend: Backen
             activation, batch_labels = backend.to_batch(x, labels)
             for stage, stage_plan in zip(stages, program.stages):
                 if stage_plan.updates is not None:  # a Hebbian stage: the localized rate, no loss
-                    activation = stage.train_step(activation, batch_labels,
-                                                  controller.hebbian_lr(lr, config.base_lr)).output
+                    update = controller.hebbian_updates_at(epoch * steps_per_epoch + step)
+                    activation = stage.train_step(activation, batch_labels, controller.hebbian_lr(lr, config.base_lr),
+                                                  update=update).output
                     continue
                 result = stage.train_step(activation, batch_labels, lr)
                 sums.add(stage.name, result.loss, result.correct, len(labels))

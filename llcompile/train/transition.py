@@ -136,6 +136,10 @@ class ProgramController:
         """The localized rate at a step whose SGD rate is ``lr`` (peak ``base_lr``)."""
         return self.learning.hebbian_lr * (lr / base_lr if base_lr else 1.0) * self.factor
 
+    def hebbian_updates_at(self, step: int) -> bool:
+        """Whether the localized weights are updated at 0-based global ``step`` (``hebbian_every``)."""
+        return step % self.learning.hebbian_every == 0
+
     def end_epoch(self, epoch: int, norm_history: list[dict[str, float]], train_losses: list[float],
                   stage_metrics: dict[str, dict], lr_means: list[float]) -> dict:
         """After 1-based ``epoch``, given every epoch's update norms, training loss and mean learning
