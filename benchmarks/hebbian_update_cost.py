@@ -58,7 +58,7 @@ def main() -> None:
                                                                      hebbian_subsample=subsample)
     localized = cost_program(programs["subsample 1"], 128)
     total = cost_program(programs["bp"], 128)
-    share = localized.stages[0].forward_macs / total.forward_macs
+    share = localized.stages[0].macs_forward / sum(stage.macs_forward for stage in total.stages)
     runs = {name: (TorchBackend().build(program, OptimizerConfig()), True) for name, program in programs.items()}
     runs["no update"] = (runs["subsample 1"][0], False)
     x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
