@@ -1,6 +1,6 @@
 """Which Hebbian rule, activation and rate for LoCal+SGD: ResNet-20 on a CIFAR-10 subset, over seeds.
 
-    ./dev bench hebbian_rules [--limit 8000] [--epochs 4] [--seeds 3] [--configs "frozen prefix (lr 0),..."]
+    ./dev bench hebbian_rules [--limit 8000] [--epochs 4] [--seeds 3] [--configs "frozen prefix (lr 0);..."]
 
 Every configuration trains the same network from the same weights and batches for a seed (the seed
 sets the initial weights and the batch order): epoch 1 all on SGD, from epoch 2 the default maximum
@@ -42,11 +42,11 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--limit", type=int, default=8000, help="samples per split")
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--configs", default=",".join(CONFIGS), help="comma-separated labels of CONFIGS")
+    parser.add_argument("--configs", default=";".join(CONFIGS), help="labels of CONFIGS separated by ';'")
     parser.add_argument("--data", default=f"cifar10:{SHARED_ZIP}")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
-    labels = args.configs.split(",")
+    labels = args.configs.split(";")
     unknown = [label for label in labels if label not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configurations {unknown}; choose from {list(CONFIGS)}")
