@@ -34,6 +34,8 @@ CONFIGS = {
     "hebb, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "hebb"}),
     "sanger, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "sanger"}),
     "sanger, pre, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "sanger", "hebbian_activation": "pre"}),
+    "softhebb, pre, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "softhebb",
+                                             "hebbian_activation": "pre"}),
 }
 
 

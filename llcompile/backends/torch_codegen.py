@@ -568,7 +568,7 @@ def _hebbian_update(g: _Codegen, node: ir.Node) -> str:
     arguments = [g.x(node, i) for i in range(4)] + [
         str(list(a.get_ints(name))) for name in ("strides", "pads", "dilations")] + [
         str(a.get_int("group")), _literal(a.get_float("decay")), _literal(bool(a.get_int("renormalize"))),
-        _literal(bool(a.get_int("triangular")))]
+        _literal(bool(a.get_int("triangular"))), _literal(a.get_float("temperature"))]
     return f"hebbian_update({', '.join(arguments)})"
 
 

@@ -20,10 +20,14 @@ from torch import Tensor, nn
 
 def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[int], pads: List[int],
                    dilations: List[int], groups: int, decay: float, renormalize: bool,
-                   triangular: bool = False) -> Tensor:
+                   triangular: bool = False, temperature: float = 0.0) -> Tensor:
     """``W + lr * (H - decay * D W)``, rescaled per filter to the old norm when ``renormalize``; ``H``
-    the mean over samples and positions of ``y x^T``; ``D`` = ``diag(mean y^2)`` (Oja), or with
-    ``triangular`` the lower triangle of ``mean y y^T`` within each group (Sanger). Pads in ONNX order."""
+    the mean over samples and positions of ``y x^T``; ``D`` = ``diag(mean y Y)`` (Oja: ``y = Y``), or
+    with ``triangular`` the lower triangle of ``mean y y^T`` within each group (Sanger); ``y`` is ``Y``,
+    or with ``temperature > 0`` its softmax over the filters (SoftHebb). Pads in ONNX order."""
+    given = y
+    if temperature > 0:
+        y = torch.softmax(y / temperature, dim=1)
     dims = len(strides)
     begin, end = pads[:dims], pads[dims:]
     if begin != end:
@@ -46,7 +50,7 @@ def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[in
         unit_term = torch.mm(competition, rows)
     else:
         reduce_dims: List[int] = [0] + list(range(2, y.dim()))
-        unit_term = (y * y).sum(dim=reduce_dims).reshape(filters, 1) / count * rows
+        unit_term = (y * given).sum(dim=reduce_dims).reshape(filters, 1) / count * rows
     stepped = rows + lr * (hebbian - decay * unit_term)
     if renormalize:
         # squared norms summed explicitly: TorchScript has no Tensor.norm(dim=...) without p; a filter

@@ -21,7 +21,11 @@ overloads, so a rule cannot be a separate overload):
   ``i`` also subtracts what filters ``0..i-1`` already explain, so the filters converge to the
   leading principal components in order). The full ``[Cout, Cout]`` product costs
   ``Cout / (Cin/g * prod(K))`` of the correlation's MACs, so it runs (an ``If``) only for Sanger;
-- ``renormalize``: 1 rescales every filter (row of ``W``) back to its norm before the update.
+- ``renormalize``: 1 rescales every filter (row of ``W``) back to its norm before the update;
+- ``temperature``: 0 uses ``Y`` as given; ``T > 0`` replaces it in ``H`` and ``D`` by SoftHebb's soft
+  winner-take-all ``y = softmax(Y / T)`` over the filters, with Oja's term ``diag(mean(y * Y))``: every
+  filter learns mostly from the inputs it wins, toward the unit-norm mean of its share of them
+  (SoftHebb's ``dw_i = y_i (x - u_i w_i)`` with ``u = Y`` the layer's pre-activation).
 
 ``W_new = renorm(W + lr * dW)``. The body is standard ONNX (opset 14-21), so onnxruntime and
 ``onnx.reference`` run it.
@@ -38,11 +42,13 @@ OP_TYPE = "HebbianUpdate"
 DOMAIN_VERSION = 1
 # rule -> its attributes
 RULES = {
-    "oja": {"decay": 1.0, "triangular": 0, "renormalize": 0},
-    "hebb": {"decay": 0.0, "triangular": 0, "renormalize": 1},
-    "sanger": {"decay": 1.0, "triangular": 1, "renormalize": 0},
+    "oja": {"decay": 1.0, "triangular": 0, "renormalize": 0, "temperature": 0.0},
+    "hebb": {"decay": 0.0, "triangular": 0, "renormalize": 1, "temperature": 0.0},
+    "sanger": {"decay": 1.0, "triangular": 1, "renormalize": 0, "temperature": 0.0},
+    # SoftHebb's own temperature: unit-norm filters on unit-scale inputs give pre-activations of order 1
+    "softhebb": {"decay": 1.0, "triangular": 0, "renormalize": 0, "temperature": 1.0},
 }
-ATTRIBUTES = ("strides", "pads", "dilations", "group", "decay", "triangular", "renormalize")
+ATTRIBUTES = ("strides", "pads", "dilations", "group", "decay", "triangular", "renormalize", "temperature")
 
 
 def _const_ints(name: str, values: list[int]) -> onnx.NodeProto:
@@ -63,6 +69,8 @@ def function_proto(opset: int) -> onnx.FunctionProto:
     group_scalar.attribute.append(_ref("value_int", "group", int_))
     decay = node("Constant", [], ["decay"])
     decay.attribute.append(_ref("value_float", "decay", float_))
+    temperature = node("Constant", [], ["temperature"])
+    temperature.attribute.append(_ref("value_float", "temperature", float_))
     triangular_int = node("Constant", [], ["triangular_int"])
     triangular_int.attribute.append(_ref("value_int", "triangular", int_))
     renormalize_int = node("Constant", [], ["renormalize_int"])
@@ -72,7 +80,7 @@ def function_proto(opset: int) -> onnx.FunctionProto:
                                   _ref("pads", "pads", ints), _ref("group", "group", int_)])
     nodes = [
         _const_ints("zero", [0]), _const_ints("one", [1]), _const_ints("two", [2]),
-        _const_ints("minus_one", [-1]), _const_ints("end", [2**62]), _const_ints("axes_12", [1, 2]),
+        _const_ints("minus_one", [-1]), _const_ints("end", [2**62]), _const_ints("axes_02", [0, 2]),
         _const_ints("axis_1", [1]),
         group_scalar, node("Reshape", ["group_scalar", "one"], ["group"]), decay, renormalize_int,
         # X [N, Cin, *S] -> [Cin/g, g*N, *S]: channel (j, n) of the result is sample n of group j
@@ -87,12 +95,15 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         node("Mul", ["group", "n"], ["group_times_n"]),
         node("Concat", ["cin_per_group", "group_times_n", "x_spatial"], ["x_by_channel_shape"], axis=0),
         node("Reshape", ["x_transposed", "x_by_channel_shape"], ["x_by_channel"]),
-        # Y [N, Cout, *So] -> [Cout, N, *So]: the "weight" of the correlation
+        # the y of the rule: Y, or its soft winner-take-all over the filters
+        temperature, node("Greater", ["temperature", "zero_float"], ["soft_winner"]),
+        node("If", ["soft_winner"], ["y_learning"], then_branch=_soft_winner_take_all(), else_branch=_as_given()),
+        # y [N, Cout, *So] -> [Cout, N, *So]: the "weight" of the correlation
         node("Shape", ["Y"], ["y_shape"]),
         node("Slice", ["y_shape", "one", "two"], ["cout"]),
         node("Slice", ["y_shape", "two", "end"], ["y_spatial"]),
         node("Concat", ["n", "cout", "minus_one"], ["y_flat_shape"], axis=0),
-        node("Reshape", ["Y", "y_flat_shape"], ["y_flat"]),
+        node("Reshape", ["y_learning", "y_flat_shape"], ["y_flat"]),
         node("Transpose", ["y_flat"], ["y_by_sample"], perm=[1, 0, 2]),
         node("Concat", ["cout", "n", "y_spatial"], ["y_by_channel_shape"], axis=0),
         node("Reshape", ["y_by_sample", "y_by_channel_shape"], ["y_by_channel"]),
@@ -112,8 +123,10 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         node("Div", ["y_size", "cout"], ["pair_count_int"]),
         node("Cast", ["pair_count_int"], ["pair_count"], to=onnx.TensorProto.FLOAT),
         node("Div", ["correlation_sum", "pair_count"], ["hebbian"]),
-        node("Mul", ["y_by_sample", "y_by_sample"], ["y_squared"]),
-        node("ReduceSum", ["y_squared", "axes_12"], ["y_squared_sum"], keepdims=1),
+        # mean(y * Y) per filter (mean y^2 when y is Y), reduced in [N, Cout, P] layout
+        node("Reshape", ["Y", "y_flat_shape"], ["y_given_flat"]),
+        node("Mul", ["y_flat", "y_given_flat"], ["y_squared"]),
+        node("ReduceSum", ["y_squared", "axes_02"], ["y_squared_sum"], keepdims=1),
         node("Reshape", ["y_squared_sum", "filter_rows_shape"], ["y_squared_sum_rows"]),
         node("Div", ["y_squared_sum_rows", "pair_count"], ["y_power"]),  # [Cout, 1]
         node("Reshape", ["W", "filter_rows_shape"], ["w_rows"]),
@@ -146,7 +159,20 @@ def function_proto(opset: int) -> onnx.FunctionProto:
         [helper.make_opsetid("", opset)], attributes=list(ATTRIBUTES),
         doc_string="A localized layer's new weight: W + lr * (H - decay * D W), renormalized per filter when "
                    "renormalize=1; H = mean over samples and positions of y x^T (one convolution); D = "
-                   "diag(mean y^2) (Oja), or with triangular=1 the lower triangle of mean y y^T per group (Sanger).")
+                   "diag(mean y^2) (Oja), or with triangular=1 the lower triangle of mean y y^T per group (Sanger); "
+                   "with temperature T > 0, y = softmax(Y / T) over the filters and D = diag(mean y Y) (SoftHebb).")
+
+
+def _soft_winner_take_all() -> onnx.GraphProto:
+    node = helper.make_node
+    return helper.make_graph([node("Div", ["Y", "temperature"], ["y_scaled"]),
+                              node("Softmax", ["y_scaled"], ["y_soft"], axis=1)], "soft_winner_take_all", [],
+                             [helper.make_tensor_value_info("y_soft", onnx.TensorProto.FLOAT, None)])
+
+
+def _as_given() -> onnx.GraphProto:
+    return helper.make_graph([helper.make_node("Identity", ["Y"], ["y_given"])], "as_given", [],
+                             [helper.make_tensor_value_info("y_given", onnx.TensorProto.FLOAT, None)])
 
 
 def _oja_term() -> onnx.GraphProto:
