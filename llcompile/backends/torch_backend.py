@@ -48,6 +48,7 @@ class TorchBackend(Backend):
             module = build_module(stage.model, [stage.output, *stage.updates.values()])
             module.to(self.device)
             forward_only = build_module(stage.model, [stage.output])  # the steps without an update
+            forward_only.to(self.device)  # its constants; parameters and buffers become the module's
             share_state(module, forward_only)
             return HebbianTorchStage(stage.name, module, self._runner(module), self._runner(forward_only),
                                      list(stage.updates))
