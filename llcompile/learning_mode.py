@@ -27,7 +27,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from llcompile.errors import LLCompileError
-from llcompile.settling import MIN_LR, layers_settled, per_unit_lr
+from llcompile.settling import layers_settled, per_unit_lr
 
 MODES = ("static", "dynamic")
 SCHEDULES = ("linear", "step", "exp")
@@ -130,7 +130,7 @@ def dynamic_prefix(mode: LearningMode, epoch: int, current: int, norm_history: l
         norms = [record[layer] for record in per_lr if layer in record]
         if not norms:
             break
-        share = norms[-1] / max(max(norms), MIN_LR)
+        share = norms[-1] / max(norms) if max(norms) > 0 else 0.0
         if not layers_settled([layer], per_lr, mode.update_threshold):
             if not reasons:
                 reasons.append(f"{layer} still learning (update norm per unit lr at {share:.2f} of its peak)")

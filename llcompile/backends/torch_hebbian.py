@@ -9,9 +9,8 @@ one ``aten.convolution_backward`` with only the weight gradient requested: the s
 
 from __future__ import annotations
 
-from typing import List
-
 import itertools
+from typing import List
 
 import torch
 import torch.nn.functional as F
