@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -21,10 +22,10 @@ CLASSES = 3
 BACKENDS = ("torch", "ort")
 
 
-def dense_model(dim: int, filters: int, bn: bool = False, scale: float = 0.1) -> onnx.ModelProto:
+def dense_model(dim: int, filters: int, bn: bool = False) -> onnx.ModelProto:
     """The layer's weight ``w`` is ``[filters, dim]``, small and random: it points nowhere in particular."""
     rng = np.random.default_rng(0)
-    params = {"w": (scale * rng.standard_normal((filters, dim))).astype(np.float32),
+    params = {"w": (0.1 * rng.standard_normal((filters, dim))).astype(np.float32),
               "head_w": rng.standard_normal((CLASSES, filters)).astype(np.float32),
               "head_b": np.zeros(CLASSES, np.float32)}
     nodes = [helper.make_node("Gemm", ["x", "w"], ["z"], name="layer", transB=1)]
@@ -49,7 +50,7 @@ def dense_program(tmp_path: Path, dim: int, filters: int, bn: bool = False, **op
     return llcompile.transform(path, "local-sgd", prefix=1, **options)
 
 
-def hebbian_stage(backend: str, program: Program) -> tuple[TrainableStage, callable]:
+def hebbian_stage(backend: str, program: Program) -> tuple[TrainableStage, Callable]:
     """The program's Hebbian stage built by ``backend``, and the function that makes its input arrays."""
     if backend == "ort":
         return OrtHebbianStage(program.stages[0]), np.asarray
