@@ -36,15 +36,50 @@ def test_zero_localized_rate_freezes_the_prefix(resnet_digits_model, tmp_path):
         assert {n for n, v in record["update_norms"].items() if v == 0} == localized
 
 
-def test_dynamic_mode_moves_on_the_update_norm(resnet_digits_model, tmp_path):
-    # threshold 1: a layer has settled as soon as its norm per unit of learning rate is below its peak,
-    # which every later epoch shows here: from then on the transition moves prefix_step (2) segments per epoch
+# the transition layers' update norms per epoch (l0..l4: the first layer of segments 0..4), given to the
+# run in place of the measured ones; the prefix of each epoch; the moves (epoch, from, to). The learning
+# rate is constant, so raw and per-unit-rate norms have the same ratios to their peaks.
+# Rule: update_threshold 0.5, prefix_step 2.
+DYNAMIC_SCRIPTS = {
+    # after epoch 2 l0 is at 0.7 of its peak, still learning: no move although start_epoch is 2;
+    # after epoch 3 l0 is at 0.2 (settled), l1 at 0.6 (above half its peak: still learning)
+    "settling late": ([[1.0] * 5, [0.7] * 5, [0.2, 0.6, 0.6, 0.6, 0.6], [0.1] * 5], [0, 0, 0, 1], [(4, 0, 1)]),
+    # after epoch 2 every layer is at 0.1 of its peak: two segments (prefix_step), then two more
+    "settling early": ([[1.0] * 5, [0.1] * 5, [0.05] * 5, [0.02] * 5], [0, 0, 2, 4], [(3, 0, 2), (4, 2, 4)]),
+}
+
+
+@pytest.mark.parametrize("script", DYNAMIC_SCRIPTS)
+def test_dynamic_mode_moves_on_the_update_norm(resnet_digits_model, tmp_path, monkeypatch, script):
+    """The same program and options, two sequences of update norms, two prefix trajectories (worked out
+    by hand): the prefix follows the norms, which no schedule (a function of the epoch) can do."""
+    import llcompile.train.loop as loop
+
+    norms_by_epoch, expected, expected_moves = DYNAMIC_SCRIPTS[script]
+    segments = llcompile.analyze(llcompile.load(resnet_digits_model)).segments
+    transition_layers = [segment.layers[0] for segment in segments[:5]]
+    measured, epochs_done = loop.update_norms, []
+
+    def scripted(before, after, weights):  # called once at the end of every epoch
+        norms = measured(before, after, weights)
+        assert set(transition_layers) <= set(norms)
+        norms.update(zip(transition_layers, norms_by_epoch[len(epochs_done)]))
+        epochs_done.append(1)
+        return norms
+
+    monkeypatch.setattr(loop, "update_norms", scripted)
     program = llcompile.transform(resnet_digits_model, "local-sgd", learning_mode="dynamic", start_epoch=2,
-                                  update_threshold=1.0, prefix_step=2, max_prefix=5).save(tmp_path / "program")
-    history = train(program, _config(epochs=5), tmp_path / "run", show_progress=False).history
-    assert [r["prefix"] for r in history] == [0, 0, 2, 4, 5]
-    assert "peak update norm per unit lr" in history[2]["transition"]["reason"]
-    assert history[2]["transition_layer"] != history[1]["transition_layer"]
+                                  update_threshold=0.5, prefix_step=2,
+                                  max_prefix=5).save(tmp_path / "program")
+    # the norms are given, so a few hundred samples an epoch are enough
+    history = train(program, _config(epochs=4, lr_schedule="constant", data_limit=192), tmp_path / "run",
+                    show_progress=False).history
+    assert [r["prefix"] for r in history] == expected
+    assert [r["transition_layer"] for r in history] == [transition_layers[p] for p in expected]
+    moves = [(r["epoch"], r["transition"]["from"], r["transition"]["to"]) for r in history if "transition" in r]
+    assert moves == expected_moves
+    assert all(transition_layers[r["transition"]["from"]] in r["transition"]["reason"] for r in history
+               if "transition" in r)
 
 
 def test_dbl_hebbian_trains(resnet_digits_model, tmp_path):
