@@ -1,16 +1,18 @@
-"""Which Hebbian rule, activation and rate for LoCal+SGD: ResNet-20 on a CIFAR-10 subset, one run.
+"""Which Hebbian rule, activation and rate for LoCal+SGD: ResNet-20 on a CIFAR-10 subset, over seeds.
 
-    ./dev bench hebbian_rules [--limit 8000] [--epochs 4]
+    ./dev bench hebbian_rules [--limit 8000] [--epochs 4] [--seeds 3] [--configs "frozen prefix (lr 0);..."]
 
-Every configuration trains the same network from the same weights and batches: epoch 1 all on
-SGD, from epoch 2 the default maximum prefix (the longest with at most half the forward MACs)
-localized. `lr 0` freezes the prefix: the reference a Hebbian rule has to beat. Prints a
-markdown table of test accuracy per epoch.
+Every configuration trains the same network from the same weights and batches for a seed (the seed
+sets the initial weights and the batch order): epoch 1 all on SGD, from epoch 2 the default maximum
+prefix (the longest with at most half the forward MACs) localized. `lr 0` freezes the prefix: the
+reference a Hebbian rule has to beat. Prints one line per run as it finishes, then a markdown table of
+the final test accuracy, mean ± std (sample std) over the seeds, and its difference from the frozen prefix.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import tempfile
 from pathlib import Path
 
@@ -21,14 +23,19 @@ from llcompile.models import export
 from llcompile.train import TrainConfig, train
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
+FROZEN = "frozen prefix (lr 0)"
 CONFIGS = {
     "bp": ("bp", {}),
-    "frozen prefix (lr 0)": ("local-sgd", {"hebbian_lr": 0.0}),
+    FROZEN: ("local-sgd", {"hebbian_lr": 0.0}),
     "oja, post, lr 1e-4": ("local-sgd", {"hebbian_lr": 1e-4}),
     "oja, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3}),
     "oja, post, lr 1e-2": ("local-sgd", {"hebbian_lr": 1e-2}),
     "oja, pre, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_activation": "pre"}),
     "hebb, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "hebb"}),
+    "sanger, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "sanger"}),
+    "sanger, pre, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "sanger", "hebbian_activation": "pre"}),
+    "softhebb, pre, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "softhebb",
+                                             "hebbian_activation": "pre"}),
 }
 
 
@@ -36,29 +43,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--limit", type=int, default=8000, help="samples per split")
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--configs", default=";".join(CONFIGS), help="labels of CONFIGS separated by ';'")
     parser.add_argument("--data", default=f"cifar10:{SHARED_ZIP}")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    labels = args.configs.split(";")
+    unknown = [label for label in labels if label not in CONFIGS]
+    if unknown:
+        raise SystemExit(f"unknown configurations {unknown}; choose from {list(CONFIGS)}")
     print(f"ResNet-20, CIFAR-10 ({args.limit} samples per split), {args.epochs} epochs, batch 128, SGD lr 0.1 "
-          f"cosine; local-sgd: prefix from epoch 2 (start_epoch 2, ramp_epochs 1)\n")
-    print("| configuration | test acc per epoch | final | vs frozen (points) |\n|---|---|---|---|")
+          f"cosine, seeds 0..{args.seeds - 1}; local-sgd: prefix from epoch 2 (start_epoch 2, ramp_epochs 1)\n",
+          flush=True)
+    finals: dict[str, list[float]] = {label: [] for label in labels}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        torch.manual_seed(0)
-        model = export("resnet20", tmp / "resnet20.onnx")
-        finals = {}
-        for i, (label, (strategy, options)) in enumerate(CONFIGS.items()):
-            if strategy != "bp":
-                options = {**options, "start_epoch": 2, "ramp_epochs": 1}
-            program = llcompile.transform(model, strategy, **options).save(tmp / f"program{i}")
-            config = TrainConfig(data=args.data, epochs=args.epochs, batch_size=128, threads=args.threads,
-                                 data_limit=args.limit)
-            history = train(program, config, tmp / f"run{i}", show_progress=False).history
-            finals[label] = history[-1]["test_acc"]
-            frozen = finals.get("frozen prefix (lr 0)")
-            versus = f"{100 * (finals[label] - frozen):+.1f}" if frozen is not None and strategy != "bp" else "-"
-            per_epoch = " / ".join(f"{record['test_acc']:.3f}" for record in history)
-            print(f"| {label} | {per_epoch} | {finals[label]:.3f} | {versus} |", flush=True)
+        for seed in range(args.seeds):
+            torch.manual_seed(seed)
+            model = export("resnet20", tmp / f"resnet20-{seed}.onnx")
+            for i, label in enumerate(labels):
+                strategy, options = CONFIGS[label]
+                if strategy != "bp":
+                    options = {**options, "start_epoch": 2, "ramp_epochs": 1}
+                program = llcompile.transform(model, strategy, **options).save(tmp / f"program-{seed}-{i}")
+                config = TrainConfig(data=args.data, epochs=args.epochs, batch_size=128, threads=args.threads,
+                                     data_limit=args.limit, seed=seed)
+                history = train(program, config, tmp / f"run-{seed}-{i}", show_progress=False).history
+                finals[label].append(history[-1]["test_acc"])
+                per_epoch = " / ".join(f"{record['test_acc']:.3f}" for record in history)
+                print(f"seed {seed} | {label} | {per_epoch}", flush=True)
+    print("\n| configuration | final test acc (mean ± std) | vs frozen (points, mean ± std of the per-seed "
+          "difference) |\n|---|---|---|")
+    for label in labels:
+        accs = finals[label]
+        versus = "-"
+        if label != FROZEN and label != "bp" and FROZEN in finals:
+            diffs = [100 * (a - f) for a, f in zip(accs, finals[FROZEN])]
+            versus = f"{statistics.mean(diffs):+.1f} ± {_std(diffs):.1f}"
+        print(f"| {label} | {statistics.mean(accs):.3f} ± {_std(accs):.3f} | {versus} |")
+
+
+def _std(values: list[float]) -> float:
+    return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 if __name__ == "__main__":

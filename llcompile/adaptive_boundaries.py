@@ -84,16 +84,6 @@ def decide(policy: BoundaryPolicy, candidates: list[str], active: list[str], blo
     return Decision(list(active), "", signals)
 
 
-def layers_settled(layers: list[str], norm_history: list[dict[str, float]], threshold: float) -> bool:
-    """Whether each of ``layers`` moved by less than ``threshold`` x its peak relative update norm in
-    the last epoch of ``norm_history`` (oldest first)."""
-    for layer in layers:
-        norms = [record[layer] for record in norm_history if layer in record]
-        if not norms or norms[-1] >= threshold * max(norms):
-            return False
-    return bool(layers)
-
-
 def _boundary_signal(before: BlockSignal, after: BlockSignal) -> dict:
     return {"cut": before.output, "acc_before": round(before.acc, 4), "acc_after": round(after.acc, 4),
             "gain": round(after.acc - before.acc, 4)}

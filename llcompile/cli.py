@@ -98,6 +98,9 @@ def cli() -> None:
 @click.option("--hebbian-rule", type=click.Choice(list(RULES)), help="local-sgd, dbl-hebbian: [default: oja].")
 @click.option("--hebbian-activation", type=click.Choice(list(ACTIVATIONS)),
               help="local-sgd, dbl-hebbian: the y of the rule, before or after BN+activation [default: post].")
+@click.option("--hebbian-subsample", type=click.IntRange(min=1),
+              help="local-sgd, dbl-hebbian: the update reads every k-th sample of the batch (k times fewer MACs) "
+                   "[default: 1].")
 @click.option("--learning-mode", type=click.Choice(MODES),
               help="How the prefix grows between epochs: a schedule of the epoch, or the transition layer's "
                    "update norms [default: static].")
@@ -108,14 +111,15 @@ def cli() -> None:
 @click.option("--max-prefix", type=click.IntRange(min=0),
               help="Largest prefix, in segments [default: the longest with at most half the forward MACs].")
 @click.option("--update-threshold", type=click.FloatRange(0, 1, min_open=True),
-              help="dynamic: a layer has settled when its ||dW||/||W|| per epoch is below this fraction of its "
-                   "peak [default: 0.5].")
-@click.option("--stall-ratio", type=click.FloatRange(0, 1, min_open=True),
-              help="dynamic: ... or above this fraction of the previous epoch's [default: 0.9].")
+              help="dynamic: a layer has settled when its ||dW||/||W|| per epoch, per unit of the epoch's mean "
+                   "learning rate, is below this fraction of its peak [default: 0.5].")
 @click.option("--prefix-step", type=click.IntRange(min=1),
               help="dynamic: most segments the transition moves per epoch [default: 2].")
 @click.option("--hebbian-lr", type=click.FloatRange(min=0),
               help="Localized learning rate at the SGD schedule's peak; it follows that schedule [default: 1e-4].")
+@click.option("--hebbian-every", type=click.IntRange(min=1),
+              help="Update the localized weights at every k-th step only; the other steps run the prefix forward "
+                   "[default: 1].")
 @click.option("--weak-supervision", type=click.Choice(WEAK_SUPERVISION),
               help="loss-trend: scale the localized rate down when the training loss rises [default: loss-trend].")
 @click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),

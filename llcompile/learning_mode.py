@@ -9,9 +9,12 @@ option with its default documented in docs/strategies.md.
 - ``static``: a scheduler function of the epoch (``linear``, ``step``, ``exp`` saturation)
   from ``start_epoch`` up to ``max_prefix`` over ``ramp_epochs``.
 - ``dynamic``: after every epoch, the transition moves past the transition layer (the first SGD
-  layer) when that layer's relative update norm over the epoch, ``||W_end - W_start|| / ||W_start||``,
-  has fallen below ``update_threshold`` times its peak or stalled (``stall_ratio``), and on past the
-  following ones while they have settled too, at most ``prefix_step`` segments per epoch.
+  layer) when that layer has settled: its relative update norm over the epoch,
+  ``||W_end - W_start|| / ||W_start||``, per unit of the epoch's mean learning rate, has fallen below
+  ``update_threshold`` times its own peak (``llcompile.settling``, the test the ``adaptive`` boundary
+  policy uses); and on past the following ones while they have settled too, at most
+  ``prefix_step`` segments per epoch. A rising norm is not settled, and neither is a norm that only
+  fell because the schedule lowered the rate.
 - weak supervision (``loss-trend``): the localized learning rate is multiplied by ``lr_decay`` for
   the next epoch when the epoch's training loss rose over the previous one, and restored toward
   1 (x 1/lr_decay, at most 1) when it fell; ``none`` keeps the factor at 1. The rate also follows the
@@ -24,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 
 from llcompile.errors import LLCompileError
+from llcompile.settling import layers_settled, per_unit_lr
 
 MODES = ("static", "dynamic")
 SCHEDULES = ("linear", "step", "exp")
@@ -40,9 +44,9 @@ class LearningMode:
     ramp_epochs: int = 2  # static: epochs from start_epoch until max_prefix is reached
     max_prefix: int | None = None  # None: the longest prefix with at most half the forward MACs
     update_threshold: float = 0.5  # dynamic: a layer has settled below this fraction of its peak update norm
-    stall_ratio: float = 0.9  # dynamic: ... or when its norm is above this fraction of the previous epoch's
     prefix_step: int = 2  # dynamic: most segments the transition moves per epoch
     hebbian_lr: float = 1e-4  # localized learning rate at the SGD schedule's peak (docs: measured)
+    hebbian_every: int = 1  # the localized weights are updated at every k-th step (the others: forward only)
     weak_supervision: str = "loss-trend"
     lr_decay: float = 0.5  # weak supervision: factor applied when the training loss rises
 
@@ -56,9 +60,9 @@ class LearningMode:
             (self.ramp_epochs >= 1, "--ramp-epochs must be >= 1"),
             (self.max_prefix is None or self.max_prefix >= 0, "--max-prefix must be >= 0"),
             (0 < self.update_threshold <= 1, "--update-threshold must be in (0, 1]"),
-            (0 < self.stall_ratio <= 1, "--stall-ratio must be in (0, 1]"),
             (self.prefix_step >= 1, "--prefix-step must be >= 1"),
             (self.hebbian_lr >= 0, "--hebbian-lr must be >= 0"),
+            (self.hebbian_every >= 1, "--hebbian-every must be >= 1"),
             (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
         ]
         for ok, message in checks:
@@ -106,33 +110,32 @@ def static_prefix(mode: LearningMode, epoch: int) -> int:
 
 
 def dynamic_prefix(mode: LearningMode, epoch: int, current: int, norm_history: list[dict[str, float]],
-                   transition_layers: list[str]) -> tuple[int, str]:
+                   lr_means: list[float], transition_layers: list[str]) -> tuple[int, str]:
     """The prefix for 1-based ``epoch``, given every layer's relative update norm in each epoch so
-    far (``norm_history``, oldest first) and the transition layer of each prefix; and why.
+    far (``norm_history``, oldest first), each epoch's mean learning rate (``lr_means``) and the
+    transition layer of each prefix; and why.
 
-    The transition layer has *settled* when its latest norm is below ``update_threshold`` times the
-    largest it had, or fell by less than ``stall_ratio`` from the epoch before; the transition then
+    The transition layer has *settled* when its latest norm per unit of learning rate is below
+    ``update_threshold`` times the largest it had (``settling.layers_settled``); the transition then
     moves past it, and on past the next ones while they have settled too, at most ``prefix_step``
-    segments per epoch and never beyond ``max_prefix``. Relative to each layer's own peak, the
-    rule does not depend on the learning-rate scale.
+    segments per epoch and never beyond ``max_prefix``. Relative to each layer's own peak, the rule
+    depends neither on the learning-rate scale nor, per unit of rate, on its schedule.
     """
     if epoch < mode.start_epoch:
         return current, "before the start epoch"
+    per_lr = per_unit_lr(norm_history, lr_means)
     prefix, reasons = current, []
     while prefix < mode.max_prefix and prefix - current < mode.prefix_step:
         layer = transition_layers[prefix]
-        norms = [record[layer] for record in norm_history if layer in record]
+        norms = [record[layer] for record in per_lr if layer in record]
         if not norms:
             break
-        latest, peak = norms[-1], max(norms)
-        if latest < mode.update_threshold * peak:
-            reasons.append(f"{layer} at {latest / peak:.2f} of its peak update norm")
-        elif len(norms) >= 2 and latest > mode.stall_ratio * norms[-2]:
-            reasons.append(f"{layer}'s update norm stalled ({norms[-2]:.3g} -> {latest:.3g})")
-        else:
+        share = norms[-1] / max(norms) if max(norms) > 0 else 0.0
+        if not layers_settled([layer], per_lr, mode.update_threshold):
             if not reasons:
-                reasons.append(f"{layer} still learning (update norm at {latest / peak:.2f} of its peak)")
+                reasons.append(f"{layer} still learning (update norm per unit lr at {share:.2f} of its peak)")
             break
+        reasons.append(f"{layer} at {share:.2f} of its peak update norm per unit lr")
         prefix += 1
     if prefix >= mode.max_prefix and not reasons:
         reasons.append("at the maximum prefix")

@@ -5,7 +5,7 @@ time on and off. These two reach any cut point after the Hebbian prefix; both ar
 rules (DBL's own is not public, ``../shared/ALGORITHMS.md``), decided after every epoch from
 whether each block's layers have *settled*: every one of them moved, over the epoch and per unit
 of the epoch's mean learning rate, by less than ``settle_threshold`` times its own peak
-(``adaptive_boundaries.layers_settled``, the test ``adaptive`` restores by).
+(``settling.layers_settled``, the test ``adaptive`` restores by).
 
 - ``progressive``: start with many small blocks (``--blocks K`` up to the number of segments: a
   block of one or two layers learns layer-wise features cheaply, with little kept alive) and

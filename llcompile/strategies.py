@@ -41,30 +41,31 @@ def _dbl(blocks: int | None = None, cuts: list[str] | None = None, aux_head: str
 BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settle_threshold", "min_blocks",
                     "boundary_patience", "activation_budget")
 DBL_OPTIONS = ("blocks", "cuts", "aux_head", "aux_depth", "aux_pool", "aux_width", "seed") + BOUNDARY_OPTIONS
-HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation")
+HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation", "hebbian_subsample")
 # read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
 LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
-                         "stall_ratio", "prefix_step", "hebbian_lr", "weak_supervision", "lr_decay")
+                         "prefix_step", "hebbian_lr", "hebbian_every", "weak_supervision", "lr_decay")
 
 
 def _hebbian_passes(prefix: int | None, hebbian_rule: str | None, hebbian_activation: str | None,
-                    learning_mode: dict) -> tuple[int, HebbianPass]:
+                    hebbian_subsample: int | None, learning_mode: dict) -> tuple[int, HebbianPass]:
     LearningMode.from_options(learning_mode)  # checks the values
-    return prefix or 0, HebbianPass(rule=hebbian_rule or "oja", activation=hebbian_activation or "post")
+    return prefix or 0, HebbianPass(rule=hebbian_rule or "oja", activation=hebbian_activation or "post",
+                                    subsample=hebbian_subsample or 1)
 
 
 def _local_sgd(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
-               **learning_mode) -> list[ir.passes.PassBase]:
-    prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, learning_mode)
+               hebbian_subsample: int | None = None, **learning_mode) -> list[ir.passes.PassBase]:
+    prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, hebbian_subsample, learning_mode)
     return [PartitionPass(blocks=1, prefix=prefix), hebbian, ModelLossPass()]
 
 
 def _dbl_hebbian(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
-                 blocks: int | None = None, cuts: list[str] | None = None, aux_head: str | None = None,
-                 aux_depth: float | None = None, aux_pool: int | None = None, aux_width: float | None = None,
-                 seed: int | None = None, **options) -> list[ir.passes.PassBase]:
+                 hebbian_subsample: int | None = None, blocks: int | None = None, cuts: list[str] | None = None,
+                 aux_head: str | None = None, aux_depth: float | None = None, aux_pool: int | None = None,
+                 aux_width: float | None = None, seed: int | None = None, **options) -> list[ir.passes.PassBase]:
     boundaries = {k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options}
-    prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, options)
+    prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, hebbian_subsample, options)
     BoundaryPolicy.from_options(boundaries)
     if blocks is None and cuts is None:
         blocks = DEFAULT_DBL_BLOCKS

@@ -12,19 +12,27 @@ def softmax_cross_entropy(logits: np.ndarray, labels: np.ndarray) -> float:
 
 
 def hebbian_update(x: np.ndarray, y: np.ndarray, w: np.ndarray, lr: float, strides, pads, dilations, group: int,
-                   decay: float, renormalize: bool) -> np.ndarray:
+                   decay: float, renormalize: bool, triangular: bool = False, temperature: float = 0.0) -> np.ndarray:
     """``HebbianUpdate`` by its definition, in float64, for any number of spatial dims.
 
     ``H[o, c, k]`` = mean over samples n and output positions p of
     ``y[n, o, p] * xpad[n, group(o) * Cin_g + c, p * stride + k * dilation]``, computed with explicit
     loops over (output channel, input channel in its group, kernel offset), each term a strided
     slice of the padded input (no convolution); ``D[o]`` = mean of ``y[:, o]^2``;
-    ``V = W + lr * (H - decay * D[o] * W)``, rescaled per filter to ``||W[o]||`` when ``renormalize``.
+    ``V = W + lr * (H - decay * D[o] * W)``, rescaled per filter to ``||W[o]||`` when ``renormalize``;
+    with ``triangular`` (Sanger) the decay term of filter o is ``sum over filters q <= o of its group of
+    mean(y[:, o] * y[:, q]) * W[q]`` instead. With ``temperature`` T > 0 (SoftHebb) ``y`` is first
+    replaced by ``exp(y / T)`` normalised over the filters at every sample and position, and ``D[o]``
+    is the mean of that times the given ``y[:, o]``.
     Pads in ONNX order (all begins, then all ends).
     """
     import itertools
 
     x, y, w = (np.asarray(a, dtype=np.float64) for a in (x, y, w))
+    given = y
+    if temperature > 0:
+        exponentials = np.exp((y - y.max(axis=1, keepdims=True)) / temperature)
+        y = exponentials / exponentials.sum(axis=1, keepdims=True)
     dims = w.ndim - 2
     cout, cin_per_group, kernel = w.shape[0], w.shape[1], w.shape[2:]
     out_size = y.shape[2:]
@@ -41,9 +49,16 @@ def hebbian_update(x: np.ndarray, y: np.ndarray, w: np.ndarray, lr: float, strid
                 patch = xpad[(slice(None), first_channel + c, *window)]
                 assert patch.shape == y[:, o].shape
                 h[(o, c, *k)] = np.sum(patch * y[:, o]) / count
-    power = np.array([np.sum(y[:, o] ** 2) / count for o in range(cout)])
+    power = np.array([np.sum(y[:, o] * given[:, o]) / count for o in range(cout)])
     per_filter = (-1,) + (1,) * (dims + 1)
-    new = w + lr * (h - decay * power.reshape(per_filter) * w)
+    if triangular:
+        term = np.zeros_like(w)
+        for o in range(cout):
+            for q in range(o // filters_per_group * filters_per_group, o + 1):
+                term[o] += np.sum(y[:, o] * y[:, q]) / count * w[q]
+    else:
+        term = power.reshape(per_filter) * w
+    new = w + lr * (h - decay * term)
     if renormalize:
         norms = lambda a: np.sqrt(np.sum(a.reshape(cout, -1) ** 2, axis=1)).reshape(per_filter)  # noqa: E731
         new = new * norms(w) / norms(new)

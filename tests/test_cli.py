@@ -118,6 +118,17 @@ def test_option_the_strategy_does_not_take(tmp_path, small_model):
     assert_user_error(run("transform", small_model, "-o", tmp_path / "out", "-s", "bp", "--blocks", "2"), "--blocks")
 
 
+def test_cheaper_and_competitive_hebbian_options_reach_program_json(tmp_path, small_model):
+    out = tmp_path / "out"
+    result = run("transform", small_model, "-o", out, "-s", "local-sgd", "--prefix", "1", "--hebbian-rule", "sanger",
+                 "--hebbian-subsample", "4", "--hebbian-every", "2")
+    assert result.returncode == 0, result.stderr
+    options = json.loads((out / "program.json").read_text())["options"]
+    assert (options["hebbian_rule"], options["hebbian_subsample"], options["hebbian_every"]) == ("sanger", 4, 2)
+    assert_user_error(run("transform", small_model, "-o", tmp_path / "bad", "-s", "local-sgd", "--hebbian-every", "0"),
+                      "--hebbian-every")
+
+
 def test_local_sgd_options_reach_program_json(tmp_path, small_model):
     out = tmp_path / "out"
     result = run("transform", small_model, "-o", out, "-s", "local-sgd", "--prefix", "1", "--learning-mode", "dynamic",

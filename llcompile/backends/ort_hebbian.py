@@ -30,17 +30,28 @@ class OrtHebbianStage(TrainableStage):
         stat_outputs = [name for s in self._stats for name in (s.new_mean, s.new_var)]
         self._train_outputs = [self._output, *self._updates.values(), *stat_outputs]
         self._train = session(_with_state_inputs(stage.model, self._store, self._train_outputs))
+        # the steps without an update (--hebbian-every): the activation and BN statistics only (ORT
+        # drops the rest); built on first use, since a session has its own memory arena
+        self._model = stage.model
+        self._forward_outputs = [self._output, *stat_outputs]
+        self._forward = None
         # the eval graph returns the activation only: ORT then drops the update computation
         self._eval = session(_with_state_inputs(with_training_mode(stage.model, training=False), self._store,
                                                 [self._output]))
 
-    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
-        """``lr`` is the localized learning rate; BN uses (and updates) batch statistics."""
+    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float, update: bool = True) -> StepResult:
+        """``lr`` is the localized learning rate; BN uses (and updates) batch statistics. Without
+        ``update`` the weights stay and their update is not computed."""
         check_batch_statistics(self.name, self._stats, len(x))
         feeds = {self._input: x, self._lr_input: np.asarray(lr, dtype=np.float32), **self._store}
-        output, *rest = self._train.run(self._train_outputs, feeds)
-        new_weights, new_stats = rest[:len(self._updates)], rest[len(self._updates):]
-        self._store.update(zip(self._updates, new_weights))
+        if update:
+            output, *rest = self._train.run(self._train_outputs, feeds)
+            new_weights, new_stats = rest[:len(self._updates)], rest[len(self._updates):]
+            self._store.update(zip(self._updates, new_weights))
+        else:
+            if self._forward is None:
+                self._forward = session(_with_state_inputs(self._model, self._store, self._forward_outputs))
+            output, *new_stats = self._forward.run(self._forward_outputs, feeds)
         for stats, new_mean, new_var in zip(self._stats, new_stats[0::2], new_stats[1::2]):
             new_var = unbiased_running_var(new_var, self._store[stats.var], stats, len(x))
             self._store[stats.mean], self._store[stats.var] = new_mean, new_var

@@ -15,6 +15,7 @@ from torch import nn
 
 from llcompile.backends.base import Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name
 from llcompile.backends.torch_codegen import StageModule, build_module
+from llcompile.backends.torch_hebbian import share_state
 from llcompile.errors import LLCompileError
 from llcompile.program import Program, Stage
 
@@ -46,7 +47,11 @@ class TorchBackend(Backend):
         if stage.updates is not None:
             module = build_module(stage.model, [stage.output, *stage.updates.values()])
             module.to(self.device)
-            return HebbianTorchStage(stage.name, module, self._runner(module), list(stage.updates))
+            forward_only = build_module(stage.model, [stage.output])  # the steps without an update
+            forward_only.to(self.device)  # its constants; parameters and buffers become the module's
+            share_state(module, forward_only)
+            return HebbianTorchStage(stage.name, module, self._runner(module), self._runner(forward_only),
+                                     list(stage.updates))
         module = build_module(stage.model, [stage.loss, stage.output, classifier_logits_name(stage, program)])
         module.to(self.device)
         return TorchStage(stage.name, module, self._runner(module), make_optimizer(config, module))
@@ -151,15 +156,23 @@ class HebbianTorchStage(TrainableStage):
     """A forward-only stage: no autograd graph, no stored activations; the graph's new weights
     (``HebbianUpdate``) are copied into the parameters after the forward pass."""
 
-    def __init__(self, name: str, module: StageModule, runner: nn.Module, updated: list[str]):
+    def __init__(self, name: str, module: StageModule, runner: nn.Module, forward_only: nn.Module,
+                 updated: list[str]):
         self.name = name
         self.module = module
         self.runner = runner
+        self.forward_only = forward_only  # the activation alone, on the same tensors
         parameters = module.onnx_parameters()
         self.updated = [parameters[weight] for weight in updated]
 
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor, lr: float) -> StepResult:
-        """``lr`` is the localized learning rate; BN uses (and updates) batch statistics."""
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor, lr: float, update: bool = True) -> StepResult:
+        """``lr`` is the localized learning rate; BN uses (and updates) batch statistics. Without
+        ``update`` the weights stay and their update is not computed."""
+        if not update:
+            self.forward_only.train()
+            with torch.no_grad():
+                output = self.forward_only(x, torch.zeros((), dtype=torch.float32, device=x.device))[0]
+            return StepResult(loss=float("nan"), correct=0, output=output)
         self.runner.train()
         with torch.no_grad():
             output, *new_weights = self.runner(x, torch.tensor(lr, dtype=torch.float32, device=x.device))

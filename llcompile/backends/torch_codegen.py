@@ -594,7 +594,8 @@ def _hebbian_update(g: _Builder, node: ir.Node) -> fx.Proxy:
     a = node.attributes
     return g.call(hebbian_update, *(g.x(node, i) for i in range(4)),
                   *(_ints_attr(node, name, []) for name in ("strides", "pads", "dilations")),
-                  int(a.get_int("group")), _number(a.get_float("decay")), bool(a.get_int("renormalize")))
+                  int(a.get_int("group")), _number(a.get_float("decay")), bool(a.get_int("renormalize")),
+                  bool(a.get_int("triangular")), _number(a.get_float("temperature")))
 
 
 def _batch_norm(g: _Builder, node: ir.Node) -> fx.Proxy:

@@ -1,4 +1,5 @@
-"""torch's ``ai.llcompile::HebbianUpdate`` (see ``llcompile/passes/hebbian_function.py``).
+"""torch's ``ai.llcompile::HebbianUpdate`` (see ``llcompile/passes/hebbian_function.py``), and the
+forward-only module of a Hebbian stage's steps without an update (``--hebbian-every``).
 
 The correlation of input patches with output maps is exactly what the convolution's
 weight-gradient kernel computes with the layer's output in place of dY, so the update runs as
@@ -8,17 +9,24 @@ one ``aten.convolution_backward`` with only the weight gradient requested: the s
 
 from __future__ import annotations
 
+import itertools
 from typing import List
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 
 def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[int], pads: List[int],
-                   dilations: List[int], groups: int, decay: float, renormalize: bool) -> Tensor:
-    """``W + lr * (H - decay * diag(mean y^2) W)``, rescaled per filter to the old norm when
-    ``renormalize``; ``H`` the mean over samples and positions of ``y x^T``. Pads in ONNX order."""
+                   dilations: List[int], groups: int, decay: float, renormalize: bool,
+                   triangular: bool = False, temperature: float = 0.0) -> Tensor:
+    """``W + lr * (H - decay * D W)``, rescaled per filter to the old norm when ``renormalize``; ``H``
+    the mean over samples and positions of ``y x^T``; ``D`` = ``diag(mean y Y)`` (Oja: ``y = Y``), or
+    with ``triangular`` the lower triangle of ``mean y y^T`` within each group (Sanger); ``y`` is ``Y``,
+    or with ``temperature > 0`` its softmax over the filters (SoftHebb). Pads in ONNX order."""
+    given = y
+    if temperature > 0:
+        y = torch.softmax(y / temperature, dim=1)
     dims = len(strides)
     begin, end = pads[:dims], pads[dims:]
     if begin != end:
@@ -32,10 +40,17 @@ def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[in
     count = y.numel() // y.shape[1]
     filters = w.shape[0]
     hebbian = grads[1].reshape(filters, -1) / count
-    reduce_dims: List[int] = [0] + list(range(2, y.dim()))
-    y_power = (y * y).sum(dim=reduce_dims).reshape(filters, 1) / count
     rows = w.reshape(filters, -1)
-    stepped = rows + lr * (hebbian - decay * y_power * rows)
+    if triangular:
+        y_rows = y.transpose(0, 1).reshape(filters, -1)
+        group_of = torch.div(torch.arange(filters, device=y.device), filters // groups, rounding_mode="floor")
+        same_group = group_of.unsqueeze(1) == group_of.unsqueeze(0)
+        competition = torch.tril(torch.mm(y_rows, y_rows.t()) / count) * same_group
+        unit_term = torch.mm(competition, rows)
+    else:
+        reduce_dims: List[int] = [0] + list(range(2, y.dim()))
+        unit_term = (y * given).sum(dim=reduce_dims).reshape(filters, 1) / count * rows
+    stepped = rows + lr * (hebbian - decay * unit_term)
     if renormalize:
         # squared norms summed explicitly: TorchScript has no Tensor.norm(dim=...) without p; a filter
         # that is all zero after the step stays zero (factor 1, no 0/0), as in the ONNX function
@@ -46,3 +61,16 @@ def hebbian_update(x: Tensor, y: Tensor, w: Tensor, lr: Tensor, strides: List[in
         ratio = torch.sqrt(norm_squared / torch.where(nonzero, stepped_norm_squared, ones))
         stepped = stepped * torch.where(nonzero, ratio, ones)
     return stepped.reshape(w.shape)
+
+
+def share_state(source: nn.Module, target: nn.Module) -> None:
+    """Make ``target``'s parameters and buffers the very tensors of ``source``'s with the same ONNX
+    names (both ``StageModule``s of one stage graph): the module that computes the activation alone
+    then reads the weights the updating one writes, and updates the same BN statistics."""
+    tensors = {**source.onnx_parameters(), **source.onnx_buffers()}
+    paths = {id(t): path for path, t in itertools.chain(target.named_parameters(), target.named_buffers())}
+    for name, own in {**target.onnx_parameters(), **target.onnx_buffers()}.items():
+        parent, _, leaf = paths[id(own)].rpartition(".")
+        module = target.get_submodule(parent)
+        slots = module._parameters if leaf in module._parameters else module._buffers  # noqa: SLF001
+        slots[leaf] = tensors[name]

@@ -34,14 +34,17 @@ LR_INPUT = "hebbian_lr"
 class HebbianPass(ir.passes.InPlacePass):
     """Add the HebbianUpdate of every layer in the plan's ``hebbian`` stage (if there is one)."""
 
-    def __init__(self, rule: str = "oja", activation: str = "post"):
+    def __init__(self, rule: str = "oja", activation: str = "post", subsample: int = 1):
         super().__init__()
         if rule not in hebbian_function.RULES:
             raise LLCompileError(f"unknown Hebbian rule {rule!r}; choose one of: {', '.join(hebbian_function.RULES)}")
         if activation not in ACTIVATIONS:
             raise LLCompileError(f"unknown Hebbian activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
+        if subsample < 1:
+            raise LLCompileError("--hebbian-subsample must be >= 1")
         self.rule = rule
         self.activation = activation
+        self.subsample = subsample  # the update reads every subsample-th sample of the batch
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         plan = require_plan(model, type(self).__name__)
@@ -51,10 +54,9 @@ class HebbianPass(ir.passes.InPlacePass):
         if stage.kind != "hebbian":
             # the rule is the strategy's even while the prefix is empty: the options stay the same
             # whichever prefix the runtime re-emits the program with
-            recorded = (plan.options.get("hebbian_rule"), plan.options.get("hebbian_activation"))
-            if recorded == (self.rule, self.activation):
+            if all(plan.options.get(k) == v for k, v in self._options().items()):
                 return ir.passes.PassResult(model, False)
-            plan.options.update(hebbian_rule=self.rule, hebbian_activation=self.activation)
+            plan.options.update(self._options())
             plan.write(model)
             return ir.passes.PassResult(model, True)
         graph = model.graph
@@ -76,9 +78,12 @@ class HebbianPass(ir.passes.InPlacePass):
             new_weight = self._update(builder, node, self._activation(node), lr)
             stage.updates[layer.weight] = new_weight.name
         stage.lr_input = lr.name
-        plan.options.update(hebbian_rule=self.rule, hebbian_activation=self.activation)
+        plan.options.update(self._options())
         plan.write(model)
         return ir.passes.PassResult(model, True)
+
+    def _options(self) -> dict:
+        return {"hebbian_rule": self.rule, "hebbian_activation": self.activation, "hebbian_subsample": self.subsample}
 
     def _activation(self, node: ir.Node) -> ir.Value:
         y = node.outputs[0]
@@ -94,9 +99,13 @@ class HebbianPass(ir.passes.InPlacePass):
         return y
 
     def _update(self, b: GraphBuilder, node: ir.Node, y: ir.Value, lr: ir.Value) -> ir.Value:
-        decay, renormalize = hebbian_function.RULES[self.rule]
         x, weight = node.inputs[0], node.inputs[1]
-        rule = {"decay": decay, "renormalize": renormalize}
+        rule = hebbian_function.RULES[self.rule]
+        if self.subsample > 1:  # a strided view of the (shuffled) batch: the update's MACs / subsample
+            every = [_shape(b, name, values) for name, values in
+                     (("first", [0]), ("to_end", [2**62]), ("batch_axis", [0]), ("every", [self.subsample]))]
+            x = _typed_like(b.op("Slice", [x, *every], "x_subsample"), x)
+            y = _typed_like(b.op("Slice", [y, *every], "y_subsample"), y)
         if node.op_type == "Conv":
             return self._hebbian(b, [x, y, weight, lr], "weight", **_conv_attributes(node, x, weight), **rule)
         # Gemm / MatMul: W_new[M, K] = update of a length-1 convolution over [N, K, 1] -> [N, M, 1]
@@ -131,6 +140,14 @@ class HebbianPass(ir.passes.InPlacePass):
         node.outputs[0].shape, node.outputs[0].type = weight.shape, weight.type
         b.graph.append(node)
         return node.outputs[0]
+
+
+def _typed_like(value: ir.Value, like: ir.Value) -> ir.Value:
+    """``value`` with ``like``'s type and its shape but a symbolic batch (a subsample of it)."""
+    value.type = like.type
+    if like.shape is not None:
+        value.shape = ir.Shape([None, *list(like.shape)[1:]])
+    return value
 
 
 def _shape(b: GraphBuilder, name: str, dims: list[int]) -> ir.Value:

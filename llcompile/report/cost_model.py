@@ -7,7 +7,9 @@ Conventions (docs/cost-model.md has every formula):
   multiply-accumulate, FLOPs = 2 x MACs. Bytes are per training step at ``batch_size``, float32.
 - SGD stages (``block``, ``final``): forward MACs; dX = forward MACs where the gradient flows into
   the layer's input (never for the first layer of the network or of a block); dW = forward MACs.
-- ``hebbian`` stages: forward MACs + one Hebbian GEMM of dW's size (= forward MACs); no dX, no dW,
+- ``hebbian`` stages: forward MACs + one Hebbian GEMM of dW's size (= forward MACs, divided by
+  ``hebbian_subsample`` x ``hebbian_every``: the update reads every k-th sample, or runs every k-th
+  step, so per step it costs that much less on average); no dX, no dW,
   nothing kept for a backward pass; the localized weights need no gradient buffer but a buffer of
   their new values, written back after the stage.
 - aux heads: their own forward, dX of every head layer (the error flows on into the block), dW.
@@ -209,6 +211,8 @@ class _Coster:
         self.eval_node_names = {node.name for node in self.eval_graph}
         self.eval_values = _values(self.eval_graph)
         self.stage_of_layer = {name: stage.name for stage in program.stages for name in stage.layers}
+        # the Hebbian GEMM's share per step: from every k-th sample, at every k-th step
+        self.hebbian_divisor = program.options.get("hebbian_subsample", 1) * program.options.get("hebbian_every", 1)
         missing = [name for name in self.layer_facts if name not in self.stage_of_layer]
         if missing:
             raise LLCompileError(f"layer {missing[0]!r} is in no stage of the program")
@@ -281,7 +285,8 @@ class _Coster:
                 layer = self.layers[layer_name] = _new_layer_cost(self.layer_facts[layer_name], stage)
             if node.name == layer_name:
                 if stage.kind == HEBBIAN_KIND:
-                    layer.macs_hebbian = layer.macs_forward  # one GEMM of the weight gradient's size
+                    # one GEMM of the weight gradient's size
+                    layer.macs_hebbian = layer.macs_forward // self.hebbian_divisor
                 else:
                     layer.macs_backward_dx = layer.macs_forward if fact.dx else 0
                     layer.macs_backward_dw = layer.macs_forward if fact.dw else 0

@@ -80,9 +80,11 @@ class EpochWork:
     steps_per_epoch: int
     sums: EpochSums
 
-    def hebbian_lr(self, lr: float) -> float:
-        """The localized rate of a Hebbian stage at SGD rate ``lr`` (a Hebbian prefix has a controller)."""
-        return self.controller.hebbian_lr(lr, self.config.base_lr)
+    def hebbian(self, lr: float, step: int) -> tuple[float, bool]:
+        """A Hebbian stage's localized rate at SGD rate ``lr``, and whether it updates its weights at
+        ``step`` of the epoch (``hebbian_every``); a Hebbian prefix has a controller."""
+        return (self.controller.hebbian_lr(lr, self.config.base_lr),
+                self.controller.hebbian_updates_at(self.epoch * self.steps_per_epoch + step))
 
 
 class Team(Protocol):
@@ -232,7 +234,7 @@ def _train_epoch(work: EpochWork, interrupt: DeferredInterrupt, show_progress: b
             activation, batch_labels = work.backend.to_batch(x, labels)
             for index, (stage, plan) in enumerate(zip(work.stages, work.program.stages)):
                 activation, loss, correct = train_stage(stage, plan, index, activation, batch_labels, lr,
-                                                        work.hebbian_lr, config, work.epoch, step)
+                                                        work.hebbian, config, work.epoch, step)
                 if plan.updates is None:
                     sums.add(stage.name, loss, correct, len(labels))
             sums.samples += len(labels)

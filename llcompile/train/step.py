@@ -30,13 +30,14 @@ def stage_seed(seed: int, epoch: int, step: int, stage_index: int) -> int:
 
 
 def train_stage(stage: TrainableStage, plan: Stage, stage_index: int, activation: Any, labels: Any, lr: float,
-                hebbian_lr: Callable[[float], float], config: TrainConfig, epoch: int,
+                hebbian: Callable[[float, int], tuple[float, bool]], config: TrainConfig, epoch: int,
                 step: int) -> tuple[Any, float, int]:
     """One step of ``stage`` (program stage ``stage_index``) on a batch: the detached output, the
     loss and the number of correct predictions (NaN and 0 for a Hebbian stage, which has no loss
-    and trains at the localized rate ``hebbian_lr(lr)``)."""
+    and trains at the localized rate, when it updates at all: ``hebbian(lr, step)``)."""
     torch.manual_seed(stage_seed(config.seed, epoch, step, stage_index))
     if plan.updates is not None:
-        return stage.train_step(activation, labels, hebbian_lr(lr)).output, float("nan"), 0
+        rate, update = hebbian(lr, step)
+        return stage.train_step(activation, labels, rate, update=update).output, float("nan"), 0
     result = stage.train_step(activation, labels, lr)
     return result.output, result.loss, result.correct

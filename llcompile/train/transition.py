@@ -13,7 +13,7 @@ import json
 import numpy as np
 import onnx_ir as ir
 
-from llcompile.adaptive_boundaries import BlockSignal, decide, layers_settled
+from llcompile.adaptive_boundaries import BlockSignal, decide
 from llcompile.analysis import analyze
 from llcompile.boundary_policy import POLICY_SETTINGS, BoundaryPolicy
 from llcompile.compiler import recompile
@@ -21,6 +21,7 @@ from llcompile.learning_mode import LearningMode, dynamic_prefix, static_prefix,
 from llcompile.moving_boundaries import choose, progressive_moves, sliding_moves
 from llcompile.program import Program
 from llcompile.report.cost_model import cost_program
+from llcompile.settling import layers_settled, per_unit_lr
 
 ACTIVATION_BATCH = 128  # kept activations grow linearly with the batch: any size gives the same shares
 
@@ -45,12 +46,6 @@ def _norm(values: np.ndarray) -> float:
 def _block_cuts(program: Program) -> list[str]:
     """The boundaries between the blocks trained by gradient (the end of a Hebbian prefix is none)."""
     return [s.input for s in program.stages if s.kind != "hebbian"][1:]
-
-
-def per_unit_lr(norm_history: list[dict[str, float]], lr_means: list[float]) -> list[dict[str, float]]:
-    """Each epoch's update norms divided by its mean learning rate: a decaying schedule shrinks the
-    raw norms whether or not the layers still have something to learn."""
-    return [{layer: norm / max(lr, 1e-12) for layer, norm in norms.items()} for norms, lr in zip(norm_history, lr_means)]
 
 
 def _key(changes: dict) -> str:
@@ -156,6 +151,10 @@ class ProgramController:
         """The localized rate at a step whose SGD rate is ``lr`` (peak ``base_lr``)."""
         return self.learning.hebbian_lr * (lr / base_lr if base_lr else 1.0) * self.factor
 
+    def hebbian_updates_at(self, step: int) -> bool:
+        """Whether the localized weights are updated at 0-based global ``step`` (``hebbian_every``)."""
+        return step % self.learning.hebbian_every == 0
+
     def end_epoch(self, epoch: int, norm_history: list[dict[str, float]], train_losses: list[float],
                   stage_metrics: dict[str, dict], lr_means: list[float]) -> dict:
         """After 1-based ``epoch``, given every epoch's update norms, training loss and mean learning
@@ -178,7 +177,7 @@ class ProgramController:
         record.update({"prefix": self.prefix, "transition_layer": self.transition_layers[self.prefix],
                        "hebbian_lr_factor": self.factor, "hebbian_lr": self.learning.hebbian_lr * self.factor})
         if self.learning.learning_mode == "dynamic":
-            decided, reason = dynamic_prefix(self.learning, epoch + 1, self.prefix, norm_history,
+            decided, reason = dynamic_prefix(self.learning, epoch + 1, self.prefix, norm_history, lr_means,
                                              self.transition_layers)
             self.next = {"prefix": decided, "reason": reason} if decided != self.prefix else None
             record["dynamic_decision"] = reason

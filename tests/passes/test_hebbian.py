@@ -382,8 +382,9 @@ def test_pass_without_a_prefix_only_records_its_rule(save_model):
 
 
 @pytest.mark.parametrize("options, message", [
-    (dict(rule="sanger"), "unknown Hebbian rule 'sanger'"),
+    (dict(rule="bcm"), "unknown Hebbian rule 'bcm'"),
     (dict(activation="middle"), "unknown Hebbian activation 'middle'"),
+    (dict(subsample=0), "--hebbian-subsample must be >= 1"),
 ])
 def test_unknown_rule_or_activation(options, message):
     with pytest.raises(LLCompileError, match=message):
@@ -504,7 +505,7 @@ def test_compile_errors_are_one_line(zoo_file):
     assert cut_points[1] in message and "prefix" in message
     # the prefix's own end is no cut between trained blocks either
     _one_line_error(lambda: transform(path, "dbl-hebbian", prefix=3, cuts=[cut_points[2], cut_points[5]]))
-    assert "'sanger'" in _one_line_error(lambda: transform(path, "local-sgd", prefix=1, hebbian_rule="sanger"))
+    assert "'bcm'" in _one_line_error(lambda: transform(path, "local-sgd", prefix=1, hebbian_rule="bcm"))
     assert "'middle'" in _one_line_error(lambda: transform(path, "local-sgd", prefix=1, hebbian_activation="middle"))
     _one_line_error(lambda: transform(path, "local-sgd", prefix=-1))
     _one_line_error(lambda: transform(path, "dbl", prefix=1))  # a strategy without a prefix

@@ -52,10 +52,11 @@ def _case(rng, cin, cout, group, kernel, size, strides, pads, dilations, n=3):
     return x, y, w
 
 
-def _run_all(x, y, w, lr, strides, pads, dilations, group, decay, renormalize, opset=17) -> dict[str, np.ndarray]:
+def _run_all(x, y, w, lr, strides, pads, dilations, group, decay, renormalize, opset=17,
+             triangular=0, temperature=0.0) -> dict[str, np.ndarray]:
     """The new weight from onnx.reference, onnxruntime and torch."""
     attributes = dict(strides=list(strides), pads=list(pads), dilations=list(dilations), group=group, decay=decay,
-                      renormalize=renormalize)
+                      renormalize=renormalize, triangular=triangular, temperature=temperature)
     model = _update_model(x.shape, y.shape, w.shape, opset=opset, **attributes)
     feeds = {"x": x, "y": y, "w": w, "lr": np.asarray(lr, np.float32)}
     results = {
@@ -64,7 +65,8 @@ def _run_all(x, y, w, lr, strides, pads, dilations, group, decay, renormalize, o
                                             providers=["CPUExecutionProvider"]).run(None, feeds)[0],
     }
     arguments = (torch.from_numpy(x), torch.from_numpy(y), torch.from_numpy(w), torch.tensor(lr, dtype=torch.float32),
-                 list(strides), list(pads), list(dilations), group, decay, bool(renormalize))
+                 list(strides), list(pads), list(dilations), group, decay, bool(renormalize), bool(triangular),
+                 temperature)
     with torch.no_grad():
         results["torch"] = torch_hebbian_update(*arguments).numpy()
         results["torchscript"] = _scripted_update()(*arguments).numpy()
@@ -123,13 +125,40 @@ def test_conv1d_update_matches_the_definition(stride, pads, dilation, cin, cout,
     _check(_run_all(x, y, w, LR, (stride,), pads, (dilation,), group, decay, renormalize), expected, w)
 
 
+@pytest.mark.parametrize("groups", GROUPS)
+@pytest.mark.parametrize("stride, pad", [("s1", "p1"), ("s21", "p1021")])
+def test_sanger_update_matches_the_definition(stride, pad, groups):
+    """Sanger's decay term, the lower triangle of mean(y y^T) within each group times W; depthwise it is Oja's."""
+    rng = np.random.default_rng(zlib.crc32(f"sanger-{stride}-{pad}-{groups}".encode()))
+    cin, cout, group = GROUPS[groups]
+    strides, pads, dilations = STRIDES[stride], PADS[pad], (1, 1)
+    x, y, w = _case(rng, cin, cout, group, (3, 2), (9, 8), strides, pads, dilations)
+    expected = reference_update(x, y, w, LR, strides, pads, dilations, group, 1.0, 0, triangular=True)
+    _check(_run_all(x, y, w, LR, strides, pads, dilations, group, 1.0, 0, triangular=1), expected, w)
+    oja = reference_update(x, y, w, LR, strides, pads, dilations, group, 1.0, 0)
+    assert np.allclose(expected, oja) == (groups == "depthwise")
+
+
+@pytest.mark.parametrize("groups", GROUPS)
+@pytest.mark.parametrize("temperature", [0.5, 2.0])
+def test_soft_winner_take_all_update_matches_the_definition(temperature, groups):
+    """SoftHebb: the softmax of y / T over the filters in H, and mean(softmax * y) as Oja's term."""
+    rng = np.random.default_rng(zlib.crc32(f"softhebb-{temperature}-{groups}".encode()))
+    cin, cout, group = GROUPS[groups]
+    x, y, w = _case(rng, cin, cout, group, (3, 2), (9, 8), (2, 1), (1, 0, 2, 1), (1, 1))
+    expected = reference_update(x, y, w, LR, (2, 1), (1, 0, 2, 1), (1, 1), group, 1.0, 0, temperature=temperature)
+    _check(_run_all(x, y, w, LR, (2, 1), (1, 0, 2, 1), (1, 1), group, 1.0, 0, temperature=temperature), expected, w)
+    assert not np.allclose(expected, reference_update(x, y, w, LR, (2, 1), (1, 0, 2, 1), (1, 1), group, 1.0, 0))
+
+
 @pytest.mark.parametrize("opset", [14, 18, 21])
 def test_function_body_for_every_supported_opset(opset):
     """ReduceSum, Slice, Reshape... change between opsets: the body is valid and right in each."""
     rng = np.random.default_rng(opset)
     x, y, w = _case(rng, 4, 6, 2, (3, 3), (7, 7), (2, 2), (1, 1, 1, 1), (1, 1))
-    expected = reference_update(x, y, w, LR, (2, 2), (1, 1, 1, 1), (1, 1), 2, 1.0, 0)
-    _check(_run_all(x, y, w, LR, (2, 2), (1, 1, 1, 1), (1, 1), 2, 1.0, 0, opset=opset), expected, w)
+    for triangular in (0, 1):
+        expected = reference_update(x, y, w, LR, (2, 2), (1, 1, 1, 1), (1, 1), 2, 1.0, 0, triangular)
+        _check(_run_all(x, y, w, LR, (2, 2), (1, 1, 1, 1), (1, 1), 2, 1.0, 0, opset, triangular), expected, w)
 
 
 def test_general_rule_both_terms():
@@ -185,7 +214,8 @@ def test_a_silent_zero_filter_stays_zero():
 def test_dynamic_batch_and_sizes():
     """The body reads N, Cin and the sizes from the tensors: one model serves any batch."""
     model = _update_model(["N", 2, "H", "W"], ["N", 3, "Ho", "Wo"], [3, 2, 3, 3], strides=[1, 1],
-                          pads=[1, 1, 1, 1], dilations=[1, 1], group=1, decay=1.0, renormalize=0)
+                          pads=[1, 1, 1, 1], dilations=[1, 1], group=1, decay=1.0, renormalize=0, triangular=0,
+                          temperature=0.0)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     rng = np.random.default_rng(2)
     for n, size in [(1, 5), (7, 4)]:
@@ -203,6 +233,12 @@ def test_function_declares_its_attributes_and_standard_body():
     assert {node.domain for node in function.node} <= {""}
     # exactly one convolution: the correlation costs one GEMM
     assert [node.op_type for node in function.node].count("Conv") == 1
+    # Sanger's [Cout, Cout] products sit in a branch that only the triangular rule runs
+    branches = {node.output[0]: {a.name: [n.op_type for n in a.g.node] for a in node.attribute}
+                for node in function.node if node.op_type == "If"}
+    assert branches["unit_term"]["else_branch"] == ["Mul"] and branches["unit_term"]["then_branch"].count("MatMul") == 2
+    # and SoftHebb's softmax in one that only a positive temperature runs
+    assert branches["y_learning"] == {"then_branch": ["Div", "Softmax"], "else_branch": ["Identity"]}
 
 
 def test_reference_is_the_weight_gradient_of_the_correlation():

@@ -94,6 +94,14 @@ def test_hebbian_prefix_by_hand(tiny_model):
     assert measure_saved_bytes(program, B) == [s.activation_bytes for s in cost.stages]
 
 
+def test_cheaper_hebbian_updates_divide_the_hebbian_gemm(tiny_model):
+    """From every 2nd sample at every 3rd step: a sixth of the Hebbian GEMM per step on average."""
+    _, cost = costs(tiny_model, "local-sgd", prefix=1, hebbian_subsample=2, hebbian_every=3)
+    layer = by_name(cost)["u0.conv"]
+    assert (layer.macs_forward, layer.macs_hebbian) == (CONV0, CONV0 // 6)
+    assert cost.macs()["total"] == 11600 + CONV0 // 6 + FC + CONV2 + FC
+
+
 def test_hand_made_hebbian_stage_matches_the_strategy(tiny_model):
     """A stage's kind alone decides: a dbl block relabelled `hebbian` costs as local-sgd's prefix."""
     program = llcompile.transform(llcompile.load(tiny_model), "dbl", cuts=["u1.out"])

@@ -44,7 +44,7 @@ class DataParallel(RankTeam):
                 lr = step_lr(work.config, work.epoch, step, work.steps_per_epoch)
                 for index, (stage, plan) in enumerate(zip(work.stages, work.program.stages)):
                     activation, loss, correct = train_stage(stage, plan, index, activation, batch_labels, lr,
-                                                            work.hebbian_lr, work.config, work.epoch, step)
+                                                            work.hebbian, work.config, work.epoch, step)
                     if plan.updates is None:
                         local.add(stage.name, loss, correct, len(share))
                     else:

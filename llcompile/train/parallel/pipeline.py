@@ -47,7 +47,7 @@ class StagePipeline(RankTeam):
                 lr = step_lr(work.config, work.epoch, step, work.steps_per_epoch)
                 for index in mine:
                     activation, loss, correct = train_stage(work.stages[index], work.program.stages[index], index,
-                                                            activation, batch_labels, lr, work.hebbian_lr,
+                                                            activation, batch_labels, lr, work.hebbian,
                                                             work.config, work.epoch, step)
                     if work.program.stages[index].updates is None:
                         local.add(names[index], loss, correct, len(batch_labels))

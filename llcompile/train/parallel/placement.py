@@ -66,7 +66,7 @@ def measure_stage_seconds(work: EpochWork) -> list[float]:
         activation, batch_labels = work.backend.to_batch(x, labels)
         for index, (stage, plan) in enumerate(zip(stages, work.program.stages)):
             started = time.perf_counter()
-            activation, _, _ = train_stage(stage, plan, index, activation, batch_labels, lr, work.hebbian_lr,
+            activation, _, _ = train_stage(stage, plan, index, activation, batch_labels, lr, work.hebbian,
                                            work.config, work.epoch, 0)
             work.backend.to_numpy(activation[:1])  # waits for an asynchronous device
             if probe > 0:
