@@ -91,7 +91,9 @@ def _check_program(program: llcompile.Program, x: np.ndarray, train_tolerance: f
 def test_zoo_stages_match_onnxruntime(zoo_file, name, strategy, options):
     program = llcompile.transform(zoo_file(name, input_shape=ZOO_SHAPE), strategy, **options)
     x = np.random.default_rng(1).standard_normal((BATCH, *ZOO_SHAPE)).astype(np.float32)
-    _check_program(program, x, train_tolerance=5e-5 if name == "mobilenetv2" else TOLERANCE)
+    # the deep BN nets in training mode: batch statistics of 4 samples amplify float32 rounding
+    # layer after layer (torch and onnxruntime sum in other orders): 1.04e-5 seen on VGG-11-BN
+    _check_program(program, x, train_tolerance=5e-5 if name in ("mobilenetv2", "vgg11_bn") else TOLERANCE)
 
 
 @pytest.mark.parametrize("strategy,options", PROGRAMS[:2], ids=["bp", "dbl-fc"])
