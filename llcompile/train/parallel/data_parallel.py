@@ -32,7 +32,7 @@ class DataParallel(RankTeam):
     def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
         self._wrap(work.stages)
         local = EpochSums()
-        bar = progress_bar(work, show_progress)
+        shown = progress_bar(work, show_progress)
         busy = 0.0
         started = time.perf_counter()
         with PeakMemoryMonitor(work.config.device) as memory:
@@ -51,12 +51,13 @@ class DataParallel(RankTeam):
                         self._average_hebbian_weights(stage)
                 busy += time.perf_counter() - step_started
                 local.samples += len(share)
-                show_step(bar, step, local, work.stages[-1].name, started, lr)
+                show_step(shown, step, local, work.stages[-1].name, started, lr)
             local.peak_memory_bytes = memory.peak_bytes()
-        bar.close()
+        shown.close()
         everything = list(range(len(work.stages)))
         self.finish_epoch(work.stages, work.sums, local, trained=everything,
-                          shared=everything if self.rank == 0 else [], started=started, busy_s=busy, bytes_sent=0, steps=work.steps_per_epoch - work.start_step,
+                          shared=everything if self.rank == 0 else [], started=started, busy_s=busy,
+                          bytes_sent=0, steps=work.steps_per_epoch - work.start_step,
                           placement=[[stage.name for stage in work.stages]] * self.world_size)
         return None
 

@@ -33,7 +33,7 @@ class StagePipeline(RankTeam):
         link = Link(self.rank, self.world_size, self.options.max_in_flight, self.device)
         local = EpochSums()
         batches = iter(train_loader(work.dataset, work.config, work.epoch, work.start_step)) if self.rank == 0 else None
-        bar = progress_bar(work, show_progress)
+        shown = progress_bar(work, show_progress)
         busy = 0.0
         started = time.perf_counter()
         with PeakMemoryMonitor(work.config.device) as memory:
@@ -58,10 +58,10 @@ class StagePipeline(RankTeam):
                     local.samples += len(batch_labels)
                 if link.next is not None:
                     link.send(activation, batch_labels)
-                show_step(bar, step, local, names[-1], started, lr)
+                show_step(shown, step, local, names[-1], started, lr)
             link.drain()
             local.peak_memory_bytes = memory.peak_bytes()
-        bar.close()
+        shown.close()
         self.finish_epoch(work.stages, work.sums, local, trained=mine, shared=mine, started=started, busy_s=busy,
                           bytes_sent=link.bytes_sent, steps=work.steps_per_epoch - work.start_step,
                           placement=[[names[i] for i in group] for group in placed])
