@@ -7,6 +7,8 @@ everything else that shapes them; an unchanged stage is never regenerated.
 
 Fixes for onnxruntime-training 1.19.2, applied here so that the backend gets loadable files:
 - a model-local function on the gradient path breaks the gradient builder: functions are inlined;
+- some ops have no gradient builder (HardSigmoid, HardSwish, ReduceMax/Min) or a wrong one (Gelu's
+  tanh approximation): they are decomposed into ops that have one (``passes/decompose_for_ort.py``);
 - SoftmaxCrossEntropyLoss's gradient needs its log_prob output, which ORT adds only in some graphs,
   and LayerNormalization's its mean and inverse-std-dev outputs: they are added here;
 - ORT 1.19 refuses IR versions above 10: the IR version is capped;
@@ -29,18 +31,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx.inliner
+import onnx_ir as ir
 import onnxruntime
 from onnxruntime.training import artifacts
 
 from llcompile.data.cache import cache_root
 from llcompile.errors import LLCompileError
+from llcompile.passes.decompose_for_ort import DecomposeForOrtPass
 
 TRAINING_MODEL = "training_model.onnx"
 EVAL_MODEL = "eval_model.onnx"
 CHECKPOINT = "checkpoint"
 MAX_IR_VERSION = 10
 # Part of the cache key: bump it whenever the generation or the fixes below change.
-ARTIFACTS_FORMAT = 1
+ARTIFACTS_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -149,8 +153,7 @@ def _generate(model: onnx.ModelProto, params: list[str], extra_outputs: list[str
 def _trainable_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
-    else:
-        model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = ir.serde.serialize_model(DecomposeForOrtPass()(ir.serde.deserialize_model(model)).model)
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     _add_saved_outputs(model)
     return model
