@@ -5,7 +5,9 @@ then computes ``d // heads`` with Div and Cast, which ONNX shape inference does 
 the attention tensors after it get unknown dimensions (and the cost report cannot count them). Every
 dimension but the batch is known once shapes are inferred: ``Gather(Shape(x), i)`` of a static
 dimension becomes that constant, the arithmetic on it is folded, and shapes are inferred again,
-until nothing changes. The batch dimension stays computed, so the model still takes any batch.
+until nothing changes. A Reshape whose computed target is then known to be ``[the input's batch,
+static dims...]`` (with at most one unknown, e.g. ``x.flatten(2)``'s -1) gets the constant target
+``[0, dims..., -1]``: 0 copies the batch. The batch is never baked in: the model takes any batch.
 """
 
 from __future__ import annotations
@@ -46,6 +48,29 @@ def _known_dims(node: ir.Node) -> np.ndarray | None:
     return None if None in picked else np.array(picked, np.int64).reshape(indices.shape)
 
 
+def _batch_preserving_target(node: ir.Node) -> np.ndarray | None:
+    """``[0, d1, ..., -1]`` for a Reshape with a computed target whose inferred output keeps the
+    input's (symbolic) first dim and has static other dims, at most one unknown."""
+    if node.op_type != "Reshape" or node.inputs[1].const_value is not None \
+            or node.attributes.get_int("allowzero", 0):
+        return None
+    source, out = node.inputs[0].shape, node.outputs[0].shape
+    if source is None or out is None or out.rank() == 0 or isinstance(out[0], int) or out[0].value is None \
+            or source.rank() == 0 or out[0] != source[0]:
+        return None
+    rest = [d if isinstance(d, int) else -1 for d in list(out)[1:]]
+    return np.array([0, *rest], np.int64) if rest.count(-1) <= 1 else None
+
+
+def _replace_with_constant(graph: ir.Graph, value: ir.Value, array: np.ndarray, suffix: str) -> None:
+    name = value.name
+    constant = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
+                        const_value=ir.tensor(array, name=name))
+    value.replace_all_uses_with(constant)
+    value.name = f"{name}.{suffix}"
+    graph.register_initializer(constant)
+
+
 class StaticShapeDimsPass(ir.passes.InPlacePass):
     def __init__(self, source: str = "model"):
         super().__init__()
@@ -57,16 +82,19 @@ class StaticShapeDimsPass(ir.passes.InPlacePass):
             infer_shapes(model, self.source)
             replaced = False
             for node in list(model.graph):
+                target = _batch_preserving_target(node)
+                if target is not None:
+                    name = f"{node.outputs[0].name}.target"
+                    constant = ir.Value(name=name, shape=ir.Shape(target.shape),
+                                        type=ir.TensorType(ir.DataType.INT64), const_value=ir.tensor(target, name=name))
+                    model.graph.register_initializer(constant)
+                    node.replace_input_with(1, constant)
+                    replaced = True
+                    continue
                 known = _known_dims(node)
                 if known is None or node.outputs[0].is_graph_output():
                     continue
-                out = node.outputs[0]
-                name = out.name
-                constant = ir.Value(name=name, shape=ir.Shape(known.shape), type=ir.TensorType(ir.DataType.INT64),
-                                    const_value=ir.tensor(known, name=name))
-                out.replace_all_uses_with(constant)
-                out.name = f"{name}.shape_read"
-                model.graph.register_initializer(constant)
+                _replace_with_constant(model.graph, node.outputs[0], known, "shape_read")
                 model.graph.remove(node, safe=True)
                 replaced = True
             if not replaced:
