@@ -102,6 +102,14 @@ CASES = {
     "layernorm": Case([node("LayerNormalization", ["h", "gamma", "beta"], "y", axis=-1, epsilon=1e-5)],
                       lambda h, p: F.layer_norm(h, [DIM], p["gamma"], p["beta"]),
                       params={"gamma": GAMMA, "beta": BETA}, opset=17),
+    "layernorm-shared-scale": Case(  # the scale is read twice: no module owns it
+        [node("LayerNormalization", ["h", "gamma", "beta"], "n", axis=-1), node("Mul", ["n", "gamma"], "y")],
+        lambda h, p: F.layer_norm(h, [DIM], p["gamma"], p["beta"]) * p["gamma"],
+        params={"gamma": GAMMA, "beta": BETA}, opset=17),
+    "layernorm-two-axes": Case(  # normalizes [T, D], scale and bias [T, D]
+        [node("LayerNormalization", ["h", "pos", "pos_shift"], "y", axis=1, epsilon=1e-3)],
+        lambda h, p: F.layer_norm(h, [TOKENS, DIM], p["pos"], p["pos_shift"], eps=1e-3),
+        params={"pos": POS[0], "pos_shift": POS[0][::-1].copy()}, opset=17),
     "layernorm-decomposed": Case(
         [node("ReduceMean", ["h", "last"], "mean"), node("Sub", ["h", "mean"], "centred"),
          node("Pow", ["centred", "two"], "sq"), node("ReduceMean", ["sq", "last"], "var"),
