@@ -12,8 +12,10 @@ class DynamicBatchPass(ir.passes.InPlacePass):
     """Replace a static first dimension of the data input and outputs with ``N``.
 
     Old exporters bake the batch size into Reshape targets (``[1, -1]``); those are rewritten to
-    copy the batch dimension instead. Inferred shapes of intermediate values are dropped so that
-    shape inference recomputes them with the symbolic batch.
+    copy the batch dimension instead. A learned token expanded to the batch (ViT's class token,
+    ``cls.expand(n, -1, -1)``) is folded into a constant of the exported batch: where a Concat joins
+    such a constant to the data, it is expanded to the data's batch again. Inferred shapes of
+    intermediate values are dropped so that shape inference recomputes them with the symbolic batch.
     """
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -31,6 +33,8 @@ class DynamicBatchPass(ir.passes.InPlacePass):
         for node in graph:
             if node.op_type == "Reshape":
                 self._unbake_reshape_target(node, batch, rewritten_targets)
+            elif node.op_type == "Concat":
+                self._expand_batch_constants(node, batch)
             for out in node.outputs:
                 if not out.is_graph_output():
                     out.shape = None
@@ -63,3 +67,39 @@ class DynamicBatchPass(ir.passes.InPlacePass):
         node.graph.register_initializer(new_target)
         node.replace_input_with(1, new_target)
         rewritten[target] = new_target
+
+    @staticmethod
+    def _expand_batch_constants(node: ir.Node, batch: int) -> None:
+        """Replace a constant input of the exported batch (its rows equal) by its first row expanded
+        to the batch of the Concat's first computed input."""
+        data = next((v for v in node.inputs if v is not None and v.const_value is None), None)
+        if data is None:
+            return
+        for index, value in enumerate(node.inputs):
+            array = value.const_value.numpy() if value is not None and value.const_value is not None else None
+            if array is None or array.ndim < 2 or node.attributes.get_int("axis", 0) % array.ndim == 0 \
+                    or array.shape[0] != batch or not (array == array[:1]).all():
+                continue
+            graph = node.graph
+            row, starts, ends, rest = _constants(graph, value.name, {
+                "row": array[:1], "start": np.array([0], np.int64), "end": np.array([1], np.int64),
+                "rest": np.array(array.shape[1:], np.int64)})
+            shape = ir.Node("", "Shape", [data])
+            batch_dim = ir.Node("", "Slice", [shape.outputs[0], starts, ends])  # Shape's start/end needs opset 15
+            target = ir.Node("", "Concat", [batch_dim.outputs[0], rest], attributes=[ir.AttrInt64("axis", 0)])
+            expand = ir.Node("", "Expand", [row, target.outputs[0]])
+            graph.insert_before(node, [shape, batch_dim, target, expand])
+            node.replace_input_with(index, expand.outputs[0])
+
+
+def _constants(graph: ir.Graph, prefix: str, arrays: dict[str, np.ndarray]) -> list[ir.Value]:
+    """Register ``arrays`` as initializers named ``prefix.batch_<key>``."""
+    values = []
+    for key, array in arrays.items():
+        name = f"{prefix}.batch_{key}"
+        array = np.ascontiguousarray(array)
+        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
+                         const_value=ir.tensor(array, name=name))
+        graph.register_initializer(value)
+        values.append(value)
+    return values

@@ -6,14 +6,19 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
+import llcompile
 from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
 from llcompile.passes.training_mode import TrainingModePass
+from llcompile.models import export
 from llcompile.passes.dynamic_batch import BATCH_DIM, DynamicBatchPass
+from llcompile.verify import run_model
 from llcompile.verify import session as ort_session
 from tests.fixtures import legacy_models as lm
+from tests.fixtures.attention_graphs import INPUT_SHAPE, tiny_vit
 
 
 def _reshape_model(batch: int = 1, target=(1, -1), allowzero: int | None = None) -> onnx.ModelProto:
@@ -150,3 +155,20 @@ def test_legacy_caffe_model_runs_at_any_batch(global_pool):
     batched = ort_session(model).run(None, {"data_0": x})[0]
     assert batched.shape == (3, 10)
     np.testing.assert_allclose(batched, _per_sample(original, x, "data_0"), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode,opset", [("eval", 17), ("dynamo", 18)])
+def test_a_class_token_exported_at_batch_one_is_expanded_to_any_batch(tmp_path, mode, opset):
+    """``cls.expand(n, -1, -1)`` exported at batch 1 is a [1,1,D] constant joined to the tokens; it must
+    follow the batch again, and still be trained."""
+    module = tiny_vit()
+    path = export(module, tmp_path / "vit.onnx", input_shape=INPUT_SHAPE, mode=mode, opset=opset, batch_size=1)
+    model = llcompile.load(path)
+    x = np.random.default_rng(0).standard_normal((3, *INPUT_SHAPE)).astype(np.float32)
+    with torch.no_grad():
+        expected = module.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run_model(ir.to_proto(model), x), expected, rtol=1e-5, atol=1e-5)
+    (stage,) = llcompile.transform(model, "bp").stages
+    trained = {t.name: onnx.numpy_helper.to_array(t) for t in stage.model.graph.initializer if t.name in stage.params}
+    token = module.cls_token.detach().numpy()
+    assert any(v.shape == token.shape and np.array_equal(v, token) for v in trained.values())
