@@ -549,9 +549,8 @@ def _layer_norm(g: _Builder, node: ir.Node) -> fx.Proxy:
     if fits_module and g.exclusive(node):
         layer_norm = nn.LayerNorm(normalized, eps=eps, bias=bias is not None, dtype=_torch_dtype(w))
         return g.own(layer_norm, weight=scale, bias=bias)(g.x(node))
-    # a scale or bias that only broadcasts to the normalized shape, or is shared or computed
-    normed = F.layer_norm(g.x(node), normalized, None, None, eps) * g.x(node, 1)
-    return normed + g.x(node, 2) if bias is not None else normed
+    # a scale or bias shared with other nodes, or computed
+    return F.layer_norm(g.x(node), normalized, g.x(node, 1), g.x(node, 2) if bias is not None else None, eps)
 
 
 def _cast(g: _Builder, node: ir.Node) -> fx.Proxy:

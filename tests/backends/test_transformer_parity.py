@@ -133,3 +133,15 @@ def test_dbl_stage_gradients_and_losses_agree_across_backends(tiny_vit_file, ort
 
 def torch_stage_batch(x, labels):
     return torch.from_numpy(x), torch.from_numpy(labels)
+
+
+@pytest.mark.parametrize("kind", ["torchscript-17", "dynamo-18"])
+def test_scripted_torch_stages_equal_onnxruntime(tiny_vit_file, kind):
+    """TorchScript compiles the run-time helpers (Expand, computed Reshape) the stages call."""
+    path, _ = tiny_vit_file(kind)
+    program = llcompile.transform(path, strategy="dbl", blocks=2)
+    x, _ = batch()
+    activation = torch.from_numpy(x)
+    for stage in TorchBackend(device="cpu", mode="script").build(program, NO_DECAY):
+        activation = stage.forward(activation)
+    assert relative_error(activation.numpy(), run_model(onnx.load(path), x)) < 1e-5
