@@ -17,6 +17,7 @@ from llcompile.backends.base import OptimizerConfig
 from llcompile.backends.ort_backend import OrtBackend
 from llcompile.backends.torch_backend import TorchBackend
 from llcompile.verify import relative_error, run_model
+from tests.backends.torch_reference import matching_gradient, reference_gradients
 from tests.fixtures.attention_graphs import EXPORTS, INPUT_SHAPE, NUM_CLASSES
 
 BATCH = 4
@@ -32,27 +33,6 @@ def batch(seed=0):
     rng = np.random.default_rng(seed)
     return (rng.standard_normal((BATCH, *INPUT_SHAPE)).astype(np.float32),
             rng.integers(0, NUM_CLASSES, BATCH).astype(np.int64))
-
-
-def torch_reference_gradients(module: torch.nn.Module, x: np.ndarray, labels: np.ndarray) -> list[tuple]:
-    """(parameter value, its gradient) for every parameter of ``module``, by torch autograd."""
-    module.zero_grad()
-    loss = torch.nn.functional.cross_entropy(module(torch.from_numpy(x)), torch.from_numpy(labels))
-    loss.backward()
-    return [(p.detach().numpy(), p.grad.numpy()) for p in module.parameters()]
-
-
-def matching_gradient(value: np.ndarray, reference: list[tuple]) -> np.ndarray:
-    """The torch gradient of the parameter whose value ``value`` is (exporters may transpose a
-    Linear weight or reshape it); found by value, as the exporters rename them."""
-    for torch_value, grad in reference:
-        if torch_value.shape == value.shape and np.array_equal(torch_value, value):
-            return grad
-        if torch_value.ndim == 2 and torch_value.T.shape == value.shape and np.array_equal(torch_value.T, value):
-            return grad.T
-        if torch_value.size == value.size and np.array_equal(torch_value.reshape(value.shape), value):
-            return grad.reshape(value.shape)
-    raise AssertionError(f"no torch parameter has the value of this {list(value.shape)} initializer")
 
 
 def initial_values(program) -> dict[str, np.ndarray]:
@@ -95,7 +75,7 @@ def test_bp_gradients_equal_torch_autograd_on_the_module(tiny_vit_file, ort_back
     program = llcompile.transform(path, strategy="bp")
     values = initial_values(program)
     x, labels = batch()
-    reference = torch_reference_gradients(module, x, labels)
+    reference = reference_gradients(module, x, labels)
     (ort_stage,) = ort_backend.build(program, NO_DECAY)
     (torch_stage,) = TorchBackend(device="cpu", mode="eager").build(program, NO_DECAY)
     ort_stage.train_step(x, labels, lr=0.0)
