@@ -89,3 +89,42 @@ def test_parameter_roles_cover_biases_and_scale_layers():
     roles = parameter_roles(ir.from_proto(helper.make_model(graph)).graph)
     assert roles == {"w": "param", "b": "param", "bn_s": "param", "bn_b": "param", "bn_m": "buffer",
                      "bn_v": "buffer", "scale": "param", "shift": "param"}  # not the scalar, not the axes
+
+
+def test_parameter_roles_of_a_transformer_and_an_input_normalisation():
+    """LayerNorm affine, layer scale, positional embedding, class token: trained; the mean and std
+    subtracted and divided before the first layer, and scalars: constants."""
+    import numpy as np
+    import onnx_ir as ir
+    from onnx import TensorProto, helper, numpy_helper
+
+    from llcompile.analysis import parameter_roles
+
+    inits = {"mean": np.ones(4), "std": np.ones(4), "w": np.ones((4, 4)), "token": np.ones((1, 1, 4)),
+             "pos": np.ones((1, 3, 4)), "ln_s": np.ones(4), "ln_b": np.ones(4), "gamma": np.ones(4),
+             "half": np.array(0.5)}
+    nodes = [helper.make_node("Sub", ["x", "mean"], ["c"]), helper.make_node("Div", ["c", "std"], ["z"]),
+             helper.make_node("MatMul", ["z", "w"], ["h"]),
+             helper.make_node("Expand", ["token", "token_shape"], ["tokens"]),
+             helper.make_node("Concat", ["tokens", "h"], ["all"], axis=1),
+             helper.make_node("Add", ["all", "pos"], ["p"]),
+             helper.make_node("LayerNormalization", ["p", "ln_s", "ln_b"], ["n"]),
+             helper.make_node("Mul", ["n", "gamma"], ["g"]), helper.make_node("Mul", ["g", "half"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 2, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()]
+                              + [numpy_helper.from_array(np.array([2, 1, 4], np.int64), "token_shape")])
+    roles = parameter_roles(ir.from_proto(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])).graph)
+    assert roles == {name: "param" for name in ("w", "token", "pos", "ln_s", "ln_b", "gamma")}
+
+
+@pytest.mark.parametrize("kind", ["torchscript-17", "torchscript-14-decomposed", "dynamo-18"])
+def test_vit_cut_points_are_the_residual_stream(tiny_vit_file, kind):
+    """Pre-norm blocks read the stream through a LayerNorm (the op, or its decomposed ReduceMean/Sub):
+    each value of the stream that a layer follows is a cut point; 2 blocks x 2 residual adds + the embedding."""
+    path, _ = tiny_vit_file(kind)
+    model = llcompile.load(path)
+    cuts = llcompile.analyze(model).cut_points
+    producers = {out.name: node for node in model.graph for out in node.outputs}
+    assert len(cuts) == 5
+    assert all(producers[cut].op_type == "Add" for cut in cuts)
