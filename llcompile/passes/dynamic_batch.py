@@ -4,6 +4,7 @@ import numpy as np
 import onnx_ir as ir
 
 from llcompile.errors import LLCompileError
+from llcompile.naming import NameScope
 
 BATCH_DIM = "N"
 
@@ -81,7 +82,7 @@ class DynamicBatchPass(ir.passes.InPlacePass):
                     or array.shape[0] != batch or not (array == array[:1]).all():
                 continue
             graph = node.graph
-            row, starts, ends, rest = _constants(graph, value.name, {
+            row, starts, ends, rest = _constants(graph, NameScope(graph), value.name, {
                 "row": array[:1], "start": np.array([0], np.int64), "end": np.array([1], np.int64),
                 "rest": np.array(array.shape[1:], np.int64)})
             shape = ir.Node("", "Shape", [data])
@@ -92,11 +93,11 @@ class DynamicBatchPass(ir.passes.InPlacePass):
             node.replace_input_with(index, expand.outputs[0])
 
 
-def _constants(graph: ir.Graph, prefix: str, arrays: dict[str, np.ndarray]) -> list[ir.Value]:
-    """Register ``arrays`` as initializers named ``prefix.batch_<key>``."""
+def _constants(graph: ir.Graph, names: NameScope, prefix: str, arrays: dict[str, np.ndarray]) -> list[ir.Value]:
+    """Register ``arrays`` as initializers named ``prefix.batch_<key>`` (made unique)."""
     values = []
     for key, array in arrays.items():
-        name = f"{prefix}.batch_{key}"
+        name = names.fresh(f"{prefix}.batch_{key}")
         array = np.ascontiguousarray(array)
         value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
                          const_value=ir.tensor(array, name=name))

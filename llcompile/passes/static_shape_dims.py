@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
+from llcompile.naming import NameScope
 from llcompile.passes.fold_constants import FoldConstantsPass
 from llcompile.shape_inference import infer_shapes
 
@@ -62,13 +63,12 @@ def _batch_preserving_target(node: ir.Node) -> np.ndarray | None:
     return np.array([0, *rest], np.int64) if rest.count(-1) <= 1 else None
 
 
-def _replace_with_constant(graph: ir.Graph, value: ir.Value, array: np.ndarray, suffix: str) -> None:
-    name = value.name
-    constant = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
-                        const_value=ir.tensor(array, name=name))
-    value.replace_all_uses_with(constant)
-    value.name = f"{name}.{suffix}"
-    graph.register_initializer(constant)
+def _int64_initializer(graph: ir.Graph, names: NameScope, base: str, array: np.ndarray) -> ir.Value:
+    name = names.fresh(base)
+    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
+                     const_value=ir.tensor(array, name=name))
+    graph.register_initializer(value)
+    return value
 
 
 class StaticShapeDimsPass(ir.passes.InPlacePass):
@@ -77,25 +77,25 @@ class StaticShapeDimsPass(ir.passes.InPlacePass):
         self.source = source
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
+        graph = model.graph
         modified = False
         while True:
             infer_shapes(model, self.source)
+            names = NameScope(graph)
             replaced = False
-            for node in list(model.graph):
+            for node in list(graph):
                 target = _batch_preserving_target(node)
                 if target is not None:
-                    name = f"{node.outputs[0].name}.target"
-                    constant = ir.Value(name=name, shape=ir.Shape(target.shape),
-                                        type=ir.TensorType(ir.DataType.INT64), const_value=ir.tensor(target, name=name))
-                    model.graph.register_initializer(constant)
-                    node.replace_input_with(1, constant)
+                    node.replace_input_with(1, _int64_initializer(graph, names, f"{node.outputs[0].name}.target",
+                                                                  target))
                     replaced = True
                     continue
                 known = _known_dims(node)
                 if known is None or node.outputs[0].is_graph_output():
                     continue
-                _replace_with_constant(model.graph, node.outputs[0], known, "shape_read")
-                model.graph.remove(node, safe=True)
+                node.outputs[0].replace_all_uses_with(
+                    _int64_initializer(graph, names, f"{node.outputs[0].name}.static", known))
+                graph.remove(node, safe=True)
                 replaced = True
             if not replaced:
                 return ir.passes.PassResult(model, modified)
