@@ -7,8 +7,8 @@ everything else that shapes them; an unchanged stage is never regenerated.
 
 Fixes for onnxruntime-training 1.19.2, applied here so that the backend gets loadable files:
 - a model-local function on the gradient path breaks the gradient builder: functions are inlined;
-- some ops have no gradient builder (HardSigmoid, HardSwish): they are decomposed into ops that
-  have one (``passes/decompose_for_ort.py``);
+- some ops have no gradient builder (HardSigmoid, HardSwish), and AveragePool's gradient kernel
+  breaks on a symbolic batch: they are decomposed into ops that work (``passes/decompose_for_ort.py``);
 - SoftmaxCrossEntropyLoss's gradient needs its log_prob output, which ORT adds only in some graphs:
   it is added here;
 - ORT 1.19 refuses IR versions above 10: the IR version is capped;
@@ -153,7 +153,9 @@ def _generate(model: onnx.ModelProto, params: list[str], extra_outputs: list[str
 def _trainable_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
-    model = ir.serde.serialize_model(DecomposeForOrtPass()(ir.serde.deserialize_model(model)).model)
+    # the shapes are inferred first: the AveragePool rewrite needs its input's
+    model = ir.serde.serialize_model(
+        DecomposeForOrtPass()(ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(model))).model)
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     _add_log_prob_outputs(model)
     return model

@@ -14,21 +14,24 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
+from llcompile.naming import NameScope
+from llcompile.passes.average_pool_as_conv import decompose_average_pool
+from llcompile.passes.graph_builder import constant_node
+
 Rewrite = Callable[[ir.Node], list[ir.Node]]
 
 HARD_SWISH_ALPHA = 1.0 / 6.0  # ONNX HardSwish is x * HardSigmoid(x; alpha=1/6, beta=0.5)
 HARD_SWISH_BETA = 0.5
 
 
-def _constant(value: float, like: ir.Value) -> ir.Node:
+def _scalar(value: float, like: ir.Value) -> ir.Node:
     """A scalar Constant node of ``like``'s element type (float32 when that is unknown)."""
-    dtype = like.dtype.numpy() if like.dtype is not None else np.float32
-    return ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(np.array(value, dtype=dtype)))])
+    return constant_node(np.array(value, dtype=like.dtype.numpy() if like.dtype is not None else np.float32))
 
 
 def _hard_sigmoid_nodes(x: ir.Value, alpha: float, beta: float) -> list[ir.Node]:
     """``Clip(alpha * x + beta, 0, 1)``: ORT has gradients for Mul, Add and Clip."""
-    alpha_c, beta_c, low, high = (_constant(v, x) for v in (alpha, beta, 0.0, 1.0))
+    alpha_c, beta_c, low, high = (_scalar(v, x) for v in (alpha, beta, 0.0, 1.0))
     scaled = ir.Node("", "Mul", [x, alpha_c.outputs[0]])
     shifted = ir.Node("", "Add", [scaled.outputs[0], beta_c.outputs[0]])
     clipped = ir.Node("", "Clip", [shifted.outputs[0], low.outputs[0], high.outputs[0]])
@@ -50,10 +53,12 @@ def decompose_hard_swish(node: ir.Node) -> list[ir.Node]:
     return [*gate, ir.Node("", "Mul", [node.inputs[0], gate[-1].outputs[0]])]
 
 
-# op type -> rewrite; the ops that onnxruntime-training 1.19 has no gradient builder for.
+# op type -> rewrite: the ops that onnxruntime-training 1.19 has no gradient builder for, and
+# AveragePool, whose gradient kernel sizes its output from the graph's static shape (see its module).
 REWRITES: dict[str, Rewrite] = {
     "HardSigmoid": decompose_hard_sigmoid,
     "HardSwish": decompose_hard_swish,
+    "AveragePool": decompose_average_pool,
 }
 
 
@@ -62,38 +67,24 @@ class DecomposeForOrtPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        taken = _names(graph)
+        names = NameScope(graph)
         modified = False
         for node in list(graph):
             rewrite = REWRITES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
             if rewrite is None:
                 continue
             replacement = rewrite(node)
-            _name_new_nodes(replacement, node.name or node.op_type, taken)
+            _name_new_nodes(replacement, node.name or node.op_type, names)
             ir.convenience.replace_nodes_and_values(
                 graph, node, [node], replacement, [node.outputs[0]], [replacement[-1].outputs[0]])
             modified = True
         return ir.passes.PassResult(model, modified)
 
 
-def _names(graph: ir.Graph) -> set[str]:
-    """Every node and value name in ``graph``: ORT refuses a repeated node name, SSA a repeated value."""
-    values = [*graph.inputs, *graph.initializers.values(), *(out for node in graph for out in node.outputs)]
-    return {node.name for node in graph if node.name} | {v.name for v in values if v.name}
-
-
-def _name_new_nodes(nodes: list[ir.Node], base: str, taken: set[str]) -> None:
-    """``base.<i>.<op>`` for each node and its output, made unique against ``taken``. The last
-    node's output takes the replaced node's output name later."""
+def _name_new_nodes(nodes: list[ir.Node], base: str, names: NameScope) -> None:
+    """``base.<i>.<op>`` for each node and its output, unused in the graph (ORT refuses a repeated
+    node name). The last node's output then takes the replaced node's output name."""
     for index, node in enumerate(nodes):
-        node.name = _unique(f"{base}.{index}.{node.op_type}", taken)
+        node.name = names.fresh(f"{base}.{index}.{node.op_type}")
         for out in node.outputs:
-            out.name = _unique(f"{node.name}.out", taken)
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, index = name, 1
-    while candidate in taken:
-        candidate, index = f"{name}_{index}", index + 1
-    taken.add(candidate)
-    return candidate
+            out.name = names.fresh(f"{node.name}.out")
