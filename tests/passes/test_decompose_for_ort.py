@@ -8,6 +8,7 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper
 
+from llcompile.errors import LLCompileError
 from llcompile.passes.decompose_for_ort import REWRITES, DecomposeForOrtPass
 from llcompile.verify import session as ort_session
 
@@ -80,3 +81,44 @@ def test_a_model_without_such_ops_is_left_alone():
     decomposed, modified = _decomposed(model)
     assert not modified
     assert [n.op_type for n in decomposed.graph.node] == [n.op_type for n in model.graph.node]
+
+
+POOLS = [
+    dict(kernel_shape=[2, 2], strides=[2, 2]),
+    dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1, count_include_pad=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], count_include_pad=1),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1),
+    dict(kernel_shape=[3, 2], strides=[1, 2], pads=[0, 1, 2, 0]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], auto_pad="SAME_UPPER"),
+    dict(kernel_shape=[3, 3], auto_pad="VALID"),
+]
+
+
+def _pool_model(attrs: dict, size: int, batch="N", channels=3) -> onnx.ModelProto:
+    node = helper.make_node("AveragePool", ["x"], ["y"], name="pool", **attrs)
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                          [batch, channels, size, size])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.parametrize("size", [7, 8])
+@pytest.mark.parametrize("attrs", POOLS, ids=str)
+def test_average_pool_as_conv_matches_onnxruntime_on_the_pool(attrs, size):
+    model = _pool_model(attrs, size)
+    decomposed, modified = _decomposed(model)
+    assert modified
+    assert "AveragePool" not in {n.op_type for n in decomposed.graph.node}
+    x = np.random.default_rng(size).standard_normal((2, 3, size, size)).astype(np.float32)
+    expected = ort_session(model).run(None, {"x": x})[0]
+    np.testing.assert_allclose(ort_session(decomposed).run(None, {"x": x})[0], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_average_pool_without_static_channels_is_refused_by_name():
+    model = _pool_model(POOLS[0], 8, channels="C")
+    with pytest.raises(LLCompileError, match="^AveragePool 'pool': the ort backend needs .* static"):
+        _decomposed(model)
