@@ -36,6 +36,7 @@ import onnxruntime
 from onnxruntime.training import artifacts
 
 from llcompile.data.cache import cache_root
+from llcompile.backends.ort_errors import ort_error
 from llcompile.errors import LLCompileError
 from llcompile.passes.decompose_for_ort import DecomposeForOrtPass
 
@@ -143,9 +144,8 @@ def _generate(model: onnx.ModelProto, params: list[str], extra_outputs: list[str
                                          optimizer=None, artifact_directory=directory,
                                          additional_output_names=list(extra_outputs) or None)
     except Exception as exc:  # the gradient builder raises RuntimeError or ORT's own Fail types
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LLCompileError(f"onnxruntime-training cannot build the training graph of "
-                             f"{model.graph.name!r}: {first_line}") from exc
+        raise ort_error(f"onnxruntime-training cannot build the training graph of {model.graph.name!r} "
+                        "(--backend torch may train it)", exc) from exc
     _fix_eval_model(directory / EVAL_MODEL)
     _cap_ir_version(directory / TRAINING_MODEL)
 
