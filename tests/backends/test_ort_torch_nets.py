@@ -32,7 +32,8 @@ def backend(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def net_path(build_once):
-    return lambda name: build_once(f"torch_net_{name}.onnx", lambda path: export_net(name, path))
+    return lambda name, mode="training": build_once(f"torch_net_{name}_{mode}.onnx",
+                                                    lambda path: export_net(name, path, mode))
 
 
 def batch(seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -64,10 +65,11 @@ def test_ort_gradients_match_torch_autograd_on_the_module(backend, net_path, nam
 
 
 @pytest.mark.parametrize("kind", list(PROGRAMS))
+@pytest.mark.parametrize("mode", ["training", pytest.param("dynamo", marks=pytest.mark.slow)])  # dynamo: ~45 s
 @pytest.mark.parametrize("name", NETS)
-def test_steps_match_the_torch_backend(backend, net_path, name, kind):
+def test_steps_match_the_torch_backend(backend, net_path, name, mode, kind):
     """Per-stage losses of five SGD steps, both backends from the same program, weights and batches."""
-    program = llcompile.transform(net_path(name), **PROGRAMS[kind])
+    program = llcompile.transform(net_path(name, mode), **PROGRAMS[kind])
     torch_backend = TorchBackend(device="cpu", mode="eager")
     ort_stages, torch_stages = backend.build(program, SGD), torch_backend.build(program, SGD)
     ort_losses, torch_losses = [], []
