@@ -18,7 +18,7 @@ import onnx_ir as ir
 from onnx import helper
 
 from llcompile.errors import LLCompileError
-from llcompile.passes.graph_builder import constant_node
+from llcompile.passes.graph_builder import constant_node, element_dtype
 from llcompile.verify import session
 
 ONES_OPSET = 19  # AveragePool-19 (dilations) reads every earlier AveragePool's attributes the same way
@@ -27,7 +27,7 @@ ONES_OPSET = 19  # AveragePool-19 (dilations) reads every earlier AveragePool's 
 def decompose_average_pool(node: ir.Node) -> list[ir.Node]:
     x = node.inputs[0]
     channels, spatial = _channels_and_spatial(node)
-    dtype = x.dtype.numpy() if x.dtype is not None else np.float32
+    dtype = element_dtype(x)
     mean = _pool_of_ones(node, spatial)
     attributes = _conv_attributes(node, spatial, list(mean.shape[2:]))
     window_sum = _window_sum_of_ones(attributes, spatial)

@@ -1,7 +1,8 @@
-"""Rewrite ops that onnxruntime-training has no gradient for into ops that it has.
+"""Rewrite ops that onnxruntime-training cannot differentiate into ops that it can.
 
 ORT's gradient builder refuses a graph with any op missing from its registry, even one that the
-rest of llcompile (the torch backend, the cost model) handles. Applied only to the graphs that
+rest of llcompile (the torch backend, the cost model) handles, and some registered gradients
+break on a symbolic batch (AveragePool). Applied only to the graphs that
 become ORT training artifacts (``backends/ort_artifacts.py``); the program's own graphs keep the
 original ops. One entry of ``REWRITES`` per op: a function from the node to the nodes that
 replace it, the last of which computes the node's output.
@@ -16,7 +17,7 @@ import onnx_ir as ir
 
 from llcompile.naming import NameScope
 from llcompile.passes.average_pool_as_conv import decompose_average_pool
-from llcompile.passes.graph_builder import constant_node
+from llcompile.passes.graph_builder import constant_node, element_dtype
 
 Rewrite = Callable[[ir.Node], list[ir.Node]]
 
@@ -25,8 +26,8 @@ HARD_SWISH_BETA = 0.5
 
 
 def _scalar(value: float, like: ir.Value) -> ir.Node:
-    """A scalar Constant node of ``like``'s element type (float32 when that is unknown)."""
-    return constant_node(np.array(value, dtype=like.dtype.numpy() if like.dtype is not None else np.float32))
+    """A scalar Constant node of ``like``'s element type."""
+    return constant_node(np.array(value, dtype=element_dtype(like)))
 
 
 def _hard_sigmoid_nodes(x: ir.Value, alpha: float, beta: float) -> list[ir.Node]:
