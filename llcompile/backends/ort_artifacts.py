@@ -36,8 +36,8 @@ import onnxruntime
 from onnxruntime.training import artifacts
 
 from llcompile.data.cache import cache_root
-from llcompile.backends.ort_errors import ort_error
 from llcompile.errors import LLCompileError
+from llcompile.ort_errors import ort_error
 from llcompile.passes.decompose_for_ort import DecomposeForOrtPass
 
 TRAINING_MODEL = "training_model.onnx"

@@ -25,9 +25,9 @@ from llcompile.backends.numpy_optimizers import make_optimizer
 from llcompile.backends.ort_artifacts import (CHECKPOINT, EVAL_MODEL, TRAINING_MODEL, RunningStats,
                                               check_batch_statistics, default_cache_dir, running_stats,
                                               stage_artifacts, state_value, unbiased_running_var)
-from llcompile.backends.ort_errors import ort_error
 from llcompile.backends.ort_hebbian import OrtHebbianStage
 from llcompile.errors import LLCompileError
+from llcompile.ort_errors import ort_error
 from llcompile.program import Program, Stage
 
 NO_CUDA = "the installed onnxruntime-training has no CUDA support; use --backend torch for GPU training"

@@ -10,7 +10,6 @@ import llcompile
 from llcompile.backends.base import OptimizerConfig
 from llcompile.backends.ort_artifacts import stage_artifacts
 from llcompile.backends.ort_backend import OrtBackend
-from llcompile.backends.ort_errors import ort_message
 from llcompile.errors import LLCompileError
 
 
@@ -47,15 +46,3 @@ def test_a_failing_training_step_is_one_line_naming_the_stage_and_node(tmp_path,
     assert message.startswith(f"stage {program.stages[0].name}: onnxruntime-training failed in a training step: ")
     assert "\n" not in message and "onnxruntime_src" not in message and "::" not in message
 
-
-def test_a_kernel_failure_inside_a_training_step_keeps_the_node_and_the_kernels_message():
-    """The text ORT 1.19.2 raised for ResNet-D before AveragePool was decomposed."""
-    raised = RuntimeError(
-        "/onnxruntime_src/orttraining/orttraining/training_api/module.cc:632 onnxruntime::common::Status "
-        "onnxruntime::training::api::Module::TrainStep(const std::vector<OrtValue>&, std::vector<OrtValue>&) "
-        "[ONNXRuntimeError] : 6 : RUNTIME_EXCEPTION : Non-zero status code returned while running Sum node. "
-        "Name:'AccumulateGrad_/layers/layers.1/Relu_output_0_grad' Status Message: /onnxruntime_src/onnxruntime/"
-        "core/providers/cpu/math/element_wise_ops.h:666 onnxruntime::Broadcaster::Broadcaster(gsl::span<const "
-        "long int>, gsl::span<const long int>) largest <= 1 was false. Can broadcast 0 by 0 or 1. 8 is invalid.\n")
-    assert ort_message(raised) == ("Sum node 'AccumulateGrad_/layers/layers.1/Relu_output_0_grad': "
-                                   "Can broadcast 0 by 0 or 1. 8 is invalid.")
