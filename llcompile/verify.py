@@ -62,8 +62,8 @@ def run_stage_chain(program: Program, x: np.ndarray, labels: np.ndarray | None =
     for stage in program.stages:
         model = stage.model if training_form else with_training_mode(stage.model, training=False)
         if stage.updates is not None:
-            (activation,) = run_graph(model, [stage.output], {stage.input: activation,
-                                                        stage.lr_input: np.zeros((), np.float32)})
+            (activation,) = run_graph(model, [stage.output],
+                                      {stage.input: activation, stage.lr_input: np.zeros((), np.float32)})
             continue
         loss, activation = run_graph(model, [stage.loss, stage.output], {stage.input: activation, stage.labels: labels})
         losses[stage.name] = float(loss)

@@ -153,7 +153,7 @@ def _generate(model: onnx.ModelProto, params: list[str], extra_outputs: list[str
 def _trainable_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
-    # the shapes are inferred first: the AveragePool rewrite needs its input's
+    # shapes first: the AveragePool rewrite reads its input's channels and spatial size
     model = ir.serde.serialize_model(
         DecomposeForOrtPass()(ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(model))).model)
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
