@@ -10,6 +10,7 @@ import llcompile
 from llcompile.backends.base import OptimizerConfig
 from llcompile.backends.ort_artifacts import stage_artifacts
 from llcompile.backends.ort_backend import OrtBackend
+from llcompile.backends.ort_hebbian import OrtHebbianStage
 from llcompile.errors import LLCompileError
 
 
@@ -46,3 +47,13 @@ def test_a_failing_training_step_is_one_line_naming_the_stage_and_node(tmp_path,
     assert message.startswith(f"stage {program.stages[0].name}: onnxruntime-training failed in a training step: ")
     assert "\n" not in message and "onnxruntime_src" not in message and "::" not in message
 
+
+
+def test_a_failing_hebbian_step_is_one_line_naming_the_stage(zoo_file):
+    program = llcompile.transform(zoo_file("small_cnn", input_shape=(3, 16, 16)), "local-sgd", prefix=1)
+    hebbian = OrtHebbianStage(program.stages[0])
+    with pytest.raises(LLCompileError) as caught:
+        hebbian.train_step(np.zeros((4, 3, 16, 15), np.float32), np.zeros(4, np.int64), 0.1)
+    message = str(caught.value)
+    assert message.startswith(f"stage {program.stages[0].name}: onnxruntime failed: Got invalid dimensions")
+    assert "onnxruntime_src" not in message and "::" not in message
