@@ -54,11 +54,26 @@ def decompose_hard_swish(node: ir.Node) -> list[ir.Node]:
     return [*gate, ir.Node("", "Mul", [node.inputs[0], gate[-1].outputs[0]])]
 
 
+def _relu_and_negative_part(x: ir.Value) -> list[ir.Node]:
+    """``Relu(x)`` and ``Min(x, 0)`` as ``x - Relu(x)``: its gradient at 0 is 1 (ORT's Relu gradient
+    there is 0), as torch's PReLU and ELU take the negative branch's slope at 0."""
+    relu = ir.Node("", "Relu", [x])
+    return [relu, ir.Node("", "Sub", [x, relu.outputs[0]])]
+
+
+def decompose_prelu(node: ir.Node) -> list[ir.Node]:
+    """``Relu(x) + slope * Min(x, 0)``; the slope input stays what it was (a trainable parameter)."""
+    relu, negative = _relu_and_negative_part(node.inputs[0])
+    sloped = ir.Node("", "Mul", [node.inputs[1], negative.outputs[0]])
+    return [relu, negative, sloped, ir.Node("", "Add", [relu.outputs[0], sloped.outputs[0]])]
+
+
 # op type -> rewrite: the ops that onnxruntime-training 1.19 has no gradient builder for, and
 # AveragePool, whose gradient kernel sizes its output from the graph's static shape (see its module).
 REWRITES: dict[str, Rewrite] = {
     "HardSigmoid": decompose_hard_sigmoid,
     "HardSwish": decompose_hard_swish,
+    "PRelu": decompose_prelu,
     "AveragePool": decompose_average_pool,
 }
 

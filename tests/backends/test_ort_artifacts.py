@@ -34,9 +34,12 @@ CASES = {
 }
 
 
-def _graph(op: str, attrs: dict, size: int, out: int, weight: np.ndarray, fc: np.ndarray) -> onnx.ModelProto:
+def _graph(op: str, attrs: dict, size: int, out: int, weight: np.ndarray, fc: np.ndarray,
+           slope: np.ndarray | None = None) -> onnx.ModelProto:
+    """The stage graph; ``slope``, if given, is the op's second input ``S`` (PRelu's)."""
+    slopes = {} if slope is None else {"S": slope}
     nodes = [helper.make_node("Conv", ["input", "W"], ["h"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node(op, ["h"], ["a"], name="op", **attrs),
+             helper.make_node(op, ["h", *slopes], ["a"], name="op", **attrs),
              helper.make_node("Flatten", ["a"], ["f"], name="flatten"),
              helper.make_node("Gemm", ["f", "F"], ["logits"], name="fc", transB=1),
              helper.make_node("SoftmaxCrossEntropyLoss", ["logits", "labels"], ["loss"], name="loss")]
@@ -44,20 +47,34 @@ def _graph(op: str, attrs: dict, size: int, out: int, weight: np.ndarray, fc: np
         nodes, "stage", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", CHANNELS, size, size]),
                          helper.make_tensor_value_info("labels", TensorProto.INT64, ["N"])],
         [helper.make_tensor_value_info("loss", TensorProto.FLOAT, [])],
-        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(fc, "F")])
+        [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(fc, "F"),
+         *(numpy_helper.from_array(v, k) for k, v in slopes.items())])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_decomposed_op_gradients_match_torch_autograd(case, tmp_path):
-    op, attrs, torch_op, size, out = CASES[case]
+def _stage_inputs(size: int, out: int) -> tuple[np.ndarray, ...]:
+    """Conv weight, Gemm weight, a batch whose first sample is zeros (so the op also sees exact
+    zeros, the kink of PRelu and Elu), labels."""
     rng = np.random.default_rng(0)
     weight = rng.standard_normal((CHANNELS, CHANNELS, 3, 3)).astype(np.float32)
     fc = rng.standard_normal((CLASSES, CHANNELS * out * out)).astype(np.float32) * 0.3
     x = (3 * rng.standard_normal((BATCH, CHANNELS, size, size))).astype(np.float32)
-    labels = rng.integers(0, CLASSES, BATCH)
+    x[0] = 0
+    return weight, fc, x, rng.integers(0, CLASSES, BATCH)
+
+
+def _torch_loss(hidden: torch.Tensor, f: torch.Tensor, labels: np.ndarray) -> torch.Tensor:
+    loss = F.cross_entropy(torch.flatten(hidden, 1) @ f.T, torch.from_numpy(labels))
+    loss.backward()
+    return loss
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_decomposed_op_gradients_match_torch_autograd(case, tmp_path):
+    op, attrs, torch_op, size, out = CASES[case]
+    weight, fc, x, labels = _stage_inputs(size, out)
 
     directory = stage_artifacts(_graph(op, attrs, size, out, weight, fc), ["W", "F"], [], tmp_path)
     state = CheckpointState.load_checkpoint(str(directory / CHECKPOINT))
@@ -66,9 +83,29 @@ def test_decomposed_op_gradients_match_torch_autograd(case, tmp_path):
     loss = module(x, labels)
 
     w, f = torch.tensor(weight, requires_grad=True), torch.tensor(fc, requires_grad=True)
-    hidden = torch_op(F.conv2d(torch.from_numpy(x), w, padding=1))
-    torch_loss = F.cross_entropy(torch.flatten(hidden, 1) @ f.T, torch.from_numpy(labels))
-    torch_loss.backward()
+    torch_loss = _torch_loss(torch_op(F.conv2d(torch.from_numpy(x), w, padding=1)), f, labels)
     assert float(loss) == pytest.approx(torch_loss.item(), rel=1e-5)
+    np.testing.assert_allclose(state.parameters["W"].grad, w.grad.numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(state.parameters["F"].grad, f.grad.numpy(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("channels", [CHANNELS, 1], ids=["per-channel", "single"])
+def test_prelu_slope_stays_trainable_with_torch_autograds_gradient(channels, tmp_path):
+    """nn.PReLU's slope, exported as [C, 1, 1] (one per channel) or [1]."""
+    weight, fc, x, labels = _stage_inputs(6, 6)
+    slope = np.linspace(-0.5, 0.5, channels, dtype=np.float32)
+    onnx_slope = slope.reshape(channels, 1, 1) if channels > 1 else slope
+    directory = stage_artifacts(_graph("PRelu", {}, 6, 6, weight, fc, onnx_slope), ["W", "F", "S"], [], tmp_path)
+    state = CheckpointState.load_checkpoint(str(directory / CHECKPOINT))
+    module = Module(directory / TRAINING_MODEL, state, directory / EVAL_MODEL)
+    module.train()
+    loss = module(x, labels)
+
+    w, f = torch.tensor(weight, requires_grad=True), torch.tensor(fc, requires_grad=True)
+    prelu = torch.nn.PReLU(channels)
+    prelu.weight.data = torch.from_numpy(slope)
+    torch_loss = _torch_loss(prelu(F.conv2d(torch.from_numpy(x), w, padding=1)), f, labels)
+    assert float(loss) == pytest.approx(torch_loss.item(), rel=1e-5)
+    np.testing.assert_allclose(state.parameters["S"].grad.reshape(-1), prelu.weight.grad.numpy(), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(state.parameters["W"].grad, w.grad.numpy(), rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(state.parameters["F"].grad, f.grad.numpy(), rtol=1e-4, atol=1e-4)

@@ -6,26 +6,35 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from llcompile.errors import LLCompileError
 from llcompile.passes.decompose_for_ort import REWRITES, DecomposeForOrtPass
 from llcompile.verify import session as ort_session
 
-# HardSigmoid with its defaults, with MobileNetV3's (torch's) constants, and HardSwish.
+# HardSigmoid with its defaults, with MobileNetV3's (torch's) constants, HardSwish, PRelu with a
+# per-channel slope ([3, 1] against x [N, 3, 4]), one along the last axis and a single one.
 CASES = [("HardSigmoid", {}), ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}),
-         ("HardSigmoid", {"alpha": 0.3, "beta": 0.1}), ("HardSwish", {})]
+         ("HardSigmoid", {"alpha": 0.3, "beta": 0.1}), ("HardSwish", {}),
+         ("PRelu", {"slope": np.array([[0.25], [-0.5], [2.0]], np.float32)}),
+         ("PRelu", {"slope": np.array([0.1, 0.2, 0.3, -0.4], np.float32)}),
+         ("PRelu", {"slope": np.array([0.25], np.float32)})]
 
 
 def _model(op_type: str, attrs: dict, output_is_op: bool) -> onnx.ModelProto:
-    """x [N,3,4] -> op -> (y directly, or y = Relu(op) with the op's output also read by a Sigmoid)."""
-    nodes = [helper.make_node(op_type, ["x"], ["h"], name="act", **attrs)]
+    """x [N,3,4] -> op -> (y directly, or y = Relu(op) with the op's output also read by a Sigmoid).
+
+    A numpy array among ``attrs`` is an initializer of that name, the op's next input."""
+    constants = {k: v for k, v in attrs.items() if isinstance(v, np.ndarray)}
+    attrs = {k: v for k, v in attrs.items() if k not in constants}
+    nodes = [helper.make_node(op_type, ["x", *constants], ["h"], name="act", **attrs)]
     outputs = ["h"] if output_is_op else ["y", "z"]
     if not output_is_op:
         nodes += [helper.make_node("Relu", ["h"], ["y"], name="relu"),
                   helper.make_node("Sigmoid", ["h"], ["z"], name="sigmoid")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
-                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N", 3, 4]) for o in outputs])
+                              [helper.make_tensor_value_info(o, TensorProto.FLOAT, ["N", 3, 4]) for o in outputs],
+                              [numpy_helper.from_array(v, k) for k, v in constants.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -37,13 +46,14 @@ def _decomposed(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
 
 
 def _inputs() -> np.ndarray:
-    """Values across both kinks of each case, the kinks themselves included."""
-    values = np.concatenate([np.linspace(-7, 7, 60), [-3.0, 3.0, -2.5, 2.5, 0.0, 1 / 3, -5 / 3]])
+    """Values across both kinks of each case, the kinks themselves included, and large ones."""
+    values = np.concatenate([[-1e4, -100.0, -30.0, 30.0, 100.0, 1e4], np.linspace(-7, 7, 60),
+                             [-3.0, 3.0, -2.5, 2.5, 0.0, 1 / 3, -5 / 3]])
     return values[: 2 * 3 * 4 * (len(values) // 24)].reshape(-1, 3, 4).astype(np.float32)
 
 
 @pytest.mark.parametrize("output_is_op", [True, False])
-@pytest.mark.parametrize("op_type,attrs", CASES)
+@pytest.mark.parametrize("op_type,attrs", CASES, ids=str)
 def test_decomposition_matches_onnxruntime_on_the_original_op(op_type, attrs, output_is_op):
     model = _model(op_type, attrs, output_is_op)
     decomposed, modified = _decomposed(model)
