@@ -68,12 +68,40 @@ def decompose_prelu(node: ir.Node) -> list[ir.Node]:
     return [relu, negative, sloped, ir.Node("", "Add", [relu.outputs[0], sloped.outputs[0]])]
 
 
+def decompose_elu(node: ir.Node) -> list[ir.Node]:
+    """``Relu(x) + alpha * (Exp(Min(x, 0)) - 1)``: the second term is exactly 0 for x > 0, and Exp
+    never sees a positive x, so a large x cannot make inf (and inf * 0 = nan in the gradient)."""
+    x = node.inputs[0]
+    relu, negative = _relu_and_negative_part(x)
+    one, alpha = _scalar(1.0, x), _scalar(_float_attribute(node, "alpha", 1.0), x)
+    exp = ir.Node("", "Exp", [negative.outputs[0]])
+    exp_minus_one = ir.Node("", "Sub", [exp.outputs[0], one.outputs[0]])
+    scaled = ir.Node("", "Mul", [alpha.outputs[0], exp_minus_one.outputs[0]])
+    return [relu, negative, one, alpha, exp, exp_minus_one, scaled,
+            ir.Node("", "Add", [relu.outputs[0], scaled.outputs[0]])]
+
+
+def decompose_softplus(node: ir.Node) -> list[ir.Node]:
+    """``Relu(x) + Log(1 + Exp(-|x|))``, with ``-|x| = Min(x, 0) - Relu(x)``: Exp never overflows,
+    and the gradient at 0 is torch's 1/2 without relying on Abs's gradient at its kink."""
+    x = node.inputs[0]
+    relu, negative = _relu_and_negative_part(x)
+    minus_abs = ir.Node("", "Sub", [negative.outputs[0], relu.outputs[0]])
+    one = _scalar(1.0, x)
+    exp = ir.Node("", "Exp", [minus_abs.outputs[0]])
+    one_plus = ir.Node("", "Add", [one.outputs[0], exp.outputs[0]])
+    log = ir.Node("", "Log", [one_plus.outputs[0]])
+    return [relu, negative, minus_abs, one, exp, one_plus, log, ir.Node("", "Add", [relu.outputs[0], log.outputs[0]])]
+
+
 # op type -> rewrite: the ops that onnxruntime-training 1.19 has no gradient builder for, and
 # AveragePool, whose gradient kernel sizes its output from the graph's static shape (see its module).
 REWRITES: dict[str, Rewrite] = {
     "HardSigmoid": decompose_hard_sigmoid,
     "HardSwish": decompose_hard_swish,
     "PRelu": decompose_prelu,
+    "Elu": decompose_elu,
+    "Softplus": decompose_softplus,
     "AveragePool": decompose_average_pool,
 }
 

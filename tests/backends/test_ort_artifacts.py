@@ -22,6 +22,9 @@ CHANNELS, CLASSES, BATCH = 4, 5, 6
 CASES = {
     "hardsigmoid": ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}, F.hardsigmoid, 6, 6),
     "hardswish": ("HardSwish", {}, F.hardswish, 6, 6),
+    "elu": ("Elu", {}, F.elu, 6, 6),
+    "elu-alpha": ("Elu", {"alpha": 0.3}, lambda x: F.elu(x, 0.3), 6, 6),
+    "softplus": ("Softplus", {}, F.softplus, 6, 6),
     "avgpool-2x2": ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]},
                     lambda x: F.avg_pool2d(x, 2, 2), 6, 3),
     "avgpool-ceil-exclude-pad": ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1},
@@ -71,10 +74,13 @@ def _torch_loss(hidden: torch.Tensor, f: torch.Tensor, labels: np.ndarray) -> to
     return loss
 
 
+@pytest.mark.parametrize("scale", [1, 100], ids=["moderate", "large"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_decomposed_op_gradients_match_torch_autograd(case, tmp_path):
+def test_decomposed_op_gradients_match_torch_autograd(case, scale, tmp_path):
+    """``large``: the op's inputs reach |x| ~ 1e3, where exp(|x|) overflows float32."""
     op, attrs, torch_op, size, out = CASES[case]
     weight, fc, x, labels = _stage_inputs(size, out)
+    x *= scale
 
     directory = stage_artifacts(_graph(op, attrs, size, out, weight, fc), ["W", "F"], [], tmp_path)
     state = CheckpointState.load_checkpoint(str(directory / CHECKPOINT))
@@ -85,8 +91,9 @@ def test_decomposed_op_gradients_match_torch_autograd(case, tmp_path):
     w, f = torch.tensor(weight, requires_grad=True), torch.tensor(fc, requires_grad=True)
     torch_loss = _torch_loss(torch_op(F.conv2d(torch.from_numpy(x), w, padding=1)), f, labels)
     assert float(loss) == pytest.approx(torch_loss.item(), rel=1e-5)
-    np.testing.assert_allclose(state.parameters["W"].grad, w.grad.numpy(), rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(state.parameters["F"].grad, f.grad.numpy(), rtol=1e-4, atol=1e-4)
+    assert np.all(np.isfinite(state.parameters["W"].grad))
+    np.testing.assert_allclose(state.parameters["W"].grad, w.grad.numpy(), rtol=1e-4, atol=1e-4 * scale)
+    np.testing.assert_allclose(state.parameters["F"].grad, f.grad.numpy(), rtol=1e-4, atol=1e-4 * scale)
 
 
 @pytest.mark.parametrize("channels", [CHANNELS, 1], ids=["per-channel", "single"])

@@ -13,12 +13,14 @@ from llcompile.passes.decompose_for_ort import REWRITES, DecomposeForOrtPass
 from llcompile.verify import session as ort_session
 
 # HardSigmoid with its defaults, with MobileNetV3's (torch's) constants, HardSwish, PRelu with a
-# per-channel slope ([3, 1] against x [N, 3, 4]), one along the last axis and a single one.
+# per-channel slope ([3, 1] against x [N, 3, 4]), one along the last axis and a single one; Elu
+# with its default alpha and others; Softplus.
 CASES = [("HardSigmoid", {}), ("HardSigmoid", {"alpha": 1 / 6, "beta": 0.5}),
          ("HardSigmoid", {"alpha": 0.3, "beta": 0.1}), ("HardSwish", {}),
          ("PRelu", {"slope": np.array([[0.25], [-0.5], [2.0]], np.float32)}),
          ("PRelu", {"slope": np.array([0.1, 0.2, 0.3, -0.4], np.float32)}),
-         ("PRelu", {"slope": np.array([0.25], np.float32)})]
+         ("PRelu", {"slope": np.array([0.25], np.float32)}),
+         ("Elu", {}), ("Elu", {"alpha": 0.5}), ("Elu", {"alpha": 2.0}), ("Softplus", {})]
 
 
 def _model(op_type: str, attrs: dict, output_is_op: bool) -> onnx.ModelProto:
