@@ -15,6 +15,7 @@ from collections.abc import Callable
 import numpy as np
 import onnx_ir as ir
 
+from llcompile.errors import LLCompileError
 from llcompile.naming import NameScope
 from llcompile.passes.average_pool_as_conv import decompose_average_pool
 from llcompile.passes.graph_builder import constant_node, element_dtype
@@ -94,6 +95,32 @@ def decompose_softplus(node: ir.Node) -> list[ir.Node]:
     return [relu, negative, minus_abs, one, exp, one_plus, log, ir.Node("", "Add", [relu.outputs[0], log.outputs[0]])]
 
 
+def decompose_lrn(node: ir.Node) -> list[ir.Node]:
+    """``x / (bias + alpha / size * square_sum) ** beta``, ``square_sum`` a 1x1 Conv of ``x * x``
+    with a constant band of ones: output channel c sums the squares of the input channels
+    ``[c - floor((size - 1) / 2), c + ceil((size - 1) / 2)]``, as ONNX pads the window. The band is
+    a Constant node, not an initializer, so it never becomes a trainable parameter."""
+    x = node.inputs[0]
+    shape = x.shape
+    if shape is None or len(shape) < 3 or not isinstance(shape[1], int):
+        raise LLCompileError(f"LRN {node.name!r}: the ort backend needs its input's channels to be static; "
+                             "use --backend torch")
+    channels, size = shape[1], node.attributes.get_int("size")
+    offsets = np.arange(channels)[None, :] - np.arange(channels)[:, None]  # input channel - output channel
+    band = ((offsets >= -((size - 1) // 2)) & (offsets <= size // 2)).astype(element_dtype(x))
+    band_node = constant_node(band.reshape(channels, channels, *[1] * (len(shape) - 2)))
+    squares = ir.Node("", "Mul", [x, x])
+    square_sum = ir.Node("", "Conv", [squares.outputs[0], band_node.outputs[0]])
+    scale, bias, beta = (_scalar(v, x) for v in (_float_attribute(node, "alpha", 1e-4) / size,
+                                                 _float_attribute(node, "bias", 1.0),
+                                                 _float_attribute(node, "beta", 0.75)))
+    scaled = ir.Node("", "Mul", [square_sum.outputs[0], scale.outputs[0]])
+    shifted = ir.Node("", "Add", [scaled.outputs[0], bias.outputs[0]])
+    power = ir.Node("", "Pow", [shifted.outputs[0], beta.outputs[0]])
+    return [band_node, squares, square_sum, scale, bias, beta, scaled, shifted, power,
+            ir.Node("", "Div", [x, power.outputs[0]])]
+
+
 # op type -> rewrite: the ops that onnxruntime-training 1.19 has no gradient builder for, and
 # AveragePool, whose gradient kernel sizes its output from the graph's static shape (see its module).
 REWRITES: dict[str, Rewrite] = {
@@ -102,6 +129,7 @@ REWRITES: dict[str, Rewrite] = {
     "PRelu": decompose_prelu,
     "Elu": decompose_elu,
     "Softplus": decompose_softplus,
+    "LRN": decompose_lrn,
     "AveragePool": decompose_average_pool,
 }
 

@@ -25,6 +25,11 @@ CASES = {
     "elu": ("Elu", {}, F.elu, 6, 6),
     "elu-alpha": ("Elu", {"alpha": 0.3}, lambda x: F.elu(x, 0.3), 6, 6),
     "softplus": ("Softplus", {}, F.softplus, 6, 6),
+    # F.local_response_norm centres an even window elsewhere than ONNX: odd sizes only
+    "lrn-alexnet": ("LRN", {"size": 5, "alpha": 1e-4, "beta": 0.75, "bias": 1.0},
+                    lambda x: F.local_response_norm(x, 5, 1e-4, 0.75, 1.0), 6, 6),
+    "lrn-3": ("LRN", {"size": 3, "alpha": 0.1, "beta": 0.6, "bias": 2.0},
+              lambda x: F.local_response_norm(x, 3, 0.1, 0.6, 2.0), 6, 6),
     "avgpool-2x2": ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]},
                     lambda x: F.avg_pool2d(x, 2, 2), 6, 3),
     "avgpool-ceil-exclude-pad": ("AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1},

@@ -134,3 +134,65 @@ def test_average_pool_without_static_channels_is_refused_by_name():
     model = _pool_model(POOLS[0], 8, channels="C")
     with pytest.raises(LLCompileError, match="^AveragePool 'pool': the ort backend needs .* static"):
         _decomposed(model)
+
+
+def _lrn_model(attrs: dict, channels) -> onnx.ModelProto:
+    node = helper.make_node("LRN", ["x"], ["y"], name="lrn", **attrs)
+    shape = ["N", channels, 5, 4]
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+# AlexNet's/CaffeNet's (size 5) and GoogLeNet's settings, and a window wider than the channels:
+# onnxruntime runs these. It refuses even sizes ("size_ % 2 == 1 was false"), and with beta 0.6
+# its kernel is off the float64 definition by 3e-3 (the decomposition by 1e-7), so the other
+# cases are checked against the definition only.
+LRNS_ORT = [(dict(size=5, alpha=1e-4, beta=0.75, bias=1.0), 7), (dict(size=5, alpha=1e-4, beta=0.75), 3),
+            (dict(size=9, alpha=0.1, beta=0.75, bias=1.0), 4)]
+LRNS = [*LRNS_ORT, (dict(size=2, alpha=0.5, beta=0.5, bias=2.0), 6), (dict(size=4, alpha=0.2, beta=1.0, bias=0.5), 5),
+        (dict(size=1, alpha=1.0, beta=0.6, bias=1.0), 3)]
+
+
+def _lrn_input(channels: int) -> np.ndarray:
+    """Normal values scaled per position by 0, 1, 30 or 1e3: zeros and large squares side by side."""
+    rng = np.random.default_rng(channels)
+    scales = rng.choice([0.0, 1.0, 30.0, 1e3], (1, channels, 5, 4))
+    return (rng.standard_normal((2, channels, 5, 4)) * scales).astype(np.float32)
+
+
+def _lrn_definition(x: np.ndarray, size: int, alpha: float, beta: float, bias: float = 1.0) -> np.ndarray:
+    """The ONNX definition in float64: channel c's window is [c - floor((size-1)/2), c + ceil((size-1)/2)]."""
+    squares = np.pad(x.astype(np.float64) ** 2, [(0, 0), ((size - 1) // 2, size // 2), (0, 0), (0, 0)])
+    square_sum = sum(squares[:, i:i + x.shape[1]] for i in range(size))
+    return x / (bias + alpha / size * square_sum) ** beta
+
+
+def _decomposed_lrn(attrs: dict, channels: int) -> onnx.ModelProto:
+    decomposed, modified = _decomposed(_lrn_model(attrs, channels))
+    onnx.checker.check_model(decomposed, full_check=True)
+    assert modified
+    assert "LRN" not in {n.op_type for n in decomposed.graph.node}
+    return decomposed
+
+
+@pytest.mark.parametrize("attrs,channels", LRNS_ORT, ids=str)
+def test_lrn_matches_onnxruntime_on_the_original_op(attrs, channels):
+    x = _lrn_input(channels)
+    expected = ort_session(_lrn_model(attrs, channels)).run(None, {"x": x})[0]
+    actual = ort_session(_decomposed_lrn(attrs, channels)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("attrs,channels", LRNS, ids=str)
+def test_lrn_matches_the_onnx_definition(attrs, channels):
+    x = _lrn_input(channels)
+    actual = ort_session(_decomposed_lrn(attrs, channels)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(actual, _lrn_definition(x, **attrs), rtol=1e-5, atol=1e-6)
+
+
+def test_lrn_without_static_channels_is_refused_by_name():
+    with pytest.raises(LLCompileError, match="^LRN 'lrn': the ort backend needs .* static"):
+        _decomposed(_lrn_model(dict(size=3), "C"))
