@@ -121,6 +121,17 @@ def decompose_lrn(node: ir.Node) -> list[ir.Node]:
             ir.Node("", "Div", [x, power.outputs[0]])]
 
 
+def decompose_sum(node: ir.Node) -> list[ir.Node]:
+    """``((x0 + x1) + x2) + ...``: Add broadcasts as Sum does."""
+    inputs = list(node.inputs)
+    if len(inputs) == 1:
+        return [ir.Node("", "Identity", inputs)]
+    adds = [ir.Node("", "Add", inputs[:2])]
+    for operand in inputs[2:]:
+        adds.append(ir.Node("", "Add", [adds[-1].outputs[0], operand]))
+    return adds
+
+
 # op type -> rewrite: the ops that onnxruntime-training 1.19 has no gradient builder for, and
 # AveragePool, whose gradient kernel sizes its output from the graph's static shape (see its module).
 REWRITES: dict[str, Rewrite] = {
@@ -130,6 +141,7 @@ REWRITES: dict[str, Rewrite] = {
     "Elu": decompose_elu,
     "Softplus": decompose_softplus,
     "LRN": decompose_lrn,
+    "Sum": decompose_sum,
     "AveragePool": decompose_average_pool,
 }
 

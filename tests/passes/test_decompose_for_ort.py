@@ -196,3 +196,21 @@ def test_lrn_matches_the_onnx_definition(attrs, channels):
 def test_lrn_without_static_channels_is_refused_by_name():
     with pytest.raises(LLCompileError, match="^LRN 'lrn': the ort backend needs .* static"):
         _decomposed(_lrn_model(dict(size=3), "C"))
+
+
+@pytest.mark.parametrize("shapes", [[[2, 3, 4]], [[2, 3, 4], [2, 3, 4]], [[2, 3, 4], [3, 1], [4], [2, 1, 1]]], ids=str)
+def test_sum_matches_onnxruntime_on_the_original_op(shapes):
+    """One input, two, and four that broadcast."""
+    names = [f"x{i}" for i in range(len(shapes))]
+    graph = helper.make_graph([helper.make_node("Sum", names, ["y"], name="sum")], "g",
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in zip(names, shapes)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 3, 4])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    decomposed, modified = _decomposed(model)
+    onnx.checker.check_model(decomposed, full_check=True)
+    assert modified and "Sum" not in {n.op_type for n in decomposed.graph.node}
+    rng = np.random.default_rng(len(shapes))
+    feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, shapes)}
+    np.testing.assert_allclose(ort_session(decomposed).run(None, feeds)[0], ort_session(model).run(None, feeds)[0],
+                               rtol=1e-6, atol=1e-6)
