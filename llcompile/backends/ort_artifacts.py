@@ -7,9 +7,9 @@ everything else that shapes them; an unchanged stage is never regenerated.
 
 Fixes for onnxruntime-training 1.19.2, applied here so that the backend gets loadable files:
 - a model-local function on the gradient path breaks the gradient builder: functions are inlined;
-- some ops have no gradient builder (HardSigmoid, HardSwish, PRelu, Elu, Softplus, LRN, Sum), and
-  AveragePool's gradient kernel breaks on a symbolic batch: they are decomposed into ops that work
-  (``passes/decompose_for_ort.py``);
+- some ops have no gradient builder (HardSigmoid, HardSwish, PRelu, Elu, Softplus, LRN, Sum),
+  Dropout's needs its optional mask output, and AveragePool's gradient kernel breaks on a
+  symbolic batch: they are rewritten into ops that work (``passes/decompose_for_ort.py``);
 - SoftmaxCrossEntropyLoss's gradient needs its log_prob output, which ORT adds only in some graphs:
   it is added here;
 - ORT 1.19 refuses IR versions above 10: the IR version is capped;

@@ -5,7 +5,7 @@ rest of llcompile (the torch backend, the cost model) handles, and some register
 break on a symbolic batch (AveragePool). Applied only to the graphs that
 become ORT training artifacts (``backends/ort_artifacts.py``); the program's own graphs keep the
 original ops. One entry of ``REWRITES`` per op: a function from the node to the nodes that
-replace it, the last of which computes the node's output.
+replace it, the last of which computes the node's outputs (its first ones, if it has more).
 """
 
 from __future__ import annotations
@@ -132,8 +132,15 @@ def decompose_sum(node: ir.Node) -> list[ir.Node]:
     return adds
 
 
+def dropout_with_mask(node: ir.Node) -> list[ir.Node]:
+    """The same Dropout with its optional mask output, which ORT's Dropout gradient reads (without
+    it, building the training graph fails on "i < node_->OutputDefs().size()")."""
+    return [ir.Node("", "Dropout", list(node.inputs), attributes=list(node.attributes.values()), num_outputs=2)]
+
+
 # op type -> rewrite: the ops that onnxruntime-training 1.19 has no gradient builder for, and
-# AveragePool, whose gradient kernel sizes its output from the graph's static shape (see its module).
+# AveragePool, whose gradient kernel sizes its output from the graph's static shape (see its module),
+# and Dropout, whose gradient needs its mask output.
 REWRITES: dict[str, Rewrite] = {
     "HardSigmoid": decompose_hard_sigmoid,
     "HardSwish": decompose_hard_swish,
@@ -142,6 +149,7 @@ REWRITES: dict[str, Rewrite] = {
     "Softplus": decompose_softplus,
     "LRN": decompose_lrn,
     "Sum": decompose_sum,
+    "Dropout": dropout_with_mask,
     "AveragePool": decompose_average_pool,
 }
 
@@ -159,15 +167,16 @@ class DecomposeForOrtPass(ir.passes.InPlacePass):
                 continue
             replacement = rewrite(node)
             _name_new_nodes(replacement, node.name or node.op_type, names)
+            outputs = list(node.outputs)
             ir.convenience.replace_nodes_and_values(
-                graph, node, [node], replacement, [node.outputs[0]], [replacement[-1].outputs[0]])
+                graph, node, [node], replacement, outputs, list(replacement[-1].outputs[:len(outputs)]))
             modified = True
         return ir.passes.PassResult(model, modified)
 
 
 def _name_new_nodes(nodes: list[ir.Node], base: str, names: NameScope) -> None:
-    """``base.<i>.<op>`` for each node and its output, unused in the graph (ORT refuses a repeated
-    node name). The last node's output then takes the replaced node's output name."""
+    """``base.<i>.<op>`` for each node and its outputs, unused in the graph (ORT refuses a repeated
+    node name). The last node's outputs then take the replaced node's output names."""
     for index, node in enumerate(nodes):
         node.name = names.fresh(f"{base}.{index}.{node.op_type}")
         for out in node.outputs:

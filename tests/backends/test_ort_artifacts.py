@@ -39,15 +39,18 @@ CASES = {
     "avgpool-3x3-pad-include": ("AveragePool", {"kernel_shape": [3, 3], "strides": [1, 1], "pads": [1, 1, 1, 1],
                                                 "count_include_pad": 1},
                                 lambda x: F.avg_pool2d(x, 3, 1, 1, count_include_pad=True), 5, 5),
+    # given its mask output; ratio 0 so that both sides drop nothing (their random masks differ)
+    "dropout": ("Dropout", {"ratio": np.array(0.0, np.float32), "training_mode": np.array(True)},
+                lambda x: F.dropout(x, 0.0, training=True), 6, 6),
 }
 
 
-def _graph(op: str, attrs: dict, size: int, out: int, weight: np.ndarray, fc: np.ndarray,
-           slope: np.ndarray | None = None) -> onnx.ModelProto:
-    """The stage graph; ``slope``, if given, is the op's second input ``S`` (PRelu's)."""
-    slopes = {} if slope is None else {"S": slope}
+def _graph(op: str, attrs: dict, size: int, out: int, weight: np.ndarray, fc: np.ndarray) -> onnx.ModelProto:
+    """The stage graph; a numpy array among ``attrs`` is an initializer of that name, the op's next input."""
+    constants = {k: v for k, v in attrs.items() if isinstance(v, np.ndarray)}
+    attrs = {k: v for k, v in attrs.items() if k not in constants}
     nodes = [helper.make_node("Conv", ["input", "W"], ["h"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node(op, ["h", *slopes], ["a"], name="op", **attrs),
+             helper.make_node(op, ["h", *constants], ["a"], name="op", **attrs),
              helper.make_node("Flatten", ["a"], ["f"], name="flatten"),
              helper.make_node("Gemm", ["f", "F"], ["logits"], name="fc", transB=1),
              helper.make_node("SoftmaxCrossEntropyLoss", ["logits", "labels"], ["loss"], name="loss")]
@@ -56,7 +59,7 @@ def _graph(op: str, attrs: dict, size: int, out: int, weight: np.ndarray, fc: np
                          helper.make_tensor_value_info("labels", TensorProto.INT64, ["N"])],
         [helper.make_tensor_value_info("loss", TensorProto.FLOAT, [])],
         [numpy_helper.from_array(weight, "W"), numpy_helper.from_array(fc, "F"),
-         *(numpy_helper.from_array(v, k) for k, v in slopes.items())])
+         *(numpy_helper.from_array(v, k) for k, v in constants.items())])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     return model
@@ -107,7 +110,7 @@ def test_prelu_slope_stays_trainable_with_torch_autograds_gradient(channels, tmp
     weight, fc, x, labels = _stage_inputs(6, 6)
     slope = np.linspace(-0.5, 0.5, channels, dtype=np.float32)
     onnx_slope = slope.reshape(channels, 1, 1) if channels > 1 else slope
-    directory = stage_artifacts(_graph("PRelu", {}, 6, 6, weight, fc, onnx_slope), ["W", "F", "S"], [], tmp_path)
+    directory = stage_artifacts(_graph("PRelu", {"S": onnx_slope}, 6, 6, weight, fc), ["W", "F", "S"], [], tmp_path)
     state = CheckpointState.load_checkpoint(str(directory / CHECKPOINT))
     module = Module(directory / TRAINING_MODEL, state, directory / EVAL_MODEL)
     module.train()

@@ -214,3 +214,26 @@ def test_sum_matches_onnxruntime_on_the_original_op(shapes):
     feeds = {n: rng.standard_normal(s).astype(np.float32) for n, s in zip(names, shapes)}
     np.testing.assert_allclose(ort_session(decomposed).run(None, feeds)[0], ort_session(model).run(None, feeds)[0],
                                rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("mask_is_output", [False, True])
+def test_dropout_gets_its_mask_output_and_keeps_its_outputs(mask_is_output):
+    """In inference form (no training_mode input) Dropout is the identity and its mask all True."""
+    outputs = ["y", "mask"] if mask_is_output else ["y"]
+    graph = helper.make_graph([helper.make_node("Dropout", ["x", "ratio"], outputs, name="drop")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 3, 4])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3, 4]),
+                               *([helper.make_tensor_value_info("mask", TensorProto.BOOL, ["N", 3, 4])]
+                                 if mask_is_output else [])],
+                              [numpy_helper.from_array(np.array(0.5, np.float32), "ratio")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    decomposed, modified = _decomposed(model)
+    onnx.checker.check_model(decomposed, full_check=True)
+    assert modified
+    (dropout,) = decomposed.graph.node
+    assert list(dropout.input) == ["x", "ratio"] and len(dropout.output) == 2
+    assert [o.name for o in decomposed.graph.output] == outputs
+    x = {"x": _inputs()}
+    for e, a in zip(ort_session(model).run(None, x), ort_session(decomposed).run(None, x), strict=True):
+        np.testing.assert_array_equal(a, e)
