@@ -16,6 +16,7 @@ import onnxruntime as ort
 
 from llcompile.errors import LLCompileError
 from llcompile.importer import file_sha256, read_model_proto
+from llcompile.ort_errors import ort_error
 from llcompile.passes.training_mode import TrainingModePass
 from llcompile.program import Program
 
@@ -29,6 +30,15 @@ def session(model: onnx.ModelProto | ir.Model) -> ort.InferenceSession:
     # both ones); a training-mode BN then updates the shared buffer and its output goes wrong.
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"],
                                 disabled_optimizers=["ConstantSharing"])
+
+
+def run_graph(model: onnx.ModelProto, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """``session(model).run(outputs, feeds)``; onnxruntime's refusal (a model it cannot load, an input
+    of the wrong shape) as a one-line error naming the graph."""
+    try:
+        return session(model).run(outputs, feeds)
+    except Exception as exc:  # onnxruntime's exception types derive from Exception only
+        raise ort_error(f"onnxruntime cannot run {model.graph.name!r}", exc) from exc
 
 
 def with_training_mode(model: onnx.ModelProto, training: bool) -> onnx.ModelProto:
@@ -52,18 +62,17 @@ def run_stage_chain(program: Program, x: np.ndarray, labels: np.ndarray | None =
     for stage in program.stages:
         model = stage.model if training_form else with_training_mode(stage.model, training=False)
         if stage.updates is not None:
-            (activation,) = session(model).run([stage.output], {stage.input: activation,
-                                                                stage.lr_input: np.zeros((), np.float32)})
+            (activation,) = run_graph(model, [stage.output],
+                                      {stage.input: activation, stage.lr_input: np.zeros((), np.float32)})
             continue
-        loss, activation = session(model).run([stage.loss, stage.output],
-                                              {stage.input: activation, stage.labels: labels})
+        loss, activation = run_graph(model, [stage.loss, stage.output], {stage.input: activation, stage.labels: labels})
         losses[stage.name] = float(loss)
     return activation, losses
 
 
 def run_model(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """The first output of ``model`` on ``x``, fed to its one non-initializer input."""
-    return session(model).run(None, {model.graph.input[_data_input_index(model)].name: x})[0]
+    return run_graph(model, None, {model.graph.input[_data_input_index(model)].name: x})[0]
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:

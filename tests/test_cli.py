@@ -248,3 +248,15 @@ def test_damaged_program_directory(tmp_path, content):
     (tmp_path / "prog" / "program.json").write_text(content)
     assert_user_error(run("inspect", tmp_path / "prog"))
     assert_user_error(run("verify", tmp_path / "prog"))
+
+
+def test_verify_against_a_model_of_another_input_size_is_a_user_error(tmp_path):
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    small, large = (export("small_cnn", tmp_path / f"s{size}.onnx", input_shape=(3, size, size)) for size in (16, 24))
+    assert run("transform", small, "-o", tmp_path / "prog", "--blocks", "2").returncode == 0
+    assert_user_error(run("verify", tmp_path / "prog", "--model", large), "onnxruntime cannot run",
+                      "Got invalid dimensions for input")

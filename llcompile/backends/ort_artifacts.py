@@ -7,8 +7,10 @@ everything else that shapes them; an unchanged stage is never regenerated.
 
 Fixes for onnxruntime-training 1.19.2, applied here so that the backend gets loadable files:
 - a model-local function on the gradient path breaks the gradient builder: functions are inlined;
-- some ops have no gradient builder (HardSigmoid, HardSwish, ReduceMax/Min) or a wrong one (Gelu's
-  tanh approximation): they are decomposed into ops that have one (``passes/decompose_for_ort.py``);
+- some ops have no gradient builder (HardSigmoid, HardSwish, PRelu, Elu, Softplus, LRN, Sum,
+  ReduceMax/Min) or a wrong one (Gelu's tanh approximation), Dropout's needs its optional mask
+  output, and AveragePool's gradient kernel breaks on a symbolic batch: they are rewritten into ops
+  that work (``passes/decompose_for_ort.py``);
 - SoftmaxCrossEntropyLoss's gradient needs its log_prob output, which ORT adds only in some graphs,
   and LayerNormalization's its mean and inverse-std-dev outputs: they are added here;
 - ORT 1.19 refuses IR versions above 10: the IR version is capped;
@@ -37,6 +39,7 @@ from onnxruntime.training import artifacts
 
 from llcompile.data.cache import cache_root
 from llcompile.errors import LLCompileError
+from llcompile.ort_errors import ort_error
 from llcompile.passes.decompose_for_ort import DecomposeForOrtPass
 
 TRAINING_MODEL = "training_model.onnx"
@@ -44,7 +47,7 @@ EVAL_MODEL = "eval_model.onnx"
 CHECKPOINT = "checkpoint"
 MAX_IR_VERSION = 10
 # Part of the cache key: bump it whenever the generation or the fixes below change.
-ARTIFACTS_FORMAT = 2
+ARTIFACTS_FORMAT = 4
 
 
 @dataclass(frozen=True)
@@ -143,9 +146,8 @@ def _generate(model: onnx.ModelProto, params: list[str], extra_outputs: list[str
                                          optimizer=None, artifact_directory=directory,
                                          additional_output_names=list(extra_outputs) or None)
     except Exception as exc:  # the gradient builder raises RuntimeError or ORT's own Fail types
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise LLCompileError(f"onnxruntime-training cannot build the training graph of "
-                             f"{model.graph.name!r}: {first_line}") from exc
+        raise ort_error(f"onnxruntime-training cannot build the training graph of {model.graph.name!r} "
+                        "(--backend torch may train it)", exc) from exc
     _fix_eval_model(directory / EVAL_MODEL)
     _cap_ir_version(directory / TRAINING_MODEL)
 
@@ -153,7 +155,9 @@ def _generate(model: onnx.ModelProto, params: list[str], extra_outputs: list[str
 def _trainable_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
-    model = ir.serde.serialize_model(DecomposeForOrtPass()(ir.serde.deserialize_model(model)).model)
+    # shapes first: the AveragePool rewrite reads its input's channels and spatial size
+    model = ir.serde.serialize_model(
+        DecomposeForOrtPass()(ir.serde.deserialize_model(onnx.shape_inference.infer_shapes(model))).model)
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
     _add_saved_outputs(model)
     return model

@@ -27,6 +27,7 @@ from llcompile.backends.ort_artifacts import (CHECKPOINT, EVAL_MODEL, TRAINING_M
                                               stage_artifacts, state_value, unbiased_running_var)
 from llcompile.backends.ort_hebbian import OrtHebbianStage
 from llcompile.errors import LLCompileError
+from llcompile.ort_errors import ort_error
 from llcompile.program import Program, Stage
 
 NO_CUDA = "the installed onnxruntime-training has no CUDA support; use --backend torch for GPU training"
@@ -67,9 +68,12 @@ class OrtStage(TrainableStage):
         self._running_stats = running_stats(stage.model)
         directory = stage_artifacts(stage.model, self._params, _extra_outputs(stage, logits, self._running_stats),
                                     cache_dir or default_cache_dir())
-        self._state = CheckpointState.load_checkpoint(str(directory / CHECKPOINT))
-        self._module = Module(directory / TRAINING_MODEL, self._state, directory / EVAL_MODEL, device=device,
-                              session_options=_quiet_session_options())
+        try:
+            self._state = CheckpointState.load_checkpoint(str(directory / CHECKPOINT))
+            self._module = Module(directory / TRAINING_MODEL, self._state, directory / EVAL_MODEL, device=device,
+                                  session_options=_quiet_session_options())
+        except Exception as exc:  # ORT raises RuntimeError or its own Fail types
+            raise ort_error(f"stage {self.name}: onnxruntime-training cannot load its training graph", exc) from exc
         self._train_outputs = _output_positions(self._module, training=True)
         self._eval_outputs = _output_positions(self._module, training=False)
         self._optimizer = make_optimizer(optimizer)
@@ -110,7 +114,11 @@ class OrtStage(TrainableStage):
 
     def _run(self, training: bool, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, ...]:
         self._module.train(training)
-        return self._module(x, labels)
+        try:
+            return self._module(x, labels)
+        except Exception as exc:  # ORT raises RuntimeError or its own Fail types
+            step = "a training step" if training else "a forward pass"
+            raise ort_error(f"stage {self.name}: onnxruntime-training failed in {step}", exc) from exc
 
     def _apply_optimizer(self, lr: float) -> None:
         parameters = self._state.parameters

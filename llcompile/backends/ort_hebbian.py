@@ -14,6 +14,7 @@ import onnx
 from llcompile.backends.base import StepResult, TrainableStage
 from llcompile.backends.ort_artifacts import (check_batch_statistics, running_stats, state_value,
                                               unbiased_running_var)
+from llcompile.ort_errors import ort_error
 from llcompile.program import Stage
 from llcompile.verify import session, with_training_mode
 
@@ -45,13 +46,13 @@ class OrtHebbianStage(TrainableStage):
         check_batch_statistics(self.name, self._stats, len(x))
         feeds = {self._input: x, self._lr_input: np.asarray(lr, dtype=np.float32), **self._store}
         if update:
-            output, *rest = self._train.run(self._train_outputs, feeds)
+            output, *rest = self._run(self._train, self._train_outputs, feeds)
             new_weights, new_stats = rest[:len(self._updates)], rest[len(self._updates):]
             self._store.update(zip(self._updates, new_weights))
         else:
             if self._forward is None:
                 self._forward = session(_with_state_inputs(self._model, self._store, self._forward_outputs))
-            output, *new_stats = self._forward.run(self._forward_outputs, feeds)
+            output, *new_stats = self._run(self._forward, self._forward_outputs, feeds)
         for stats, new_mean, new_var in zip(self._stats, new_stats[0::2], new_stats[1::2]):
             new_var = unbiased_running_var(new_var, self._store[stats.var], stats, len(x))
             self._store[stats.mean], self._store[stats.var] = new_mean, new_var
@@ -59,10 +60,16 @@ class OrtHebbianStage(TrainableStage):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         feeds = {self._input: x, self._lr_input: np.zeros((), np.float32), **self._store}
-        return self._eval.run([self._output], feeds)[0]
+        return self._run(self._eval, [self._output], feeds)[0]
 
     def state(self) -> dict[str, np.ndarray]:
         return {name: value.copy() for name, value in self._store.items()}
+
+    def _run(self, session, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        try:
+            return session.run(outputs, feeds)
+        except Exception as exc:  # onnxruntime's exception types derive from Exception only
+            raise ort_error(f"stage {self.name}: onnxruntime failed", exc) from exc
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         for name, current in self._store.items():

@@ -1,10 +1,11 @@
-"""Rewrite ops that onnxruntime-training has no gradient for into ops that it has.
+"""Rewrite ops that onnxruntime-training cannot differentiate into ops that it can.
 
 ORT's gradient builder refuses a graph with any op missing from its registry, even one that the
-rest of llcompile (the torch backend, the cost model) handles. Applied only to the graphs that
+rest of llcompile (the torch backend, the cost model) handles, and some registered gradients
+break on a symbolic batch (AveragePool). Applied only to the graphs that
 become ORT training artifacts (``backends/ort_artifacts.py``); the program's own graphs keep the
 original ops. One entry of ``REWRITES`` per op: a function from the node to the nodes that
-replace it, the last of which computes the node's output.
+replace it, the last of which computes the node's outputs (its first ones, if it has more).
 """
 
 from __future__ import annotations
@@ -16,6 +17,9 @@ import numpy as np
 import onnx_ir as ir
 
 from llcompile.errors import LLCompileError
+from llcompile.naming import NameScope
+from llcompile.passes.average_pool_as_conv import decompose_average_pool
+from llcompile.passes.graph_builder import constant_node, element_dtype
 
 Rewrite = Callable[[ir.Node], list[ir.Node]]
 
@@ -23,15 +27,14 @@ HARD_SWISH_ALPHA = 1.0 / 6.0  # ONNX HardSwish is x * HardSigmoid(x; alpha=1/6, 
 HARD_SWISH_BETA = 0.5
 
 
-def _constant(value: float, like: ir.Value) -> ir.Node:
-    """A scalar Constant node of ``like``'s element type (float32 when that is unknown)."""
-    dtype = like.dtype.numpy() if like.dtype is not None else np.float32
-    return ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(np.array(value, dtype=dtype)))])
+def _scalar(value: float, like: ir.Value) -> ir.Node:
+    """A scalar Constant node of ``like``'s element type."""
+    return constant_node(np.array(value, dtype=element_dtype(like)))
 
 
 def _hard_sigmoid_nodes(x: ir.Value, alpha: float, beta: float) -> list[ir.Node]:
     """``Clip(alpha * x + beta, 0, 1)``: ORT has gradients for Mul, Add and Clip."""
-    alpha_c, beta_c, low, high = (_constant(v, x) for v in (alpha, beta, 0.0, 1.0))
+    alpha_c, beta_c, low, high = (_scalar(v, x) for v in (alpha, beta, 0.0, 1.0))
     scaled = ir.Node("", "Mul", [x, alpha_c.outputs[0]])
     shifted = ir.Node("", "Add", [scaled.outputs[0], beta_c.outputs[0]])
     clipped = ir.Node("", "Clip", [shifted.outputs[0], low.outputs[0], high.outputs[0]])
@@ -70,9 +73,9 @@ def decompose_gelu(node: ir.Node) -> list[ir.Node]:
     so the tanh form needs this rewrite; the exact form takes it too, to keep one path."""
     x = node.inputs[0]
     approximate = node.attributes.get("approximate")
-    half, one = _constant(0.5, x), _constant(1.0, x)
+    half, one = _scalar(0.5, x), _scalar(1.0, x)
     if approximate is not None and approximate.as_string() == "tanh":
-        cubic_c, scale_c = _constant(GELU_TANH_CUBIC, x), _constant(math.sqrt(2 / math.pi), x)
+        cubic_c, scale_c = _scalar(GELU_TANH_CUBIC, x), _scalar(math.sqrt(2 / math.pi), x)
         square = _op("Mul", x, x)
         cube = _op("Mul", square.outputs[0], x)
         cube_term = _op("Mul", cube.outputs[0], cubic_c.outputs[0])
@@ -81,7 +84,7 @@ def decompose_gelu(node: ir.Node) -> list[ir.Node]:
         gate = _op("Tanh", scaled.outputs[0])
         nodes = [cubic_c, scale_c, square, cube, cube_term, inner, scaled, gate]
     else:
-        inv_sqrt2 = _constant(1 / math.sqrt(2), x)
+        inv_sqrt2 = _scalar(1 / math.sqrt(2), x)
         scaled = _op("Mul", x, inv_sqrt2.outputs[0])
         gate = _op("Erf", scaled.outputs[0])
         nodes = [inv_sqrt2, scaled, gate]
@@ -130,13 +133,105 @@ def _reduce_extreme(largest: int) -> Rewrite:
     return rewrite
 
 
-# op type -> rewrite; the ops that onnxruntime-training 1.19 has no (or a wrong) gradient builder for.
+def _relu_and_negative_part(x: ir.Value) -> list[ir.Node]:
+    """``Relu(x)`` and ``Min(x, 0)`` as ``x - Relu(x)``: its gradient at 0 is 1 (ORT's Relu gradient
+    there is 0), as torch's PReLU and ELU take the negative branch's slope at 0."""
+    relu = ir.Node("", "Relu", [x])
+    return [relu, ir.Node("", "Sub", [x, relu.outputs[0]])]
+
+
+def decompose_prelu(node: ir.Node) -> list[ir.Node]:
+    """``Relu(x) + slope * Min(x, 0)``; the slope input stays what it was (a trainable parameter)."""
+    relu, negative = _relu_and_negative_part(node.inputs[0])
+    sloped = ir.Node("", "Mul", [node.inputs[1], negative.outputs[0]])
+    return [relu, negative, sloped, ir.Node("", "Add", [relu.outputs[0], sloped.outputs[0]])]
+
+
+def decompose_elu(node: ir.Node) -> list[ir.Node]:
+    """``Relu(x) + alpha * (Exp(Min(x, 0)) - 1)``: the second term is exactly 0 for x > 0, and Exp
+    never sees a positive x, so a large x cannot make inf (and inf * 0 = nan in the gradient)."""
+    x = node.inputs[0]
+    relu, negative = _relu_and_negative_part(x)
+    one, alpha = _scalar(1.0, x), _scalar(_float_attribute(node, "alpha", 1.0), x)
+    exp = ir.Node("", "Exp", [negative.outputs[0]])
+    exp_minus_one = ir.Node("", "Sub", [exp.outputs[0], one.outputs[0]])
+    scaled = ir.Node("", "Mul", [alpha.outputs[0], exp_minus_one.outputs[0]])
+    return [relu, negative, one, alpha, exp, exp_minus_one, scaled,
+            ir.Node("", "Add", [relu.outputs[0], scaled.outputs[0]])]
+
+
+def decompose_softplus(node: ir.Node) -> list[ir.Node]:
+    """``Relu(x) + Log(1 + Exp(-|x|))``, with ``-|x| = Min(x, 0) - Relu(x)``: Exp never overflows,
+    and the gradient at 0 is torch's 1/2 without relying on Abs's gradient at its kink."""
+    x = node.inputs[0]
+    relu, negative = _relu_and_negative_part(x)
+    minus_abs = ir.Node("", "Sub", [negative.outputs[0], relu.outputs[0]])
+    one = _scalar(1.0, x)
+    exp = ir.Node("", "Exp", [minus_abs.outputs[0]])
+    one_plus = ir.Node("", "Add", [one.outputs[0], exp.outputs[0]])
+    log = ir.Node("", "Log", [one_plus.outputs[0]])
+    return [relu, negative, minus_abs, one, exp, one_plus, log, ir.Node("", "Add", [relu.outputs[0], log.outputs[0]])]
+
+
+def decompose_lrn(node: ir.Node) -> list[ir.Node]:
+    """``x / (bias + alpha / size * square_sum) ** beta``, ``square_sum`` a 1x1 Conv of ``x * x``
+    with a constant band of ones: output channel c sums the squares of the input channels
+    ``[c - floor((size - 1) / 2), c + ceil((size - 1) / 2)]``, as ONNX pads the window. The band is
+    a Constant node, not an initializer, so it never becomes a trainable parameter."""
+    x = node.inputs[0]
+    shape = x.shape
+    if shape is None or len(shape) < 3 or not isinstance(shape[1], int):
+        raise LLCompileError(f"LRN {node.name!r}: the ort backend needs its input's channels to be static; "
+                             "use --backend torch")
+    channels, size = shape[1], node.attributes.get_int("size")
+    offsets = np.arange(channels)[None, :] - np.arange(channels)[:, None]  # input channel - output channel
+    band = ((offsets >= -((size - 1) // 2)) & (offsets <= size // 2)).astype(element_dtype(x))
+    band_node = constant_node(band.reshape(channels, channels, *[1] * (len(shape) - 2)))
+    squares = ir.Node("", "Mul", [x, x])
+    square_sum = ir.Node("", "Conv", [squares.outputs[0], band_node.outputs[0]])
+    scale, bias, beta = (_scalar(v, x) for v in (_float_attribute(node, "alpha", 1e-4) / size,
+                                                 _float_attribute(node, "bias", 1.0),
+                                                 _float_attribute(node, "beta", 0.75)))
+    scaled = ir.Node("", "Mul", [square_sum.outputs[0], scale.outputs[0]])
+    shifted = ir.Node("", "Add", [scaled.outputs[0], bias.outputs[0]])
+    power = ir.Node("", "Pow", [shifted.outputs[0], beta.outputs[0]])
+    return [band_node, squares, square_sum, scale, bias, beta, scaled, shifted, power,
+            ir.Node("", "Div", [x, power.outputs[0]])]
+
+
+def decompose_sum(node: ir.Node) -> list[ir.Node]:
+    """``((x0 + x1) + x2) + ...``: Add broadcasts as Sum does."""
+    inputs = list(node.inputs)
+    if len(inputs) == 1:
+        return [ir.Node("", "Identity", inputs)]
+    adds = [ir.Node("", "Add", inputs[:2])]
+    for operand in inputs[2:]:
+        adds.append(ir.Node("", "Add", [adds[-1].outputs[0], operand]))
+    return adds
+
+
+def dropout_with_mask(node: ir.Node) -> list[ir.Node]:
+    """The same Dropout with its optional mask output, which ORT's Dropout gradient reads (without
+    it, building the training graph fails on "i < node_->OutputDefs().size()")."""
+    return [ir.Node("", "Dropout", list(node.inputs), attributes=list(node.attributes.values()), num_outputs=2)]
+
+
+# op type -> rewrite: the ops that onnxruntime-training 1.19 has no gradient builder for, and
+# AveragePool, whose gradient kernel sizes its output from the graph's static shape (see its module),
+# and Dropout, whose gradient needs its mask output.
 REWRITES: dict[str, Rewrite] = {
     "HardSigmoid": decompose_hard_sigmoid,
     "HardSwish": decompose_hard_swish,
     "Gelu": decompose_gelu,
     "ReduceMax": _reduce_extreme(largest=1),
     "ReduceMin": _reduce_extreme(largest=0),
+    "PRelu": decompose_prelu,
+    "Elu": decompose_elu,
+    "Softplus": decompose_softplus,
+    "LRN": decompose_lrn,
+    "Sum": decompose_sum,
+    "Dropout": dropout_with_mask,
+    "AveragePool": decompose_average_pool,
 }
 
 
@@ -145,38 +240,25 @@ class DecomposeForOrtPass(ir.passes.InPlacePass):
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
-        taken = _names(graph)
+        names = NameScope(graph)
         modified = False
         for node in list(graph):
             rewrite = REWRITES.get(node.op_type) if node.domain in ("", "ai.onnx") else None
             if rewrite is None:
                 continue
             replacement = rewrite(node)
-            _name_new_nodes(replacement, node.name or node.op_type, taken)
+            _name_new_nodes(replacement, node.name or node.op_type, names)
+            outputs = list(node.outputs)
             ir.convenience.replace_nodes_and_values(
-                graph, node, [node], replacement, [node.outputs[0]], [replacement[-1].outputs[0]])
+                graph, node, [node], replacement, outputs, list(replacement[-1].outputs[:len(outputs)]))
             modified = True
         return ir.passes.PassResult(model, modified)
 
 
-def _names(graph: ir.Graph) -> set[str]:
-    """Every node and value name in ``graph``: ORT refuses a repeated node name, SSA a repeated value."""
-    values = [*graph.inputs, *graph.initializers.values(), *(out for node in graph for out in node.outputs)]
-    return {node.name for node in graph if node.name} | {v.name for v in values if v.name}
-
-
-def _name_new_nodes(nodes: list[ir.Node], base: str, taken: set[str]) -> None:
-    """``base.<i>.<op>`` for each node and its output, made unique against ``taken``. The last
-    node's output takes the replaced node's output name later."""
+def _name_new_nodes(nodes: list[ir.Node], base: str, names: NameScope) -> None:
+    """``base.<i>.<op>`` for each node and its outputs, unused in the graph (ORT refuses a repeated
+    node name). The last node's outputs then take the replaced node's output names."""
     for index, node in enumerate(nodes):
-        node.name = _unique(f"{base}.{index}.{node.op_type}", taken)
+        node.name = names.fresh(f"{base}.{index}.{node.op_type}")
         for out in node.outputs:
-            out.name = _unique(f"{node.name}.out", taken)
-
-
-def _unique(name: str, taken: set[str]) -> str:
-    candidate, index = name, 1
-    while candidate in taken:
-        candidate, index = f"{name}_{index}", index + 1
-    taken.add(candidate)
-    return candidate
+            out.name = names.fresh(f"{node.name}.out")
