@@ -50,7 +50,8 @@ def _dbl(blocks: int | None = None, cuts: list[str] | None = None, balance_by: s
 
 BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settle_threshold", "min_blocks",
                     "boundary_patience", "activation_budget")
-DBL_OPTIONS = ("blocks", "cuts", "balance_by", "aux_head", "aux_depth", "aux_pool", "aux_width", "seed") + BOUNDARY_OPTIONS
+DBL_OPTIONS = ("blocks", "cuts", "balance_by", "aux_head", "aux_depth", "aux_pool", "aux_width",
+               "seed") + BOUNDARY_OPTIONS
 HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation", "hebbian_subsample")
 # read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
 LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
@@ -72,8 +73,8 @@ def _local_sgd(prefix: int | None = None, hebbian_rule: str | None = None, hebbi
 
 def _dbl_hebbian(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
                  hebbian_subsample: int | None = None, blocks: int | None = None, cuts: list[str] | None = None,
-                 balance_by: str | None = None, aux_head: str | None = None, aux_depth: float | None = None, aux_pool: int | None = None,
-                 aux_width: float | None = None, seed: int | None = None, **options) -> list[ir.passes.PassBase]:
+                 balance_by: str | None = None, aux_head: str | None = None, aux_depth: float | None = None,
+                 aux_pool: int | None = None, aux_width: float | None = None, seed: int | None = None, **options) -> list[ir.passes.PassBase]:
     boundaries = {k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options}
     prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, hebbian_subsample, options)
     BoundaryPolicy.from_options(boundaries)
