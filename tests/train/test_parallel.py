@@ -17,6 +17,7 @@ from llcompile.inspection import describe, render_text
 from llcompile.train import TrainConfig, train
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.parallel import ParallelOptions, launch
+from llcompile.train.parallel.data_parallel import ring_allreduce_bytes
 from llcompile.train.parallel.placement import balance, groups
 
 TIMING = ("epoch_time_s", "images_per_s", "peak_memory_mb", "parallel")
@@ -181,6 +182,14 @@ def test_data_parallel_equals_the_sequential_run_without_batch_statistics(tmp_pa
     parallel = result.history[-1]["parallel"]
     names = [stage["name"] for stage in json.loads((program / "program.json").read_text())["stages"]]
     assert parallel["mode"] == "data" and [r["stages"] for r in parallel["ranks"]] == [names, names]
+    # ring all-reduce of the gradients, 2 (N - 1) / N = 1 x their bytes per step for N = 2: the weights and
+    # biases of Linear(64, 32) and Linear(32, 10), float32, in 4 steps
+    assert [r["bytes_sent"] for r in parallel["ranks"]] == [4 * 4 * (64 * 32 + 32 + 32 * 10 + 10)] * 2
+
+
+@pytest.mark.parametrize("reduced, ranks, sent", [(1000, 1, 0), (1000, 2, 1000), (1000, 4, 1500), (1024, 8, 1792)])
+def test_ring_allreduce_sends_2_n_minus_1_over_n_of_the_bytes(reduced, ranks, sent):
+    assert ring_allreduce_bytes(reduced, ranks) == sent
 
 
 @pytest.mark.parametrize("options, config, fragment", [
