@@ -26,8 +26,8 @@ from llcompile.errors import LLCompileError
 
 BALANCE_CRITERIA = ("macs", "train-macs", "train-cost")
 DEFAULT_BALANCE = "train-cost"  # chosen by measurement: docs/strategies.md, "Balancing the blocks"
-# an element operation's time in MACs' time, fitted to the measured per-block training seconds of every
-# K=2 cut of ResNet-20 and VGG-11-BN at batch 128 on one thread (benchmarks/dbl_cut_balance.py)
+# an element operation's time in MACs' time: the least-squares fit of the measured training seconds of both
+# blocks at every K=2 cut of ResNet-20, batch 128, one thread (benchmarks/dbl_cut_balance.py, docs/results.md)
 ELEMENT_OP_MACS = 80
 
 

@@ -74,7 +74,8 @@ def _local_sgd(prefix: int | None = None, hebbian_rule: str | None = None, hebbi
 def _dbl_hebbian(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
                  hebbian_subsample: int | None = None, blocks: int | None = None, cuts: list[str] | None = None,
                  balance_by: str | None = None, aux_head: str | None = None, aux_depth: float | None = None,
-                 aux_pool: int | None = None, aux_width: float | None = None, seed: int | None = None, **options) -> list[ir.passes.PassBase]:
+                 aux_pool: int | None = None, aux_width: float | None = None, seed: int | None = None,
+                 **options) -> list[ir.passes.PassBase]:
     boundaries = {k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options}
     prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, hebbian_subsample, options)
     BoundaryPolicy.from_options(boundaries)

@@ -1,4 +1,4 @@
-"""Cut the model into K blocks at cut points, balanced by a cost per block (``--balance-by``) or at given tensors."""
+"""Cut the model into K blocks at cut points: balanced by a cost per block (``--balance-by``) or at given tensors."""
 
 from __future__ import annotations
 
@@ -55,7 +55,6 @@ class PartitionPass(ir.passes.InPlacePass):
         self.cuts = cuts
         self.prefix = prefix
         self.coster = coster
-        self.balance_by: str | None = None  # the criterion of the last cut chosen by cost
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         analysis = analyze(model)
@@ -70,14 +69,14 @@ class PartitionPass(ir.passes.InPlacePass):
                 f"--prefix {self.prefix} leaves no layer to train by gradient: this model has "
                 f"{len(analysis.segments)} segments, so the prefix can be at most {len(analysis.segments) - 1}")
         trained = analysis.segments[self.prefix:]
-        block_cuts = self._choose_cuts(model, analysis, trained)
+        block_cuts, balance_by = self._choose_cuts(model, analysis, trained)
         boundaries = [trained[0].input, *block_cuts, analysis.output]
         stages = [StagePlan(name=f"block{i + 1}", kind="block", input=boundaries[i], output=boundaries[i + 1])
                   for i in range(len(boundaries) - 1)]
         stages[-1].kind = "final"
         options = {"blocks": len(stages)}
-        if self.balance_by is not None:
-            options["balance_by"] = self.balance_by
+        if balance_by is not None:
+            options["balance_by"] = balance_by
         if self.prefix:
             stages.insert(0, StagePlan(name=HEBBIAN_STAGE, kind="hebbian", input=analysis.input,
                                        output=trained[0].input))
@@ -88,8 +87,10 @@ class PartitionPass(ir.passes.InPlacePass):
              options=options).write(model)
         return ir.passes.PassResult(model, True)
 
-    def _choose_cuts(self, model: ir.Model, analysis: ModelAnalysis, trained: list[Segment]) -> list[str]:
-        """The cuts between the blocks made of the ``trained`` segments (those after the prefix)."""
+    def _choose_cuts(self, model: ir.Model, analysis: ModelAnalysis,
+                     trained: list[Segment]) -> tuple[list[str], str | None]:
+        """The cuts between the blocks made of the ``trained`` segments (those after the prefix), and the
+        criterion that chose them (None: given, or the only way to cut)."""
         valid = [s.input for s in trained[1:]]
         if self.cuts is not None:
             unknown = [c for c in self.cuts if c not in analysis.cut_points]
@@ -103,7 +104,7 @@ class PartitionPass(ir.passes.InPlacePass):
                                      f"prefix of {self.prefix} segments")
             if len(set(self.cuts)) != len(self.cuts):
                 raise LLCompileError(f"--cuts lists a tensor twice: {', '.join(self.cuts)}")
-            return sorted(self.cuts, key=valid.index)
+            return sorted(self.cuts, key=valid.index), None
         blocks = 1 if self.blocks is None else self.blocks
         if blocks < 1:
             raise LLCompileError(f"--blocks must be at least 1, got {blocks}")
@@ -112,9 +113,8 @@ class PartitionPass(ir.passes.InPlacePass):
                 f"--blocks {blocks} is more than this model allows: at most {len(trained)} "
                 f"({len(trained) - 1} cut points{' after the prefix' if self.prefix else ''})")
         if blocks in (1, len(trained)):  # one way to cut: nothing to cost
-            return [s.input for s in trained[1:]] if blocks > 1 else []
+            return (valid if blocks > 1 else []), None
         costs = self.coster(model, analysis)
-        self.balance_by = costs.criterion
         groups = min_max_partition(len(trained), blocks,
                                    lambda first, last: costs.block(self.prefix + first, self.prefix + last))
-        return [trained[first].input for first, _ in groups[1:]]
+        return [trained[first].input for first, _ in groups[1:]], costs.criterion
