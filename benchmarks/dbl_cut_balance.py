@@ -3,8 +3,9 @@
 For each cut point of the model, dbl with that one cut (`--cuts C`) is compiled and both blocks
 are timed training on a synthetic batch in this process (torch backend, CPU, `--threads` threads):
 the fastest of `--steps` steps after a warm-up step (the least disturbed by other processes), the
-programs taking turns step by step. The columns say where each balance criterion
-would cut (the cut with the smallest larger block) and how even the blocks are in measured time
+programs taking turns step by step. The lines under the table say where each balance criterion
+(`--balance-by macs`, `train-macs`, `train-cost`, and the measured time) would cut (the cut with
+the smallest larger block) and how even the blocks are in measured time
 (`slower / (sum / 2)`: 1.00 is perfect balance; the 2-process pipeline's efficiency is about its
 inverse).
 
@@ -24,6 +25,7 @@ import torch
 import llcompile
 from llcompile.backends.base import OptimizerConfig
 from llcompile.backends.torch_backend import TorchBackend
+from llcompile.block_costs import ELEMENT_OP_MACS
 from llcompile.models import export
 from llcompile.report.cost_model import cost_program
 
@@ -67,12 +69,13 @@ def measure(name: str, tmp: Path, args) -> list[str]:
         costs = cost_program(program, args.batch_size).stages
         training = [stage.macs()["total"] for stage in costs]
         elements = [_element_ops(stage) for stage in costs]
-        rows.append((cut, forward, training, seconds))
+        train_cost = [macs + ELEMENT_OP_MACS * ops for macs, ops in zip(training, elements)]
+        rows.append((cut, forward, training, seconds, train_cost))
         lines.append(f"| {cut} | {forward[0] / 1e6:.1f} / {forward[1] / 1e6:.1f} M | "
                      f"{training[0] / 1e6:.1f} / {training[1] / 1e6:.1f} M | "
                      f"{elements[0] / 1e6:.2f} / {elements[1] / 1e6:.2f} M | {seconds[0]:.3f} / {seconds[1]:.3f} | "
                      f"{max(seconds) / (sum(seconds) / 2):.2f} |")
-    for label, column in (("forward MACs", 1), ("training MACs", 2), ("measured time", 3)):
+    for label, column in (("forward MACs", 1), ("training MACs", 2), ("train-cost", 4), ("measured time", 3)):
         best = min(rows, key=lambda row: max(row[column]))
         lines.append(f"- balanced by {label}: cut {best[0]} (measured slower / (sum / 2) "
                      f"{max(best[3]) / (sum(best[3]) / 2):.2f})")
