@@ -13,8 +13,9 @@ boundaries (`--boundary-policy fixed`: the blocks stay where the processes are).
 of the last epoch; its ratio to single-process bp with the same total threads (processes x
 threads); the speed-up over the same program in one process with one thread; the share of the
 epoch each rank computed (the runtime's `parallel.ranks[].busy_share`); bytes each rank sent per
-step; test accuracy after the same epochs; pipeline efficiency = that speed-up / processes (the
-throughput over N x one process's on one thread). Below the table, what the cost model projects
+step (DDP: the ring all-reduce's 2 (N - 1) / N x the gradient bytes, the model's figure); test
+accuracy after the same epochs; pipeline efficiency = that speed-up / processes (the throughput
+over N x one process's on one thread). Below the table, what the cost model projects
 for the same 2 workers (`llcompile report --workers 2`, calibrated on the bp 1 x 1 row). Writes
 DIR/parallel_<model>.md and .json (after every row, so that --reuse-runs DIR can render again or
 resume without training what is there).

@@ -8,9 +8,9 @@ and aux heads carry over by name, an aux head whose cut becomes a boundary again
 - ``fixed``: the boundaries never move (greedy block-wise training; with ``--aux-head conv`` the
   DGL-style baseline).
 - ``schedule``: an explicit list of changes, ``--boundary-schedule "EPOCH:SPEC,..."``; SPEC is a
-  block count K (boundaries balanced by forward MACs) or cut tensors joined by ``+``; from the
-  entry's (1-based) epoch on, until the next entry. E.g. ``"1:4,4:2"``: four blocks, then two
-  from epoch 4; ``"1:1,3:4"``: end to end for two epochs, then four blocks.
+  block count K (boundaries balanced by the program's ``--balance-by``) or cut tensors joined by
+  ``+``; from the entry's (1-based) epoch on, until the next entry. E.g. ``"1:4,4:2"``: four
+  blocks, then two from epoch 4; ``"1:1,3:4"``: end to end for two epochs, then four blocks.
 - ``adaptive``: the boundaries given at transform time (``--blocks``/``--cuts``) are the
   candidates; after every epoch one may be removed or restored from per-block signals
   (``llcompile.adaptive_boundaries``, thresholds ``merge_gain``, ``settle_threshold``,

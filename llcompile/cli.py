@@ -11,6 +11,7 @@ import click
 
 from llcompile.version import __version__
 from llcompile.backends import BACKENDS
+from llcompile.block_costs import BALANCE_CRITERIA, DEFAULT_BALANCE, ELEMENT_OP_MACS
 from llcompile.boundary_policy import POLICIES
 from llcompile.cli_parsing import parse_csv
 from llcompile.errors import LLCompileError
@@ -65,6 +66,9 @@ def cli() -> None:
 @click.option("-s", "--strategy", default="dbl", show_default=True, help="See `llcompile strategies`.")
 @click.option("-k", "--blocks", type=click.IntRange(min=1), help="dbl: number of blocks [default: 4].")
 @click.option("--cuts", callback=parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
+@click.option("--balance-by", type=click.Choice(BALANCE_CRITERIA),
+              help=f"dbl: what --blocks balances: forward MACs, the cost model's training MACs, or those plus its "
+                   f"element ops at {ELEMENT_OP_MACS} MACs each [default: {DEFAULT_BALANCE}].")
 @click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
 @click.option("--aux-depth", type=click.FloatRange(0, 1, min_open=True),
               help="augmented aux head: fraction of the later segments it copies [default: 0.1].")

@@ -78,6 +78,8 @@ def recompile(program: Program, **changes) -> Program:
     run_passes([TrainingModePass(training=True)], model)
     names = set(get_strategy(program.strategy).options)
     options = {k: v for k, v in {**program.options, **changes}.items() if k in names}
+    if "balance_by" in names and "balance_by" not in program.options:
+        options.setdefault("balance_by", "macs")  # a program from before --balance-by: balanced by forward MACs
     recompiled = _compile(model, program.strategy, options)
     recompiled.source = program.source
     return recompiled

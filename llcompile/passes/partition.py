@@ -1,4 +1,4 @@
-"""Cut the model into K blocks at cut points, balanced by forward MACs or at given tensors."""
+"""Cut the model into K blocks at cut points: balanced by a cost per block (``--balance-by``) or at given tensors."""
 
 from __future__ import annotations
 
@@ -7,21 +7,10 @@ from collections.abc import Callable
 import onnx_ir as ir
 
 from llcompile.analysis import ModelAnalysis, Segment, analyze
+from llcompile.block_costs import SegmentCoster, forward_macs
 from llcompile.errors import LLCompileError
 from llcompile.naming import NameScope
 from llcompile.plan import HEBBIAN_STAGE, LABELS, Plan, StagePlan
-
-
-def balanced_boundaries(costs: list[int], parts: int) -> list[int]:
-    """Split ``costs`` into ``parts`` contiguous groups minimising the largest group sum.
-
-    Returns the start index of every group but the first.
-    """
-    prefix = [0]
-    for c in costs:
-        prefix.append(prefix[-1] + c)
-    groups = min_max_partition(len(costs), parts, lambda first, last: prefix[last + 1] - prefix[first])
-    return [first for first, _ in groups[1:]]
 
 
 def min_max_partition(count: int, parts: int, group_cost: Callable[[int, int], float]) -> list[tuple[int, int]]:
@@ -50,10 +39,13 @@ class PartitionPass(ir.passes.InPlacePass):
     """Write a plan of K blocks (stages) into the model; the last block keeps the model's head.
 
     ``prefix`` > 0 puts the first ``prefix`` segments into a forward-only ``hebbian`` stage
-    (HebbianPass rewrites it) and partitions the segments after it into the K blocks.
+    (HebbianPass rewrites it) and partitions the segments after it into the K blocks. Without
+    ``cuts``, the blocks minimise the largest block cost by ``coster`` (``llcompile.block_costs``);
+    the plan's options name the criterion it used (``balance_by``).
     """
 
-    def __init__(self, blocks: int | None = None, cuts: list[str] | None = None, prefix: int = 0):
+    def __init__(self, blocks: int | None = None, cuts: list[str] | None = None, prefix: int = 0,
+                 coster: SegmentCoster = forward_macs):
         super().__init__()
         if blocks is not None and cuts is not None and blocks != len(cuts) + 1:
             raise LLCompileError(f"--blocks {blocks} disagrees with {len(cuts)} --cuts (that is {len(cuts) + 1} blocks)")
@@ -62,6 +54,7 @@ class PartitionPass(ir.passes.InPlacePass):
         self.blocks = blocks
         self.cuts = cuts
         self.prefix = prefix
+        self.coster = coster
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         analysis = analyze(model)
@@ -76,12 +69,14 @@ class PartitionPass(ir.passes.InPlacePass):
                 f"--prefix {self.prefix} leaves no layer to train by gradient: this model has "
                 f"{len(analysis.segments)} segments, so the prefix can be at most {len(analysis.segments) - 1}")
         trained = analysis.segments[self.prefix:]
-        block_cuts = self._choose_cuts(analysis, trained)
+        block_cuts, balance_by = self._choose_cuts(model, analysis, trained)
         boundaries = [trained[0].input, *block_cuts, analysis.output]
         stages = [StagePlan(name=f"block{i + 1}", kind="block", input=boundaries[i], output=boundaries[i + 1])
                   for i in range(len(boundaries) - 1)]
         stages[-1].kind = "final"
         options = {"blocks": len(stages)}
+        if balance_by is not None:
+            options["balance_by"] = balance_by
         if self.prefix:
             stages.insert(0, StagePlan(name=HEBBIAN_STAGE, kind="hebbian", input=analysis.input,
                                        output=trained[0].input))
@@ -92,8 +87,10 @@ class PartitionPass(ir.passes.InPlacePass):
              options=options).write(model)
         return ir.passes.PassResult(model, True)
 
-    def _choose_cuts(self, analysis: ModelAnalysis, trained: list[Segment]) -> list[str]:
-        """The cuts between the blocks made of the ``trained`` segments (those after the prefix)."""
+    def _choose_cuts(self, model: ir.Model, analysis: ModelAnalysis,
+                     trained: list[Segment]) -> tuple[list[str], str | None]:
+        """The cuts between the blocks made of the ``trained`` segments (those after the prefix), and the
+        criterion that chose them (None: given, or the only way to cut)."""
         valid = [s.input for s in trained[1:]]
         if self.cuts is not None:
             unknown = [c for c in self.cuts if c not in analysis.cut_points]
@@ -107,7 +104,7 @@ class PartitionPass(ir.passes.InPlacePass):
                                      f"prefix of {self.prefix} segments")
             if len(set(self.cuts)) != len(self.cuts):
                 raise LLCompileError(f"--cuts lists a tensor twice: {', '.join(self.cuts)}")
-            return sorted(self.cuts, key=valid.index)
+            return sorted(self.cuts, key=valid.index), None
         blocks = 1 if self.blocks is None else self.blocks
         if blocks < 1:
             raise LLCompileError(f"--blocks must be at least 1, got {blocks}")
@@ -115,5 +112,9 @@ class PartitionPass(ir.passes.InPlacePass):
             raise LLCompileError(
                 f"--blocks {blocks} is more than this model allows: at most {len(trained)} "
                 f"({len(trained) - 1} cut points{' after the prefix' if self.prefix else ''})")
-        starts = balanced_boundaries([s.macs for s in trained], blocks)
-        return [trained[i].input for i in starts]
+        if blocks in (1, len(trained)):  # one way to cut: nothing to cost
+            return (valid if blocks > 1 else []), None
+        costs = self.coster(model, analysis)
+        groups = min_max_partition(len(trained), blocks,
+                                   lambda first, last: costs.block(self.prefix + first, self.prefix + last))
+        return [trained[first].input for first, _ in groups[1:]], costs.criterion

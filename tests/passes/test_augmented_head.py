@@ -4,7 +4,8 @@ report charges for it, and the option errors.
 
 ResNet-20 (3x32x32) has 11 segments (``llcompile inspect``): 0 the stem, 1-9 the residual blocks
 (4 and 7 downsample: [16,32,32] -> [32,16,16] -> [64,8,8]; 9 ends with the pooling and flatten:
-[64,8,8] -> [64]), 10 the classifier. Balanced by MACs, K=2 cuts after segment 4 and K=4 after
+[64,8,8] -> [64]), 10 the classifier. Balanced by forward MACs (``balance_by="macs"``, which these
+tests pin: they are about the heads, not the balance), K=2 cuts after segment 4 and K=4 after
 segments 2, 4 and 7.
 """
 
@@ -39,6 +40,10 @@ def resnet20(zoo_file):
     return llcompile.load(zoo_file("resnet20"))
 
 
+def _dbl_by_macs(model, **options) -> llcompile.Program:
+    return llcompile.transform(model, "dbl", balance_by="macs", **options)
+
+
 def _heads(program) -> list:
     return [stage.head["segments"] if stage.head else None for stage in program.stages]
 
@@ -49,22 +54,22 @@ def _heads(program) -> list:
 def test_selection_on_resnet20(resnet20):
     # K=2, cut after 4: later 5..9 (n=5), d = round(2.5) = 3 -> the last of each third: 6, 8, 9;
     # 7 downsamples before the deepest -> added
-    assert _heads(llcompile.transform(resnet20, "dbl", blocks=2, aux_head="augmented", aux_depth=0.5)) == [
+    assert _heads(_dbl_by_macs(resnet20, blocks=2, aux_head="augmented", aux_depth=0.5)) == [
         [6, 7, 8, 9], None]
     # K=4: cut after 2: later 3..9 (n=7), d = 4 -> 4, 6, 8, 9, plus 7 -> 5 segments;
     # after 4: as above -> 4; after 7: later 8, 9 (n=2), d = 1 -> the deepest. Depth shrinks toward the output.
-    program = llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented", aux_depth=0.5)
+    program = _dbl_by_macs(resnet20, blocks=4, aux_head="augmented", aux_depth=0.5)
     assert program.cuts == [LAYER1_1, "/stages/layer2/layer2.0/relu/Relu_output_0",
                             "/stages/layer3/layer3.0/relu/Relu_output_0"]
     assert _heads(program) == [[4, 6, 7, 8, 9], [6, 7, 8, 9], [9], None]
     assert program.options["aux_head"] == "augmented" and program.options["aux_depth"] == 0.5
     # every later segment but the classifier's; only the deepest plus the downsampling ones
-    assert _heads(llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented", aux_depth=1.0)) == [
+    assert _heads(_dbl_by_macs(resnet20, blocks=4, aux_head="augmented", aux_depth=1.0)) == [
         [3, 4, 5, 6, 7, 8, 9], [5, 6, 7, 8, 9], [8, 9], None]
-    assert _heads(llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented", aux_depth=0.01)) == [
+    assert _heads(_dbl_by_macs(resnet20, blocks=4, aux_head="augmented", aux_depth=0.01)) == [
         [4, 7, 9], [7, 9], [9], None]
     # the default depth (0.1, measured) is the shallowest here too: K=4's first head d = round(0.7) = 1
-    default = llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented")
+    default = _dbl_by_macs(resnet20, blocks=4, aux_head="augmented")
     assert _heads(default) == [[4, 7, 9], [7, 9], [9], None] and default.options["aux_depth"] == 0.1
 
 
@@ -186,7 +191,7 @@ def test_both_backends_train_it_alike(small_resnet, tmp_path_factory):
     from llcompile.backends.ort_backend import OrtBackend
     from llcompile.backends.torch_backend import TorchBackend
 
-    program = llcompile.transform(small_resnet, "dbl", blocks=3, aux_head="augmented", aux_depth=0.5)
+    program = _dbl_by_macs(small_resnet, blocks=3, aux_head="augmented", aux_depth=0.5)
     assert _heads(program) == [[4, 5, 7, 9], [7, 8, 9], None]
     config = OptimizerConfig()
     torch_backend = TorchBackend(device="cpu", mode="eager")
@@ -214,7 +219,7 @@ def test_both_backends_train_it_alike(small_resnet, tmp_path_factory):
 
 
 def test_cost_report_counts_the_copies(resnet20):
-    program = llcompile.transform(resnet20, "dbl", blocks=4, aux_head="augmented")
+    program = _dbl_by_macs(resnet20, blocks=4, aux_head="augmented")
     analysis = llcompile.analyze(resnet20)
     cost = cost_program(program, batch_size=4)
     fc = 64 * CLASSES  # the fresh classifier, Gemm(64 -> 10)

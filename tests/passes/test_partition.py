@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
 from llcompile.importer import canonicalize
-from llcompile.passes.partition import PartitionPass, balanced_boundaries, min_max_partition
+from llcompile.passes.partition import PartitionPass, min_max_partition
 from llcompile.plan import Plan
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.cnn_graphs import CnnSpec, UnitSpec, build_cnn
@@ -48,7 +48,13 @@ def _check_split(costs: list[int], parts: int, starts: list[int]) -> None:
     assert max(_group_sums(costs, starts)) == _brute_force_optimum(costs, parts)
 
 
-# ---------------------------------------------------------------- balanced_boundaries
+# ---------------------------------------------------------------- min_max_partition of sums
+
+
+def balanced_boundaries(costs: list[int], parts: int) -> list[int]:
+    """The start of every group but the first, for groups costing their items' sum."""
+    groups = min_max_partition(len(costs), parts, lambda first, last: sum(costs[first:last + 1]))
+    return [first for first, _ in groups[1:]]
 
 
 @settings(max_examples=300, deadline=None)

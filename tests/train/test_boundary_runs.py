@@ -51,8 +51,10 @@ def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_digits_model
 def test_adaptive_merges_a_boundary_then_restores_it(resnet_digits_model, tmp_path, backend):
     # merge_gain 1: every boundary is worth merging, but min_blocks 3 allows one merge; the merged
     # layers' update norms fall below their epoch-1 peak, so the boundary comes back after epoch 2
+    # balanced by forward MACs: the blocks this scenario was built on (the merged layers settle)
     program = llcompile.transform(resnet_digits_model, "dbl", boundary_policy="adaptive", merge_gain=1.0,
-                                  min_blocks=3, boundary_patience=1, settle_threshold=1.0, activation_budget=1.0)
+                                  min_blocks=3, boundary_patience=1, settle_threshold=1.0, activation_budget=1.0,
+                                  balance_by="macs")
     history = train(program.save(tmp_path / "program"), _config(backend=backend), tmp_path / "run",
                     show_progress=False).history
     assert [len(r["cuts"]) for r in history] == [3, 2, 3]
@@ -93,8 +95,10 @@ def test_sliding_moves_a_boundary_to_a_cut_point_that_was_no_initial_boundary(re
                                                                                 backend):
     # settle threshold 1: a block has settled once all its layers moved less (per unit lr) than at their
     # peak, which the epoch-1 norms are by construction; so the earliest settled boundary slides after epoch 2
+    # balanced by forward MACs: the blocks this scenario was built on (a boundary settles by epoch 2)
     program = llcompile.transform(resnet_digits_model, "dbl", blocks=3, boundary_policy="sliding",
-                                  settle_threshold=1.0, boundary_patience=1, activation_budget=1.0)
+                                  settle_threshold=1.0, boundary_patience=1, activation_budget=1.0,
+                                  balance_by="macs")
     cut_points = llcompile.analyze(llcompile.load(resnet_digits_model)).cut_points
     history = train(program.save(tmp_path / "program"), _config(backend=backend), tmp_path / "run",
                     show_progress=False).history

@@ -5,6 +5,9 @@ same learning-rate schedule) as the sequential run; DDP averages the gradients. 
 close to, not equal to, the sequential run's: BatchNormalization sees each rank's share only,
 and rank 0's running statistics are the ones kept. A Hebbian stage's new weights are averaged
 over the ranks after every step.
+
+``bytes_sent`` is the model's figure for a ring all-reduce, not a count of socket bytes: each rank
+sends 2 (N - 1) / N x the bytes reduced (the gradients, and a Hebbian stage's new weights) per step.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class DataParallel(RankTeam):
         local = EpochSums()
         shown = progress_bar(work, show_progress)
         busy = 0.0
+        reduced = sum(_reduced_bytes(stage) for stage in work.stages)
+        steps = work.steps_per_epoch - work.start_step
         started = time.perf_counter()
         with PeakMemoryMonitor(work.config.device) as memory:
             for step, (x, labels) in enumerate(train_loader(work.dataset, work.config, work.epoch, work.start_step),
@@ -57,7 +62,7 @@ class DataParallel(RankTeam):
         everything = list(range(len(work.stages)))
         self.finish_epoch(work.stages, work.sums, local, trained=everything,
                           shared=everything if self.rank == 0 else [], started=started, busy_s=busy,
-                          bytes_sent=0, steps=work.steps_per_epoch - work.start_step,
+                          bytes_sent=steps * ring_allreduce_bytes(reduced, self.world_size), steps=steps,
                           placement=[[stage.name for stage in work.stages]] * self.world_size)
         return None
 
@@ -76,3 +81,18 @@ class DataParallel(RankTeam):
             wire = parameter.data.to(self.device)
             dist.all_reduce(wire)
             parameter.data.copy_(wire / self.world_size)
+
+
+def ring_allreduce_bytes(reduced: int, world_size: int) -> int:
+    """Bytes one rank sends in a ring all-reduce of ``reduced`` bytes over ``world_size`` ranks: a
+    reduce-scatter and an all-gather, each of N - 1 chunks of 1 / N."""
+    return 2 * (world_size - 1) * reduced // world_size
+
+
+def _reduced_bytes(stage: TrainableStage) -> int:
+    """Bytes all-reduced per step for ``stage``: its gradients (DDP), or its Hebbian weights."""
+    if isinstance(stage, HebbianTorchStage):
+        tensors = stage.updated
+    else:
+        tensors = [p for p in stage.module.parameters() if p.requires_grad]
+    return sum(t.numel() * t.element_size() for t in tensors)
