@@ -82,35 +82,36 @@ def is_parametric(node: ir.Node) -> bool:
     return weight_input(node) is not None
 
 
+# a constant vector operand after a layer is learned: bias, Caffe "Scale", layer scale, positional embedding
+LEARNED_OPERAND_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
+# a constant joined to the data or broadcast to the batch is a learned token (ViT's class token)
+LEARNED_TOKEN_OPS = frozenset({"Concat", "Expand"})
+
+
 def parameter_roles(graph: ir.Graph) -> dict[str, str]:
     """Initializer name -> ``param`` (trained by gradient) or ``buffer`` (BN running stats).
 
-    Other initializers (shape constants, scalars) are constants and are not listed.
+    Other initializers (shape constants, scalars, an input normalisation before the first layer)
+    are constants and are not listed.
     """
     roles: dict[str, str] = {}
-    affine: set[ir.Node] = set()  # nodes whose output is an affine function of a layer's
+    after_layer: set[ir.Value] = set()  # values computed from a layer's output
     for node in graph:
         consts = [v for v in node.inputs if v is not None and v.const_value is not None]
+        follows_layer = any(v in after_layer for v in node.inputs)
         if is_parametric(node):
             roles.update({v.name: "param" for v in consts})
-            affine.add(node)
         elif node.op_type == "BatchNormalization":
             roles.update({v.name: "param" for v in node.inputs[1:3]})
             roles.update({v.name: "buffer" for v in node.inputs[3:5]})
-            affine.add(node)
-        elif node.op_type == "PRelu":
+        elif node.op_type in ("PRelu", "LayerNormalization"):
             roles.update({v.name: "param" for v in consts})
-        elif node.op_type in ("Add", "Mul") and _follows(node, affine):
-            # a bias (dynamo writes Linear as MatMul + Add) or a Caffe "Scale" layer after BN
-            vectors = [v for v in consts if v.dtype == ir.DataType.FLOAT and v.const_value.size > 1]
-            roles.update({v.name: "param" for v in vectors})
-            if vectors:
-                affine.add(node)
+        elif (node.op_type in LEARNED_OPERAND_OPS and follows_layer) or node.op_type in LEARNED_TOKEN_OPS:
+            roles.update({v.name: "param" for v in consts
+                          if v.dtype == ir.DataType.FLOAT and v.const_value.size > 1})
+        if follows_layer or is_parametric(node) or node.op_type == "BatchNormalization":
+            after_layer.update(node.outputs)
     return roles
-
-
-def _follows(node: ir.Node, producers: set[ir.Node]) -> bool:
-    return any(v is not None and v.producer() in producers for v in node.inputs)
 
 
 def logits_value(graph: ir.Graph) -> ir.Value:

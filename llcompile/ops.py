@@ -12,14 +12,17 @@ ELEMENTWISE_OPS = frozenset({
     "BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "Elu",
     "HardSigmoid", "HardSwish", "Softplus", "Add", "Sub", "Mul", "Div", "Sum", "Dropout",
     "Identity", "LRN", "Softmax", "LogSoftmax", "Cast",
+    # transformers: GELU (opset 20, or its Erf form), LayerNorm (opset 17, or decomposed), masks
+    "Gelu", "Erf", "Sqrt", "Pow", "LayerNormalization", "Where",
 })
 
 # Pooling, reshaping and joining ops.
 STRUCTURAL_OPS = frozenset({
     "MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "Flatten",
-    "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad", "Slice",
-    # shape arithmetic, as exporters write `x.view(x.size(0), -1)`
-    "Shape", "Gather", "Constant",
+    "Reshape", "Squeeze", "Unsqueeze", "Transpose", "Concat", "Pad", "Slice", "Split", "Expand",
+    "ReduceMax", "ReduceMin",
+    # shape arithmetic, as exporters write `x.view(x.size(0), -1)` and `token.expand(x.shape[0], -1, -1)`
+    "Shape", "Gather", "Constant", "ConstantOfShape", "Equal",
 })
 
 # Ops that llcompile itself inserts (losses of the training program).

@@ -7,8 +7,10 @@ everything else that shapes them; an unchanged stage is never regenerated.
 
 Fixes for onnxruntime-training 1.19.2, applied here so that the backend gets loadable files:
 - a model-local function on the gradient path breaks the gradient builder: functions are inlined;
-- SoftmaxCrossEntropyLoss's gradient needs its log_prob output, which ORT adds only in some graphs:
-  it is added here;
+- some ops have no gradient builder (HardSigmoid, HardSwish, ReduceMax/Min) or a wrong one (Gelu's
+  tanh approximation): they are decomposed into ops that have one (``passes/decompose_for_ort.py``);
+- SoftmaxCrossEntropyLoss's gradient needs its log_prob output, which ORT adds only in some graphs,
+  and LayerNormalization's its mean and inverse-std-dev outputs: they are added here;
 - ORT 1.19 refuses IR versions above 10: the IR version is capped;
 - the eval model's BatchNormalization gets ``training_mode=0`` but keeps its running-mean/var
   outputs, which ORT then rejects: they are dropped (and with them the graph outputs they fed).
@@ -29,18 +31,20 @@ from pathlib import Path
 import numpy as np
 import onnx
 import onnx.inliner
+import onnx_ir as ir
 import onnxruntime
 from onnxruntime.training import artifacts
 
 from llcompile.data.cache import cache_root
 from llcompile.errors import LLCompileError
+from llcompile.passes.decompose_for_ort import DecomposeForOrtPass
 
 TRAINING_MODEL = "training_model.onnx"
 EVAL_MODEL = "eval_model.onnx"
 CHECKPOINT = "checkpoint"
 MAX_IR_VERSION = 10
 # Part of the cache key: bump it whenever the generation or the fixes below change.
-ARTIFACTS_FORMAT = 1
+ARTIFACTS_FORMAT = 2
 
 
 @dataclass(frozen=True)
@@ -149,26 +153,31 @@ def _generate(model: onnx.ModelProto, params: list[str], extra_outputs: list[str
 def _trainable_copy(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         model = onnx.inliner.inline_local_functions(model)
-    else:
-        model = onnx.ModelProto.FromString(model.SerializeToString())
+    model = ir.serde.serialize_model(DecomposeForOrtPass()(ir.serde.deserialize_model(model)).model)
     model.ir_version = min(model.ir_version, MAX_IR_VERSION)
-    _add_log_prob_outputs(model)
+    _add_saved_outputs(model)
     return model
 
 
-def _add_log_prob_outputs(model: onnx.ModelProto) -> None:
-    """Give every SoftmaxCrossEntropyLoss its optional log_prob output, which its gradient reads.
+# op -> how many outputs its gradient builder reads (optional ones the exporters leave out)
+_OUTPUTS_FOR_GRADIENT = {"SoftmaxCrossEntropyLoss": 2, "LayerNormalization": 3}
 
-    ORT's graph optimizer is meant to add it, but in 1.19 it only does so in some graphs (with
-    BatchNormalization, not in a BN-folded ResNet), and the gradient builder then fails with
+
+def _add_saved_outputs(model: onnx.ModelProto) -> None:
+    """Give SoftmaxCrossEntropyLoss its log_prob and LayerNormalization its mean and inv_std_var
+    outputs, which their gradients read.
+
+    ORT's graph optimizer is meant to add log_prob, but in 1.19 it only does so in some graphs
+    (with BatchNormalization, not in a BN-folded ResNet); the gradient builder then fails with
     "GradientBuilderBase::O(size_t) ... i < node_->OutputDefs().size() was false".
     """
     names = {name for node in model.graph.node for name in (*node.input, *node.output)}
     for node in model.graph.node:
-        if node.op_type == "SoftmaxCrossEntropyLoss" and len(node.output) == 1:
-            log_prob = _unique_name(f"{node.input[0]}_log_prob", names)
-            node.output.append(log_prob)
-            names.add(log_prob)
+        wanted = _OUTPUTS_FOR_GRADIENT.get(node.op_type, 0)
+        for index in range(len(node.output), wanted):
+            saved = _unique_name(f"{node.output[0]}_saved_{index}", names)
+            node.output.append(saved)
+            names.add(saved)
 
 
 def _unique_name(name: str, taken: set[str]) -> str:

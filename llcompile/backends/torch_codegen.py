@@ -96,6 +96,21 @@ def onnx_reshape(x: Tensor, shape: Tensor, allowzero: bool) -> Tensor:
     return x.reshape(dims)
 
 
+def onnx_expand(x: Tensor, shape: Tensor) -> Tensor:
+    """ONNX Expand: ``x`` and ``shape`` broadcast against each other (a 1 in ``shape`` keeps ``x``'s dim,
+    unlike torch's ``expand``, where -1 does)."""
+    dims: List[int] = shape.tolist()
+    rank = max(x.dim(), len(dims))
+    dims = [1] * (rank - len(dims)) + dims
+    x = x.reshape([1] * (rank - x.dim()) + list(x.shape))
+    return x.expand([max(d, s) for d, s in zip(dims, list(x.shape))])
+
+
+def onnx_constant_of_shape(shape: Tensor, value: float, dtype: torch.dtype) -> Tensor:
+    """ONNX ConstantOfShape for a shape computed at run time."""
+    return torch.full(shape.tolist(), value, dtype=dtype, device=shape.device)
+
+
 def onnx_shape(x: Tensor, start: int, end: int) -> Tensor:
     """ONNX Shape: dims ``start:end`` of ``x`` as an int64 tensor on ``x``'s device."""
     return torch.tensor(x.shape[start:end], dtype=torch.int64, device=x.device)
@@ -359,6 +374,10 @@ class _Builder:
         return attr
 
 
+# ops whose every output the torch backend computes (others: the first only)
+_MULTI_OUTPUT_OPS = frozenset({"Split"})
+
+
 def _needed_nodes(graph: ir.Graph, outputs: list[ir.Value]) -> list[ir.Node]:
     """The nodes ``outputs`` depend on, in graph order; refuses a needed secondary output (BN's
     running statistics, Dropout's mask, MaxPool's indices, the loss's log-probabilities)."""
@@ -368,7 +387,7 @@ def _needed_nodes(graph: ir.Graph, outputs: list[ir.Value]) -> list[ir.Node]:
         if not any(v in needed_values for v in node.outputs):
             continue
         extra = [v.name for v in node.outputs[1:] if v in needed_values]
-        if extra:
+        if extra and node.op_type not in _MULTI_OUTPUT_OPS:
             raise LLCompileError(f"{node.op_type} {node.name!r}: output {', '.join(map(repr, extra))} "
                                  "is not supported")
         needed.append(node)
@@ -495,6 +514,44 @@ def _lrn(g: _Builder, node: ir.Node) -> fx.Proxy:
 
 def _softmax(function: Callable) -> Callable[[_Builder, ir.Node], fx.Proxy]:
     return lambda g, node: function(g.x(node), int(node.attributes.get_int("axis", -1)))
+
+
+_GELU_APPROXIMATIONS = {"none": "none", "tanh": "tanh"}
+
+
+def _gelu(g: _Builder, node: ir.Node) -> fx.Proxy:
+    return F.gelu(g.x(node), approximate=_choice(node, "approximate", "none", _GELU_APPROXIMATIONS))
+
+
+def _pow(g: _Builder, node: ir.Node) -> fx.Proxy:
+    return torch.pow(g.x(node), g.operand(node, 1))
+
+
+def _where(g: _Builder, node: ir.Node) -> fx.Proxy:
+    return torch.where(g.x(node, 0), g.x(node, 1), g.x(node, 2))
+
+
+def _equal(g: _Builder, node: ir.Node) -> fx.Proxy:
+    return torch.eq(g.x(node, 0), g.operand(node, 1))
+
+
+def _layer_norm(g: _Builder, node: ir.Node) -> fx.Proxy:
+    x_value, scale, bias = node.inputs[0], g.input(node, 1), g.input(node, 2)
+    rank = g.rank(x_value)
+    axis = int(node.attributes.get_int("axis", -1)) % rank
+    normalized = list(x_value.shape)[axis:]
+    if not all(isinstance(d, int) for d in normalized):
+        raise LLCompileError(f"LayerNormalization {node.name!r}: the normalized dims {normalized} must be static")
+    eps = _decimal_float(node.attributes.get_float("epsilon", 1e-5))
+    w, b = g.array(scale), g.array(bias)
+    fits_module = w is not None and list(w.shape) == normalized and (
+        bias is None or (b is not None and list(b.shape) == normalized))
+    if fits_module and g.exclusive(node):
+        layer_norm = nn.LayerNorm(normalized, eps=eps, bias=bias is not None, dtype=_torch_dtype(w))
+        return g.own(layer_norm, weight=scale, bias=bias)(g.x(node))
+    # a scale or bias that only broadcasts to the normalized shape, or is shared or computed
+    normed = F.layer_norm(g.x(node), normalized, None, None, eps) * g.x(node, 1)
+    return normed + g.x(node, 2) if bias is not None else normed
 
 
 def _cast(g: _Builder, node: ir.Node) -> fx.Proxy:
@@ -668,16 +725,18 @@ def _global_pool(function: Callable) -> Callable[[_Builder, ir.Node], fx.Proxy]:
     return emit
 
 
-def _reduce_mean(g: _Builder, node: ir.Node) -> fx.Proxy:
-    axes = g.ints(node, 1, "axes")  # opset >= 18
-    if axes is None:
-        axes = _ints_attr(node, "axes", [])
-    keepdims = bool(node.attributes.get_int("keepdims", 1))
-    if not axes:
-        if node.attributes.get_int("noop_with_empty_axes", 0):
-            return g.x(node)
-        axes = list(range(g.rank(node.inputs[0])))
-    return torch.mean(g.x(node), axes, keepdim=keepdims)
+def _reduce(function: Callable) -> Callable[[_Builder, ir.Node], fx.Proxy]:
+    def emit(g: _Builder, node: ir.Node) -> fx.Proxy:
+        axes = g.ints(node, 1, "axes")  # opset >= 18
+        if axes is None:
+            axes = _ints_attr(node, "axes", [])
+        keepdims = bool(node.attributes.get_int("keepdims", 1))
+        if not axes:
+            if node.attributes.get_int("noop_with_empty_axes", 0):
+                return g.x(node)
+            axes = list(range(g.rank(node.inputs[0])))
+        return function(g.x(node), axes, keepdim=keepdims)
+    return emit
 
 
 # --------------------------------------------------------------------------------------------
@@ -774,6 +833,34 @@ def _slice(g: _Builder, node: ir.Node) -> fx.Proxy:
     return x
 
 
+def _split(g: _Builder, node: ir.Node) -> fx.Proxy:
+    x_value = node.inputs[0]
+    axis = int(node.attributes.get_int("axis", 0)) % g.rank(x_value)
+    sizes = g.ints(node, 1, "split")
+    if sizes is None:
+        sizes = _ints_attr(node, "split", [])  # opset < 13
+    if not sizes:  # equal parts; with num_outputs (opset 18) the last may be smaller, as in torch
+        size = x_value.shape[axis]
+        if not isinstance(size, int):
+            raise LLCompileError(f"Split {node.name!r}: the split dimension must be static")
+        sizes = -(-size // len(node.outputs))
+    parts = torch.split(g.x(node), sizes, axis)
+    for i, value in enumerate(node.outputs[1:], start=1):
+        g.proxies[value] = parts[i]
+    return parts[0]
+
+
+def _expand(g: _Builder, node: ir.Node) -> fx.Proxy:
+    return g.call(onnx_expand, g.x(node, 0), g.x(node, 1))
+
+
+def _constant_of_shape(g: _Builder, node: ir.Node) -> fx.Proxy:
+    attr = node.attributes.get("value")
+    value = attr.as_tensor().numpy().reshape(-1) if attr is not None else np.zeros(1, np.float32)
+    dtype = _torch_dtype(value)
+    return g.call(onnx_constant_of_shape, g.x(node, 0), _number(value[0].item()), dtype)
+
+
 def _shape(g: _Builder, node: ir.Node) -> fx.Proxy:
     rank = g.rank(node.inputs[0])
     start, end = node.attributes.get_int("start", 0), node.attributes.get_int("end", rank)
@@ -822,6 +909,13 @@ _EMITTERS: dict[str, Callable[[_Builder, ir.Node], fx.Proxy]] = {
     "Softmax": _softmax(torch.softmax),
     "LogSoftmax": _softmax(torch.log_softmax),
     "Cast": _cast,
+    "Gelu": _gelu,
+    "Erf": _unary(torch.erf),
+    "Sqrt": _unary(torch.sqrt),
+    "Pow": _pow,
+    "LayerNormalization": _layer_norm,
+    "Where": _where,
+    "Equal": _equal,
     "Conv": _conv,
     "Gemm": _gemm,
     "MatMul": _matmul,
@@ -830,7 +924,9 @@ _EMITTERS: dict[str, Callable[[_Builder, ir.Node], fx.Proxy]] = {
     "AveragePool": _average_pool,
     "GlobalAveragePool": _global_pool(torch.mean),
     "GlobalMaxPool": _global_pool(torch.amax),
-    "ReduceMean": _reduce_mean,
+    "ReduceMean": _reduce(torch.mean),
+    "ReduceMax": _reduce(torch.amax),
+    "ReduceMin": _reduce(torch.amin),
     "Flatten": _flatten,
     "Reshape": _reshape,
     "Squeeze": _squeeze,
@@ -839,6 +935,9 @@ _EMITTERS: dict[str, Callable[[_Builder, ir.Node], fx.Proxy]] = {
     "Concat": _concat,
     "Pad": _pad,
     "Slice": _slice,
+    "Split": _split,
+    "Expand": _expand,
+    "ConstantOfShape": _constant_of_shape,
     "Shape": _shape,
     "Gather": _gather,
     "SoftmaxCrossEntropyLoss": _softmax_cross_entropy,
