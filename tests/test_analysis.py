@@ -5,6 +5,8 @@ import re
 import pytest
 
 import llcompile
+from llcompile.passes.graph_builder import value_named
+from tests.fixtures.token_models import export_tiny
 
 
 def _analysis(zoo_file, name, **kw):
@@ -89,3 +91,18 @@ def test_parameter_roles_cover_biases_and_scale_layers():
     roles = parameter_roles(ir.from_proto(helper.make_model(graph)).graph)
     assert roles == {"w": "param", "b": "param", "bn_s": "param", "bn_b": "param", "bn_m": "buffer",
                      "bn_v": "buffer", "scale": "param", "shift": "param"}  # not the scalar, not the axes
+
+
+@pytest.mark.parametrize("name", ["vit", "mixer"])
+def test_pre_norm_residual_stream_is_cut_after_every_attention_or_mixing_and_mlp(tmp_path, name):
+    # the stream reaches each block's layers only through a LayerNormalization; depth 2: the embedding's
+    # output, the stream after each sub-block but the last (which feeds the head's norm), the head's input
+    export_tiny(name, tmp_path / "m.onnx")
+    model = llcompile.load(tmp_path / "m.onnx")
+    cuts = llcompile.analyze(model).cut_points
+    shapes = [list(value_named(model.graph, c).shape)[1:] for c in cuts]
+    tokens = 5 if name == "vit" else 4  # 8x8 / 4x4 patches (+ the class token)
+    # the Mixer's embedding is a Reshape to [N, -1, 16], whose -1 shape inference leaves symbolic
+    assert shapes[0][-1] == 16 and shapes[1:] == [[tokens, 16]] * 3 + [[16]]
+    assert [c for c in cuts if "/blocks/" in c] == [f"/blocks/blocks.{b}/{a}_output_0"
+                                                   for b, a in [(0, "Add"), (0, "Add_1"), (1, "Add")]]
