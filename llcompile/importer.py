@@ -25,6 +25,7 @@ from llcompile.passes.dynamic_batch import DynamicBatchPass
 from llcompile.passes.flatten_view import FlattenViewPass
 from llcompile.passes.fold_constants import FoldConstantsPass
 from llcompile.passes.pipeline import run_passes
+from llcompile.symbolic_shapes import dims_of, is_resolved, symbolic_shapes
 
 # BatchNormalization's training_mode attribute needs opset 14.
 MIN_OPSET = 14
@@ -123,7 +124,15 @@ def infer_shapes(model: ir.Model, source: str = "model") -> None:
         inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
         raise LLCompileError(f"{source}: shape inference failed: {_first_line(exc)}") from None
-    types = {info.name: info.type for info in [*inferred.graph.value_info, *inferred.graph.output]}
+    infos = [*inferred.graph.value_info, *inferred.graph.output]
+    types = {info.name: info.type for info in infos}
+    unresolved = [info for info in infos if info.type.HasField("tensor_type") and not is_resolved(dims_of(info.type))]
+    if unresolved:  # computed reshapes (attention, a class token): ask the symbolic inference
+        resolved = symbolic_shapes(proto)
+        for info in unresolved:
+            if info.name in resolved:
+                shape = onnx.helper.make_tensor_type_proto(info.type.tensor_type.elem_type, resolved[info.name])
+                types[info.name] = shape
     for node in model.graph:
         for value in node.outputs:
             if value.name in types:
