@@ -8,7 +8,6 @@ order, inferred shapes, BatchNormalization in training form, only supported ops.
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from pathlib import Path
 
@@ -25,7 +24,8 @@ from llcompile.passes.dynamic_batch import DynamicBatchPass
 from llcompile.passes.flatten_view import FlattenViewPass
 from llcompile.passes.fold_constants import FoldConstantsPass
 from llcompile.passes.pipeline import run_passes
-from llcompile.symbolic_shapes import dims_of, is_resolved, symbolic_shapes
+from llcompile.passes.static_shape_dims import StaticShapeDimsPass
+from llcompile.shape_inference import infer_shapes
 
 # BatchNormalization's training_mode attribute needs opset 14.
 MIN_OPSET = 14
@@ -33,8 +33,6 @@ MIN_OPSET = 14
 MAX_OPSET = 21
 # onnxruntime 1.19 refuses newer IR versions ("Unsupported model IR version").
 IR_VERSION = 10
-# initializers above this many elements are passed to shape inference by type only
-LARGE_INITIALIZER = 1024
 
 
 def load(path: str | os.PathLike) -> ir.Model:
@@ -99,46 +97,14 @@ def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
         ir_common.NameFixPass(),
         TrainingModePass(training=True),
         ir_common.TopologicalSortPass(),
+        StaticShapeDimsPass(source),
+        ir_common.RemoveUnusedNodesPass(),
     ], model).model
     _refuse_unsupported(model, source)  # after folding: constant subgraphs may use any op
     model.ir_version = IR_VERSION
     infer_shapes(model, source)
     _check_interface(model, source)
     return model
-
-
-def infer_shapes(model: ir.Model, source: str = "model") -> None:
-    """Run strict ONNX shape inference and store the inferred types and shapes in ``model``.
-
-    Large initializers are handed to onnx as typed graph inputs, not as data, so that inference
-    does not copy megabytes of weights (small ones stay: Reshape targets need their values).
-    """
-    proto = ir.to_proto(model)
-    large = [t for t in proto.graph.initializer if math.prod(t.dims) > LARGE_INITIALIZER]
-    for tensor in large:
-        proto.graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
-    kept = [t for t in proto.graph.initializer if math.prod(t.dims) <= LARGE_INITIALIZER]
-    del proto.graph.initializer[:]
-    proto.graph.initializer.extend(kept)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True, data_prop=True)
-    except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError, RuntimeError) as exc:
-        raise LLCompileError(f"{source}: shape inference failed: {_first_line(exc)}") from None
-    infos = [*inferred.graph.value_info, *inferred.graph.output]
-    types = {info.name: info.type for info in infos}
-    unresolved = [info for info in infos if info.type.HasField("tensor_type") and not is_resolved(dims_of(info.type))]
-    if unresolved:  # computed reshapes (attention, a class token): ask the symbolic inference
-        resolved = symbolic_shapes(proto)
-        for info in unresolved:
-            if info.name in resolved:
-                shape = onnx.helper.make_tensor_type_proto(info.type.tensor_type.elem_type, resolved[info.name])
-                types[info.name] = shape
-    for node in model.graph:
-        for value in node.outputs:
-            if value.name in types:
-                inferred_value = ir.serde.deserialize_value_info_proto(
-                    onnx.helper.make_value_info(value.name, types[value.name]), None)
-                value.type, value.shape = inferred_value.type, inferred_value.shape
 
 
 def _convert_opset(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:

@@ -1,7 +1,9 @@
 """Per-sample operation counts of one node (batch dimension = 1): MACs and element operations.
 
 One MAC is one multiply-accumulate; FLOPs = 2 x MACs. Formulas (docs/cost-model.md):
-Conv ``Hout*Wout*Cout*(Cin/groups)*kh*kw`` (any spatial rank), Gemm/MatMul ``M*K*N``.
+Conv ``Hout*Wout*Cout*(Cin/groups)*kh*kw`` (any spatial rank), Gemm/MatMul ``M*K*N``; a MatMul of
+[N,T,D] tokens by a [D,E] weight is ``T*D*E``, one between two activations (attention's Q·Kᵀ and
+attention·V: [N,heads,T,d] x [N,heads,d,T]) is ``heads*T*T*d``: output elements x the inner size.
 
 Element operations are the work of the ops that are not weight GEMMs, in their own unit and never
 mixed into MACs: one per output element of an element-wise or normalisation op, one per window
@@ -19,11 +21,13 @@ import onnx_ir as ir
 POINTWISE_OPS = frozenset({
     "BatchNormalization", "Relu", "LeakyRelu", "PRelu", "Clip", "Sigmoid", "Tanh", "Elu", "HardSigmoid",
     "HardSwish", "Softplus", "Add", "Sub", "Mul", "Div", "Sum", "Dropout", "LRN", "Softmax", "LogSoftmax",
+    "Gelu", "Erf", "Sqrt", "Pow", "LayerNormalization", "Where",
 })
 # one per window element of every output element
 WINDOW_OPS = frozenset({"MaxPool", "AveragePool"})
 # one per input element
-REDUCTION_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "SoftmaxCrossEntropyLoss"})
+REDUCTION_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax", "ReduceMin",
+                           "SoftmaxCrossEntropyLoss"})
 
 
 def per_sample_elements(value: ir.Value) -> int:
@@ -37,11 +41,18 @@ def per_sample_elements(value: ir.Value) -> int:
 
 
 def forward_macs(node: ir.Node) -> int:
-    """MACs of one sample through ``node``; 0 for ops without a weight GEMM."""
+    """MACs of one sample through ``node``: a Conv, Gemm or MatMul with a weight, or a MatMul between
+    two activations; 0 for other ops."""
     if node.op_type == "Conv":
         weight = node.inputs[1]
         cin_per_group_times_kernel = math.prod(weight.shape[1:])
         return per_sample_elements(node.outputs[0]) * cin_per_group_times_kernel
+    if node.op_type == "MatMul" and node.inputs[1].const_value is None:
+        second = node.inputs[1].shape
+        inner = second[-2] if second is not None and second.rank() >= 2 else None
+        if not isinstance(inner, int):
+            raise ValueError(f"{node.inputs[1].name}: the inner dimension of the product must be static")
+        return per_sample_elements(node.outputs[0]) * inner
     if node.op_type in ("Gemm", "MatMul"):
         # K and the output width come from the weight: activation shapes may be symbolic
         weight = node.inputs[1]

@@ -63,6 +63,20 @@ def zoo_file(build_once):
     return get
 
 
+@pytest.fixture(scope="session")
+def tiny_vit_file(build_once):
+    """tiny_vit_file(kind): (the file of tests/fixtures/attention_graphs.py's TinyViT exported in form
+    ``kind``, the module it was exported from), exported once per run."""
+
+    def get(kind: str):
+        from tests.fixtures.attention_graphs import EXPORTS, export_tiny_vit, tiny_vit
+
+        path = build_once(f"tiny_vit_{kind}.onnx", lambda p: export_tiny_vit(kind, p))
+        return path, tiny_vit(gelu=EXPORTS[kind][2])
+
+    return get
+
+
 def pytest_configure(config):
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     distributing = not hasattr(config, "workerinput") and config.getoption("dist", "no") != "no"

@@ -9,10 +9,13 @@ replace it, the last of which computes the node's output.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 import onnx_ir as ir
+
+from llcompile.errors import LLCompileError
 
 Rewrite = Callable[[ir.Node], list[ir.Node]]
 
@@ -50,10 +53,90 @@ def decompose_hard_swish(node: ir.Node) -> list[ir.Node]:
     return [*gate, ir.Node("", "Mul", [node.inputs[0], gate[-1].outputs[0]])]
 
 
-# op type -> rewrite; the ops that onnxruntime-training 1.19 has no gradient builder for.
+def _op(op_type: str, *inputs: ir.Value, **attributes) -> ir.Node:
+    return ir.Node("", op_type, list(inputs), attributes=ir.convenience.convert_attributes(attributes))
+
+
+def _ints(values: list[int]) -> ir.Node:
+    return ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(np.array(values, np.int64)))])
+
+
+GELU_TANH_CUBIC = 0.044715
+
+
+def decompose_gelu(node: ir.Node) -> list[ir.Node]:
+    """``0.5 * x * (1 + Erf(x / sqrt 2))``, or with approximate="tanh" ``0.5 * x * (1 + Tanh(sqrt(2/pi)
+    * (x + 0.044715 x^3)))``. ORT's gradient of Gelu is the exact one's whatever ``approximate`` says,
+    so the tanh form needs this rewrite; the exact form takes it too, to keep one path."""
+    x = node.inputs[0]
+    approximate = node.attributes.get("approximate")
+    half, one = _constant(0.5, x), _constant(1.0, x)
+    if approximate is not None and approximate.as_string() == "tanh":
+        cubic_c, scale_c = _constant(GELU_TANH_CUBIC, x), _constant(math.sqrt(2 / math.pi), x)
+        square = _op("Mul", x, x)
+        cube = _op("Mul", square.outputs[0], x)
+        cube_term = _op("Mul", cube.outputs[0], cubic_c.outputs[0])
+        inner = _op("Add", x, cube_term.outputs[0])
+        scaled = _op("Mul", inner.outputs[0], scale_c.outputs[0])
+        gate = _op("Tanh", scaled.outputs[0])
+        nodes = [cubic_c, scale_c, square, cube, cube_term, inner, scaled, gate]
+    else:
+        inv_sqrt2 = _constant(1 / math.sqrt(2), x)
+        scaled = _op("Mul", x, inv_sqrt2.outputs[0])
+        gate = _op("Erf", scaled.outputs[0])
+        nodes = [inv_sqrt2, scaled, gate]
+    plus_one = _op("Add", gate.outputs[0], one.outputs[0])
+    half_x = _op("Mul", x, half.outputs[0])
+    return [half, one, *nodes, plus_one, half_x, _op("Mul", half_x.outputs[0], plus_one.outputs[0])]
+
+
+def _reduce_extreme(largest: int) -> Rewrite:
+    """ReduceMax (largest=1) / ReduceMin (0) as TopK(k=1), which has a gradient: the reduced axes are
+    moved last and flattened into one, and the result is brought back to ReduceMax's shape."""
+
+    def rewrite(node: ir.Node) -> list[ir.Node]:
+        x = node.inputs[0]
+        if x.shape is None:
+            raise LLCompileError(f"{node.op_type} {node.name!r}: the rank of its input is unknown")
+        rank = x.shape.rank()
+        axes_input = node.inputs[1] if len(node.inputs) > 1 else None  # opset >= 18
+        if axes_input is not None and axes_input.const_value is None:
+            raise LLCompileError(f"{node.op_type} {node.name!r}: axes must be a constant")
+        attribute = node.attributes.get("axes")
+        axes = (axes_input.const_value.numpy().tolist() if axes_input is not None
+                else attribute.as_ints() if attribute is not None else [])
+        keepdims = node.attributes.get_int("keepdims", 1)
+        if not axes:
+            if node.attributes.get_int("noop_with_empty_axes", 0):
+                return [_op("Identity", x)]
+            axes = list(range(rank))
+        reduced = sorted(a % rank for a in axes)
+        kept = [d for d in range(rank) if d not in reduced]
+        perm = kept + reduced
+        last, flat_shape = _op("Transpose", x, perm=perm), _ints([0] * len(kept) + [-1])  # 0 copies a dim
+        flat = _op("Reshape", last.outputs[0], flat_shape.outputs[0])
+        k = _ints([1])
+        top = ir.Node("", "TopK", [flat.outputs[0], k.outputs[0]], num_outputs=2,
+                      attributes=[ir.AttrInt64("axis", -1), ir.AttrInt64("largest", largest)])
+        nodes = [last, flat_shape, flat, k, top]
+        if not keepdims:
+            shape = _ints([0] * len(kept))
+            return [*nodes, shape, _op("Reshape", top.outputs[0], shape.outputs[0])]
+        shape = _ints([0] * len(kept) + [1] * len(reduced))
+        unflat = _op("Reshape", top.outputs[0], shape.outputs[0])
+        inverse = [perm.index(d) for d in range(rank)]
+        return [*nodes, shape, unflat, _op("Transpose", unflat.outputs[0], perm=inverse)]
+
+    return rewrite
+
+
+# op type -> rewrite; the ops that onnxruntime-training 1.19 has no (or a wrong) gradient builder for.
 REWRITES: dict[str, Rewrite] = {
     "HardSigmoid": decompose_hard_sigmoid,
     "HardSwish": decompose_hard_swish,
+    "Gelu": decompose_gelu,
+    "ReduceMax": _reduce_extreme(largest=1),
+    "ReduceMin": _reduce_extreme(largest=0),
 }
 
 

@@ -16,6 +16,7 @@ counted here.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import onnx_ir as ir
@@ -28,9 +29,9 @@ INDEX_BYTES = 8  # int64: MaxPool indices, labels
 MASK_BYTES = 1  # bool: Dropout mask, PRelu's sign
 
 # ops whose backward needs their output Y
-SAVES_OUTPUT = frozenset({"Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax"})
+SAVES_OUTPUT = frozenset({"Relu", "Sigmoid", "Tanh", "Softmax", "LogSoftmax", "Sqrt"})
 # ops whose backward needs their input X
-SAVES_INPUT = frozenset({"Clip", "LeakyRelu", "Elu", "HardSwish", "Softplus", "AveragePool"})
+SAVES_INPUT = frozenset({"Clip", "LeakyRelu", "Elu", "HardSwish", "Softplus", "AveragePool", "Gelu", "Erf", "Pow"})
 # ops that save the operand(s) of a product: each computed operand, when the other one needs a gradient
 PRODUCT_OPS = frozenset({"Mul", "Div", "MatMul", "Gemm"})
 # views: the output shares the input's storage
@@ -43,6 +44,7 @@ class NodeBackward:
     dx: bool  # a weight layer's gradient with respect to its data input is computed
     dw: bool  # a weight layer's weight gradient is computed
     kept_bytes: int  # activation bytes first saved by this node
+    grad_inputs: int = 0  # computed inputs that require grad (a MatMul of two activations: its backward GEMMs)
 
 
 def backward_facts(nodes: list[ir.Node], trained: set[str], batch_size: int) -> dict[str, NodeBackward]:
@@ -79,6 +81,7 @@ def backward_facts(nodes: list[ir.Node], trained: set[str], batch_size: int) -> 
         for out in node.outputs:
             if out.dtype in (None, ir.DataType.FLOAT, ir.DataType.DOUBLE, ir.DataType.FLOAT16, ir.DataType.BFLOAT16):
                 grad.add(out)
+        fact.grad_inputs = sum(1 for v in inputs if v in grad)
         if weight is not None:
             fact.dx = node.inputs[0] in grad
             fact.dw = weight.name in trained
@@ -118,9 +121,21 @@ def backward_facts(nodes: list[ir.Node], trained: set[str], batch_size: int) -> 
         elif op == "MaxPool":
             save(x)
             extra("indices", value_bytes(y, INDEX_BYTES))
-        elif op == "GlobalMaxPool":
+        elif op in ("GlobalMaxPool", "ReduceMax", "ReduceMin"):
             save(x)
             save(y)
+        elif op == "LayerNormalization":  # x, and a mean and an inverse std per normalized row
+            save(x)
+            rank = x.shape.rank() if x.shape is not None else 1
+            axis = node.attributes.get_int("axis", -1) % rank
+            rows = math.prod(list(x.shape)[1:axis]) if x.shape is not None else 1
+            extra("mean and inverse std", 2 * rows * batch_size * FLOAT_BYTES)
+        elif op == "Where":  # the condition, unless a constant mask
+            save(node.inputs[0])
+        elif op == "Gather":  # index_select keeps its (non-negative) indices, made per call
+            indices = node.inputs[1]
+            count = math.prod(indices.shape) if indices.shape is not None else 1
+            extra("indices", count * INDEX_BYTES)
         elif op == "Dropout":
             extra("mask", value_bytes(y, MASK_BYTES))
         elif op == "LRN":  # x, the padded squares and the power's base

@@ -13,6 +13,9 @@ Conventions (docs/cost-model.md has every formula):
   nothing kept for a backward pass; the localized weights need no gradient buffer but a buffer of
   their new values, written back after the stage.
 - aux heads: their own forward, dX of every head layer (the error flows on into the block), dW.
+- a MatMul between two activations (attention's Q·Kᵀ and attention·V) has no weight: it belongs to
+  a layer as a trailing op and adds its forward MACs there, and one GEMM of the same MACs to dX per
+  operand that needs a gradient (both, inside a block).
 """
 
 from __future__ import annotations
@@ -277,6 +280,11 @@ class _Coster:
         except ValueError as exc:
             raise LLCompileError(f"node {node.name!r}: cannot count element operations: {exc}") from None
         elements_backward = elements if fact.recorded else 0
+        try:
+            product_macs = forward_macs(node) if node.op_type == "MatMul" and weight_input(node) is None else 0
+        except ValueError as exc:
+            raise LLCompileError(f"node {node.name!r}: cannot count MACs: {exc}") from None
+        product_backward = product_macs * fact.grad_inputs
         cost.activation_bytes += fact.kept_bytes
         layer_name = self.owner.get(node.name)
         if layer_name is not None and self.stage_of_layer[layer_name] == stage.name:
@@ -290,6 +298,8 @@ class _Coster:
                 else:
                     layer.macs_backward_dx = layer.macs_forward if fact.dx else 0
                     layer.macs_backward_dw = layer.macs_forward if fact.dw else 0
+            layer.macs_forward += product_macs
+            layer.macs_backward_dx += product_backward
             layer.element_ops_forward += elements
             layer.element_ops_backward += elements_backward
             layer.activation_bytes += fact.kept_bytes
@@ -299,20 +309,22 @@ class _Coster:
                 macs = forward_macs(node) if weight_input(node) is not None else 0
             except ValueError as exc:
                 raise LLCompileError(f"aux head node {node.name!r}: cannot count MACs: {exc}") from None
-            head.macs_forward += macs
-            head.macs_backward_dx += macs if fact.dx else 0
+            head.macs_forward += macs + product_macs
+            head.macs_backward_dx += (macs if fact.dx else 0) + product_backward
             head.macs_backward_dw += macs if fact.dw else 0
             head.element_ops_forward += elements
             head.element_ops_backward += elements_backward
             head.activation_bytes += fact.kept_bytes
         else:  # the model's loss, ops before the first layer
+            cost.macs_forward += product_macs
+            cost.macs_backward_dx += product_backward
             cost.element_ops_forward += elements
             cost.element_ops_backward += elements_backward
 
 
 def _stage_graph(stage: Stage) -> ir.Graph:
     try:
-        inferred = onnx.shape_inference.infer_shapes(stage.model)
+        inferred = onnx.shape_inference.infer_shapes(stage.model, data_prop=True)
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as exc:
         raise LLCompileError(f"stage {stage.name}: shape inference failed: {str(exc).splitlines()[0]}") from None
     return ir.from_proto(inferred).graph

@@ -98,10 +98,18 @@ def _pad_model(mode: str) -> onnx.ModelProto:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
+def _gelu_model(approximate: str) -> onnx.ModelProto:
+    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], approximate=approximate)], "gelu",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 5, 5])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+
+
 STRING_ATTRIBUTE_MODELS = {
     "auto_pad": lambda text: _conv_model(auto_pad=text),
     "reduction": _loss_model,
     "mode": _pad_model,
+    "approximate": _gelu_model,
 }
 
 
@@ -114,7 +122,8 @@ def test_hostile_string_attributes_are_refused(attribute, key, empty_cwd):
         build_module(model, [model.graph.output[0].name])
 
 
-@pytest.mark.parametrize("attribute,value", [("auto_pad", "SAME_UPPER"), ("reduction", "sum"), ("mode", "reflect")])
+@pytest.mark.parametrize("attribute,value", [("auto_pad", "SAME_UPPER"), ("reduction", "sum"), ("mode", "reflect"),
+                                             ("approximate", "tanh")])
 def test_known_string_attributes_still_work(attribute, value):
     model = STRING_ATTRIBUTE_MODELS[attribute](value)
     inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]

@@ -16,33 +16,11 @@ import llcompile
 from llcompile.backends.base import OptimizerConfig
 from llcompile.backends.ort_backend import OrtBackend
 from llcompile.backends.torch_backend import TorchBackend
-from llcompile.models import export
 from llcompile.verify import relative_error, run_model
-from tests.fixtures.attention_graphs import INPUT_SHAPE, NUM_CLASSES, tiny_vit
+from tests.fixtures.attention_graphs import EXPORTS, INPUT_SHAPE, NUM_CLASSES
 
 BATCH = 4
 NO_DECAY = OptimizerConfig(name="sgd", momentum=0.0, nesterov=False, weight_decay=0.0)
-# (export mode, opset, GELU approximation)
-EXPORTS = {
-    "torchscript-17": ("eval", 17, "none"),
-    "torchscript-14-decomposed": ("eval", 14, "none"),
-    "torchscript-20-gelu-tanh": ("eval", 20, "tanh"),
-    "torchscript-training": ("training", 17, "tanh"),
-    "dynamo-18": ("dynamo", 18, "none"),
-}
-
-
-@pytest.fixture(scope="module")
-def exported(build_once):
-    """exported(kind): (the ONNX file, the torch module it was exported from)."""
-
-    def get(kind):
-        mode, opset, gelu = EXPORTS[kind]
-        path = build_once(f"tiny_vit_{kind}.onnx", lambda p: export(
-            tiny_vit(gelu=gelu), p, num_classes=NUM_CLASSES, input_shape=INPUT_SHAPE, mode=mode, opset=opset))
-        return path, tiny_vit(gelu=gelu)
-
-    return get
 
 
 @pytest.fixture(scope="module")
@@ -82,9 +60,9 @@ def initial_values(program) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("kind", EXPORTS)
-def test_every_torch_parameter_is_trained(exported, kind):
+def test_every_torch_parameter_is_trained(tiny_vit_file, kind):
     """LayerNorm affine, the class token, the positional embedding and the layer scale included."""
-    path, module = exported(kind)
+    path, module = tiny_vit_file(kind)
     program = llcompile.transform(path, strategy="bp")
     values = initial_values(program)
     (stage,) = program.stages
@@ -97,8 +75,8 @@ def test_every_torch_parameter_is_trained(exported, kind):
 
 @pytest.mark.parametrize("strategy", [dict(strategy="bp"), dict(strategy="dbl", blocks=2)], ids=["bp", "dbl"])
 @pytest.mark.parametrize("kind", EXPORTS)
-def test_stage_forward_equals_onnxruntime_on_the_export(exported, ort_backend, kind, strategy):
-    path, _ = exported(kind)
+def test_stage_forward_equals_onnxruntime_on_the_export(tiny_vit_file, ort_backend, kind, strategy):
+    path, _ = tiny_vit_file(kind)
     program = llcompile.transform(path, **strategy)
     assert len(program.stages) == (2 if strategy["strategy"] == "dbl" else 1)
     x, _ = batch()
@@ -112,8 +90,8 @@ def test_stage_forward_equals_onnxruntime_on_the_export(exported, ort_backend, k
 
 
 @pytest.mark.parametrize("kind", EXPORTS)
-def test_bp_gradients_equal_torch_autograd_on_the_module(exported, ort_backend, kind):
-    path, module = exported(kind)
+def test_bp_gradients_equal_torch_autograd_on_the_module(tiny_vit_file, ort_backend, kind):
+    path, module = tiny_vit_file(kind)
     program = llcompile.transform(path, strategy="bp")
     values = initial_values(program)
     x, labels = batch()
@@ -133,9 +111,9 @@ def test_bp_gradients_equal_torch_autograd_on_the_module(exported, ort_backend, 
 
 
 @pytest.mark.parametrize("kind", ["torchscript-17", "torchscript-14-decomposed", "dynamo-18"])
-def test_dbl_stage_gradients_and_losses_agree_across_backends(exported, ort_backend, kind):
+def test_dbl_stage_gradients_and_losses_agree_across_backends(tiny_vit_file, ort_backend, kind):
     """Two blocks cut between transformer blocks: each stage's loss and gradients on both backends."""
-    path, _ = exported(kind)
+    path, _ = tiny_vit_file(kind)
     program = llcompile.transform(path, strategy="dbl", blocks=2)
     assert any(name.startswith("blocks.") for name in program.stages[0].params)
     x, labels = batch()

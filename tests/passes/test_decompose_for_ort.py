@@ -80,3 +80,43 @@ def test_a_model_without_such_ops_is_left_alone():
     decomposed, modified = _decomposed(model)
     assert not modified
     assert [n.op_type for n in decomposed.graph.node] == [n.op_type for n in model.graph.node]
+
+
+# --- the transformer ops' entries: Gelu (ORT's gradient ignores approximate="tanh"), ReduceMax/Min
+
+def _single_op_model(op_type: str, inputs: list, attrs: dict, shape: list, opset: int,
+                     initializers=()) -> onnx.ModelProto:
+    nodes = [helper.make_node(op_type, ["x", *inputs], ["y"], name="op", **attrs)]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], list(initializers))
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _axes(values) -> onnx.TensorProto:
+    return onnx.numpy_helper.from_array(np.array(values, np.int64), "axes")
+
+
+TRANSFORMER_CASES = {
+    "gelu": ("Gelu", [], {}, 20, ()),
+    "gelu-tanh": ("Gelu", [], {"approximate": "tanh"}, 20, ()),
+    "reducemax-spatial": ("ReduceMax", ["axes"], {}, 18, (_axes([2, 3]),)),
+    "reducemax-middle-dropped": ("ReduceMax", ["axes"], {"keepdims": 0}, 18, (_axes([1, -1]),)),
+    "reducemin-all": ("ReduceMin", [], {"keepdims": 0}, 18, ()),
+    "reducemax-attribute": ("ReduceMax", [], {"axes": [1]}, 17, ()),
+}
+
+
+@pytest.mark.parametrize("case", TRANSFORMER_CASES)
+def test_transformer_op_decomposition_matches_onnxruntime(case):
+    op_type, inputs, attrs, opset, inits = TRANSFORMER_CASES[case]
+    model = _single_op_model(op_type, inputs, attrs, ["N", 3, 4, 5], opset, inits)
+    decomposed, modified = _decomposed(model)
+    onnx.checker.check_model(decomposed, full_check=True)
+    assert modified and op_type not in {n.op_type for n in decomposed.graph.node}
+    x = np.random.default_rng(0).standard_normal((2, 3, 4, 5)).astype(np.float32) * 3
+    expected = ort_session(model).run(None, {"x": x})[0]
+    actual = ort_session(decomposed).run(None, {"x": x})[0]
+    assert actual.shape == expected.shape
+    np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6)
