@@ -37,3 +37,18 @@ def test_every_strategy_trains_on_both_backends_alike(tmp_path, name, label):
     ort_losses = _run(tmp_path, name, label, "ort")
     assert torch_losses[-1] < torch_losses[0]
     assert ort_losses == pytest.approx(torch_losses, rel=1e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("label", ["bp", "dbl", "local-sgd"])
+def test_the_zoo_vit_trains_on_both_backends_alike(zoo_file, tmp_path, label):
+    """The full-size zoo ViT (1.8 M parameters), a few steps on 32x32 synthetic data."""
+    program = llcompile.transform(zoo_file("vit"), label, **STRATEGIES[label]).save(tmp_path / label)
+    losses = {}
+    for backend in ("torch", "ort"):
+        config = TrainConfig(data="synthetic:128", epochs=3, batch_size=32, lr=1e-3, seed=0, backend=backend,
+                             optimizer=OptimizerConfig(name="adamw"), warmup_epochs=1)
+        result = train(program, config, tmp_path / f"run-{backend}", show_progress=False)
+        losses[backend] = [record["train_loss"] for record in result.history]
+    assert losses["torch"][-1] < losses["torch"][0]
+    assert losses["ort"] == pytest.approx(losses["torch"], rel=1e-3)
