@@ -38,14 +38,16 @@ class AuxHeadsPass(ir.passes.InPlacePass):
 
     ``pool`` P (any head): average-pool a spatial activation to P x P (each spatial size divided
     by P; they must divide) instead of pooling it globally, so the classifier sees where features
-    are: its Gemm reads C * P^2 values (a token tensor is always reduced whole). ``width`` w (``conv`` only): the 1x1 conv and hidden Gemm
-    have round(w * C) channels instead of C, so the head costs about w times the MACs.
+    are: its Gemm reads C * P^2 values (a token tensor is always reduced whole). ``width`` w
+    (``conv`` only): the 1x1 conv and hidden Gemm have round(w * C) channels instead of C, so the
+    head costs about w times the MACs.
 
     A token tensor ``[N, tokens, features]`` (a transformer's or Mixer's residual stream) is reduced
     over its tokens as the model's own head reduces its last one: the class token or the mean
     (``readout.py``); the feature axis is kept. Any head that reduces a tensor itself gets a fresh
-    LayerNormalization over the features where the model's head has one (before or after the
-    reduction); a head on a tensor the copied segments already reduced (rank 2) gets none.
+    LayerNormalization over the features where the model's head has one (on a token tensor before
+    or after the reduction, as the model's head; on a feature map after the pooling); a head on a
+    tensor the copied segments already reduced (rank 2) gets none.
     """
 
     def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None, pool: int | None = None,
@@ -123,16 +125,16 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             x = b.op("Relu", [x], "relu")
             channels = hidden
         features = channels
-        if rank > 2:
-            norm = readout.norm
-            if norm == "before":
+        if tokens:
+            if readout.norm == "before":
                 x = self._layer_norm(b, x, channels)
-            if tokens:
-                x = self._reduce_tokens(b, x, readout.tokens)
-            else:
-                x, features = self._pool_spatial(b, x, channels, spatial)
-                x = b.op("Flatten", [x], "flatten", axis=1)
-            if norm == "after":
+            x = self._reduce_tokens(b, x, readout.tokens)
+            if readout.norm == "after":
+                x = self._layer_norm(b, x, channels)
+        elif rank > 2:
+            x, features = self._pool_spatial(b, x, channels, spatial)
+            x = b.op("Flatten", [x], "flatten", axis=1)
+            if readout.norm is not None:  # a feature map's channels are last only once it is pooled
                 x = self._layer_norm(b, x, features)
         if self.kind == "conv":
             x = self._linear(b, x, "fc1", features, hidden, rng)
