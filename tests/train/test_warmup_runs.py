@@ -5,7 +5,6 @@ import json
 import pytest
 from click.testing import CliRunner
 
-import llcompile
 import llcompile.train.loop as loop
 from llcompile.cli import cli
 from llcompile.train import TrainConfig, train
