@@ -12,9 +12,9 @@ seconds per training epoch (the mean after the first) and its ratio to bp, peak 
 activations kept for backward, both vs bp, at batch 128.
 Writes DIR/vit_cifar10.md and DIR/vit_cifar10.json.
 
-The ViT is 125 M MACs a 32x32 image forward (115.6 M in its layers, the rest attention; `llcompile report`): on this 2-core machine (shared) bp took 32 s an epoch of
-256 images with 2 threads (`--epochs 2 --limit 256`), so the defaults (2,000 images, 5 epochs, four cells)
-take over an hour.
+The ViT is 125 M MACs a 32x32 image forward (115.6 M in its layers, the rest attention; `llcompile
+report`): on this 2-core machine (shared) bp took 32 s an epoch of 256 images with 2 threads
+(`--epochs 2 --limit 256`), so the defaults (2,000 images, 5 epochs, four cells) take over an hour.
 """
 
 from __future__ import annotations

@@ -215,8 +215,8 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--timeout", default=300, show_default=True, type=click.IntRange(min=1),
               help="Seconds a silent peer may take before the parallel run ends.")
 def train(program_dir, data, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, lr_schedule,
-          warmup_epochs, backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt, nproc,
-          parallel_mode, placement, max_in_flight, timeout) -> None:
+          warmup_epochs, backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt,
+          nproc, parallel_mode, placement, max_in_flight, timeout) -> None:
     """Train a compiled program (from `transform`) on a data set.
 
     \b
