@@ -5,6 +5,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
+import llcompile
 import llcompile.train.loop as loop
 from llcompile.cli import cli
 from llcompile.train import TrainConfig, train
@@ -39,3 +40,18 @@ def test_cli_records_the_warmup(digits_programs, tmp_path):
     assert json.loads((run_dir / "run.json").read_text())["config"]["warmup_epochs"] == 0.5
     bad = CliRunner().invoke(cli, ["train", str(digits_programs["bp"]), "--data", "digits", "--warmup-epochs", "-1"])
     assert bad.exit_code == 2
+
+
+def test_a_run_written_before_the_warmup_setting_resumes(digits_programs, tmp_path):
+    config = TrainConfig(data="digits", epochs=1, batch_size=512, seed=0)
+    train(digits_programs["bp"], config, tmp_path / "run", show_progress=False)
+    run_file = tmp_path / "run" / "run.json"
+    record = json.loads(run_file.read_text())
+    del record["config"]["warmup_epochs"]  # as an older llcompile wrote it
+    run_file.write_text(json.dumps(record))
+    result = train(digits_programs["bp"], TrainConfig(data="digits", epochs=2, batch_size=512, seed=0),
+                   tmp_path / "run", resume=True, show_progress=False)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    with pytest.raises(llcompile.LLCompileError, match="warmup_epochs"):
+        train(digits_programs["bp"], TrainConfig(data="digits", epochs=3, batch_size=512, seed=0, warmup_epochs=1),
+              tmp_path / "run", resume=True, show_progress=False)
