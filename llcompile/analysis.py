@@ -2,8 +2,8 @@
 
 A *layer* is a parametric op (Conv, Gemm, MatMul with a weight) with the non-parametric ops
 that follow it. A *cut point* is a tensor that every path from the data input to the output
-passes through (a dominator of the output in the dataflow graph) and that feeds a parametric
-op: the boundaries a block can start at. A *segment* is what lies between two consecutive cut
+passes through (a dominator of the output in the dataflow graph) and that is the last such
+tensor before a parametric op: the boundaries a block can start at. A *segment* is what lies between two consecutive cut
 points. Nothing here mutates the model.
 """
 
@@ -179,32 +179,25 @@ def output_dominators(graph: ir.Graph) -> list[ir.Value]:
     return chain[::-1]
 
 
-def _opens_block(node: ir.Node) -> bool:
-    """A parametric op, or the LayerNorm through which a pre-norm block (ViT, MLP-Mixer) reads the
-    residual stream: the op, or the first node of its decomposed form ``x - ReduceMean(x)``."""
-    if is_parametric(node) or node.op_type == "LayerNormalization":
-        return True
-    return node.op_type == "ReduceMean" and any(
-        use.node.op_type == "Sub" and node.inputs[0] is use.node.inputs[0] for use in node.outputs[0].uses())
-
-
 def cut_points(graph: ir.Graph) -> list[ir.Value]:
-    """Dominators of the output (input and output excluded) that feed a parametric op (or a
-    pre-norm block's LayerNormalization), keeping
-    only those with a parametric op since the previous one, so that no segment is empty.
+    """Dominators of the output (input and output excluded) with a parametric op between them and
+    the next dominator (the last dominator before a layer: a ResNet block's output, which feeds a
+    Conv, as well as a pre-norm transformer's residual stream, which reaches its layers only
+    through a LayerNormalization), keeping only those with a parametric op since the previous one,
+    so that no segment is empty.
 
     Graph order is topological, so the data nodes between two dominators' producers are exactly
     the nodes of the segment between them.
     """
     position = {node: i for i, node in enumerate(graph)}
     parametric_positions = [position[n] for n in data_dependent_nodes(graph) if is_parametric(n)]
+    dominators = output_dominators(graph)
     cuts: list[ir.Value] = []
     previous = -1
-    for value in output_dominators(graph)[1:-1]:
-        if not any(_opens_block(use.node) for use in value.uses()):
-            continue
-        here = position[value.producer()]
-        if any(previous < p <= here for p in parametric_positions):
+    for value, following in zip(dominators[1:-1], dominators[2:]):
+        here, next_one = position[value.producer()], position[following.producer()]
+        if (any(here < p <= next_one for p in parametric_positions)
+                and any(previous < p <= here for p in parametric_positions)):
             cuts.append(value)
             previous = here
     return cuts

@@ -193,6 +193,8 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--nesterov/--no-nesterov", default=True, show_default=True)
 @click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(min=0))
 @click.option("--lr-schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
+@click.option("--warmup-epochs", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Raise the lr linearly over the first W epochs (may be a fraction), then follow --lr-schedule.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--torch-mode", type=click.Choice(["eager", "script", "compile"]), default="eager", show_default=True)
@@ -217,8 +219,8 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--timeout", default=300, show_default=True, type=click.IntRange(min=1),
               help="Seconds a silent peer may take before the parallel run ends.")
 def train(program_dir, data, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, lr_schedule,
-          backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt, nproc,
-          parallel_mode, placement, max_in_flight, timeout) -> None:
+          warmup_epochs, backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt,
+          nproc, parallel_mode, placement, max_in_flight, timeout) -> None:
     """Train a compiled program (from `transform`) on a data set.
 
     \b
@@ -232,7 +234,7 @@ def train(program_dir, data, epochs, batch_size, lr, optimizer, momentum, nester
     from llcompile.train.parallel import ParallelOptions, launch, launched_by_torchrun, run_worker
 
     config = TrainConfig(
-        data=data, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule,
+        data=data, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
         optimizer=OptimizerConfig(name=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay),
         backend=backend, device=device, torch_mode=torch_mode, seed=seed, threads=threads, data_limit=data_limit)
     run_dir = run_dir or program_dir / "run"

@@ -31,13 +31,17 @@ REDUCTION_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "
 
 
 def per_sample_elements(value: ir.Value) -> int:
-    """Elements of ``value`` for one sample: every dimension but the first (the batch)."""
+    """Elements of ``value`` for one sample: every dimension but the batch, which is its one symbolic
+    dimension (the first unless the graph moved it, as torch's MultiheadAttention does: ``[T, N, E]``),
+    or the first when all are static."""
     if value.shape is None:
         raise ValueError(f"{value.name}: shape unknown")
-    dims = list(value.shape)[1:]
-    if not all(isinstance(d, int) for d in dims):
+    dims = list(value.shape)
+    symbolic = [i for i, d in enumerate(dims) if not isinstance(d, int)]
+    if len(symbolic) > 1:
         raise ValueError(f"{value.name}: non-batch dimensions must be static, got {value.shape}")
-    return math.prod(dims)
+    batch_axis = symbolic[0] if symbolic else 0
+    return math.prod(d for i, d in enumerate(dims) if i != batch_axis)
 
 
 def forward_macs(node: ir.Node) -> int:

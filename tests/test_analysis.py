@@ -5,6 +5,8 @@ import re
 import pytest
 
 import llcompile
+from llcompile.passes.graph_builder import value_named
+from tests.fixtures.token_models import export_tiny
 
 
 def _analysis(zoo_file, name, **kw):
@@ -121,10 +123,25 @@ def test_parameter_roles_of_a_transformer_and_an_input_normalisation():
 @pytest.mark.parametrize("kind", ["torchscript-17", "torchscript-14-decomposed", "dynamo-18"])
 def test_vit_cut_points_are_the_residual_stream(tiny_vit_file, kind):
     """Pre-norm blocks read the stream through a LayerNorm (the op, or its decomposed ReduceMean/Sub):
-    each value of the stream that a layer follows is a cut point; 2 blocks x 2 residual adds + the embedding."""
+    the embedding and the stream after each sub-block but the last are cut points; the last feeds the
+    head's norm, so the head's input (the class token) is the last dominator before its layer."""
     path, _ = tiny_vit_file(kind)
     model = llcompile.load(path)
     cuts = llcompile.analyze(model).cut_points
     producers = {out.name: node for node in model.graph for out in node.outputs}
-    assert len(cuts) == 5
-    assert all(producers[cut].op_type == "Add" for cut in cuts)
+    assert [producers[cut].op_type for cut in cuts] == ["Add"] * 4 + ["Gather"]
+
+
+@pytest.mark.parametrize("name", ["vit", "mixer"])
+def test_pre_norm_residual_stream_is_cut_after_every_attention_or_mixing_and_mlp(tmp_path, name):
+    # the stream reaches each block's layers only through a LayerNormalization; depth 2: the embedding's
+    # output, the stream after each sub-block but the last (which feeds the head's norm), the head's input
+    export_tiny(name, tmp_path / "m.onnx")
+    model = llcompile.load(tmp_path / "m.onnx")
+    cuts = llcompile.analyze(model).cut_points
+    shapes = [list(value_named(model.graph, c).shape)[1:] for c in cuts]
+    tokens = 5 if name == "vit" else 4  # 8x8 / 4x4 patches (+ the class token)
+    # the Mixer's embedding is a Reshape to [N, -1, 16], whose -1 shape inference leaves symbolic
+    assert shapes[0][-1] == 16 and shapes[1:] == [[tokens, 16]] * 3 + [[16]]
+    assert [c for c in cuts if "/blocks/" in c] == [f"/blocks/blocks.{b}/{a}_output_0"
+                                                   for b, a in [(0, "Add"), (0, "Add_1"), (1, "Add")]]

@@ -68,12 +68,13 @@ def test_large_model_zoo_graph(name, tmp_path):
 
 
 def test_cut_points_of_known_architectures(tmp_path):
-    expected = {"resnet50": 17, "squeezenet": 17, "densenet121": 4}  # see the comments below
+    expected = {"resnet50": 17, "squeezenet": 17, "densenet121": 62}  # see the comments below
     for name, count in expected.items():
         path = tmp_path / f"{name}.onnx"
         onnx.save_model(with_random_weights(onnx.load(LIGHT / f"light_{name}.onnx")), path)
         # ResNet-50: stem + 15 of 16 bottleneck outputs (the last feeds pooling) + the head input;
         # SqueezeNet: the input and the squeeze output of each of the 8 fire modules + conv10's input;
-        # DenseNet-121: inside a dense block everything is concatenated onward, so only the three
-        # transitions and the head input separate the graph.
+        # DenseNet-121 (pre-activation: BN-ReLU-Conv, so a block's input reaches its Conv through BN):
+        # each dense block's input and the Concat after each of its layers but the last (6 + 12 + 24 + 16,
+        # the Concat carries everything onward), the three transitions' ReLUs and the head input.
         assert len(llcompile.analyze(llcompile.load(path)).cut_points) == count, name

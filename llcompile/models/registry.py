@@ -5,10 +5,13 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from .convnext import ConvNeXt
+from .mixer import MLPMixer
 from .mobilenetv2 import MobileNetV2
 from .resnet_cifar import cifar_resnet, resnet18_cifar
 from .small import MLP, SmallCNN
 from .vgg import vgg_bn
+from .vit import VisionTransformer
 
 InputShape = tuple[int, int, int]
 DEFAULT_INPUT_SHAPE: InputShape = (3, 32, 32)
@@ -57,6 +60,19 @@ MODELS: dict[str, ModelSpec] = {
     "mlp": ModelSpec(
         "MLP: Flatten -> 2 x (Linear + BatchNorm1d + ReLU) with 256/128 units -> Linear",
         lambda classes, shape: MLP(shape, classes),
+    ),
+    "vit": ModelSpec(
+        "ViT, CIFAR size: 4x4 patches, class token, 6 pre-norm blocks, dim 192, 3 heads, MLP x2, ~1.8M params",
+        lambda classes, shape: VisionTransformer(classes, shape),
+    ),
+    "mixer": ModelSpec(
+        "MLP-Mixer, CIFAR size: 4x4 patches, 4 blocks, dim 128, token/channel MLPs 64/256, ~0.3M params",
+        lambda classes, shape: MLPMixer(classes, shape),
+    ),
+    "convnext": ModelSpec(
+        "ConvNeXt, CIFAR size: 2x2 stem, stages 32/64/128 of 1/1/2 blocks (dw 7x7, LayerNorm, GELU MLP x4, "
+        "layer scale)",
+        lambda classes, shape: ConvNeXt(classes, shape[0]),
     ),
 }
 

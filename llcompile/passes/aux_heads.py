@@ -13,10 +13,12 @@ from llcompile.passes.augmented_head import DEFAULT_AUX_DEPTH, check_depth, copy
 from llcompile.passes.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, uniform_fan_in,
                                              value_named)
 from llcompile.plan import require_plan
+from llcompile.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
 
 HEAD_PREFIX = "aux@"
 AUX_HEAD_KINDS = {
-    "fc": "GlobalAveragePool -> Flatten -> Gemm(C -> classes): the small FC head of DBL",
+    "fc": "GlobalAveragePool -> Flatten -> Gemm(C -> classes): the small FC head of DBL (a token tensor: "
+          "its class token or mean, as the model's head reads it)",
     "conv": "1x1 Conv + BN + ReLU -> pool -> MLP(C -> C -> classes): DGL's MLP-SR style head",
     "augmented": "copies of the model's own later segments (--aux-depth of them) -> pool -> Gemm: AugLocal style",
 }
@@ -36,8 +38,16 @@ class AuxHeadsPass(ir.passes.InPlacePass):
 
     ``pool`` P (any head): average-pool a spatial activation to P x P (each spatial size divided
     by P; they must divide) instead of pooling it globally, so the classifier sees where features
-    are: its Gemm reads C * P^2 values. ``width`` w (``conv`` only): the 1x1 conv and hidden Gemm
-    have round(w * C) channels instead of C, so the head costs about w times the MACs.
+    are: its Gemm reads C * P^2 values (a token tensor is always reduced whole). ``width`` w
+    (``conv`` only): the 1x1 conv and hidden Gemm have round(w * C) channels instead of C, so the
+    head costs about w times the MACs.
+
+    A token tensor ``[N, tokens, features]`` (a transformer's or Mixer's residual stream) is reduced
+    over its tokens as the model's own head reduces its last one: the class token or the mean
+    (``readout.py``); the feature axis is kept. Any head that reduces a tensor itself gets a fresh
+    LayerNormalization over the features where the model's head has one (on a token tensor before
+    or after the reduction, as the model's head; on a feature map after the pooling); a head on a
+    tensor the copied segments already reduced (rank 2) gets none.
     """
 
     def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None, pool: int | None = None,
@@ -66,6 +76,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         graph = model.graph
         labels = labels_input(graph, plan.labels)
         analysis = analyze(model) if self.kind == "augmented" else None  # before any head is added
+        readout = model_readout(graph)
         modified = False
         for stage in plan.stages[:-1]:
             if stage.loss is not None or stage.kind == "hebbian":  # a Hebbian stage has no loss
@@ -78,7 +89,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             if analysis is not None:
                 segments = select_segments(analysis, stage.output, self.depth)
                 x, copied_from = copy_segments(builder, analysis, segments, x)
-            logits = self._build_head(builder, x, plan.num_classes, rng)
+            logits = self._build_head(builder, x, plan.num_classes, rng, readout)
             stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name
             added = set(graph.initializers) - before
             roles = parameter_roles(graph)  # copied shape constants and the like are neither
@@ -96,13 +107,15 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         plan.write(model)
         return ir.passes.PassResult(model, modified)
 
-    def _build_head(self, b: GraphBuilder, x: ir.Value, classes: int, rng) -> ir.Value:
+    def _build_head(self, b: GraphBuilder, x: ir.Value, classes: int, rng, readout: Readout) -> ir.Value:
         rank = x.shape.rank() if x.shape is not None else 0
-        if rank < 2 or not isinstance(x.shape[1], int):
+        tokens = is_token_tensor(x)
+        feature_axis = 2 if tokens else 1
+        if rank < 2 or not isinstance(x.shape[feature_axis], int):
             raise LLCompileError(f"cannot attach an aux head to {x.name!r} of shape {x.shape}")
-        channels, spatial = x.shape[1], list(x.shape)[2:]  # the conv head's 1x1 conv keeps the spatial sizes
+        channels, spatial = x.shape[feature_axis], list(x.shape)[2:]  # the conv head's 1x1 conv keeps the spatial sizes
         hidden = max(1, round(self.width * channels)) if self.width is not None else channels
-        if self.kind == "conv" and rank > 2:
+        if self.kind == "conv" and rank > 2 and not tokens:
             w = b.initializer("conv.weight", uniform_fan_in(rng, (hidden, channels) + (1,) * (rank - 2), channels))
             x = b.op("Conv", [x, w], "conv", kernel_shape=[1] * (rank - 2))
             bn = [b.initializer(f"bn.{n}", a) for n, a in (
@@ -112,14 +125,40 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             x = b.op("Relu", [x], "relu")
             channels = hidden
         features = channels
-        if rank > 2:
+        if tokens:
+            if readout.norm == "before":
+                x = self._layer_norm(b, x, channels)
+            x = self._reduce_tokens(b, x, readout.tokens)
+            if readout.norm == "after":
+                x = self._layer_norm(b, x, channels)
+        elif rank > 2:
             x, features = self._pool_spatial(b, x, channels, spatial)
             x = b.op("Flatten", [x], "flatten", axis=1)
+            if readout.norm is not None:  # a feature map's channels are last only once it is pooled
+                x = self._layer_norm(b, x, features)
         if self.kind == "conv":
             x = self._linear(b, x, "fc1", features, hidden, rng)
             x = b.op("Relu", [x], "fc1_relu")
             features = hidden
         return self._linear(b, x, "fc2" if self.kind == "conv" else "fc", features, classes, rng, output="logits")
+
+    @staticmethod
+    def _reduce_tokens(b: GraphBuilder, x: ir.Value, how: str) -> ir.Value:
+        """[N, tokens, features] -> [N, features]: the class token (token 0) or the mean over the tokens."""
+        if how == CLASS_TOKEN:
+            return b.op("Gather", [x, b.initializer("class_token_index", np.array(0, np.int64))], "class_token",
+                        axis=1)
+        if b.graph.opset_imports.get("", 1) >= 18:  # axes became an input in opset 18
+            return b.op("ReduceMean", [x, b.initializer("token_axis", np.array([1], np.int64))], "token_mean",
+                        keepdims=0)
+        return b.op("ReduceMean", [x], "token_mean", axes=[1], keepdims=0)
+
+    @staticmethod
+    def _layer_norm(b: GraphBuilder, x: ir.Value, features: int) -> ir.Value:
+        """A fresh LayerNormalization over the last axis (torch's defaults: weight 1, bias 0, eps 1e-5)."""
+        scale = b.initializer("norm.weight", np.ones(features, np.float32))
+        bias = b.initializer("norm.bias", np.zeros(features, np.float32))
+        return b.op("LayerNormalization", [x, scale, bias], "norm", axis=-1, epsilon=1e-5)
 
     def _pool_spatial(self, b: GraphBuilder, x: ir.Value, channels: int, spatial: list) -> tuple[ir.Value, int]:
         """Global average pooling, or with ``pool`` P an average pool of the ``spatial`` sizes to P x ... x P;

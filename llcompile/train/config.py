@@ -17,6 +17,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float | None = None  # None: DEFAULT_LR of the optimizer
     lr_schedule: str = "cosine"  # cosine | step | constant
+    warmup_epochs: float = 0.0  # linear warm-up of the lr over ceil(this x steps per epoch) steps, then lr_schedule
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
     backend: str = "torch"  # torch | ort
     device: str = "cpu"

@@ -367,7 +367,9 @@ def _resumable_checkpoint(run_dir: Path, program_dir, config: TrainConfig,
         raise LLCompileError(f"{run_dir}: no checkpoint to resume from")
     try:
         previous = json.loads(run_file.read_text())
-        previous_program, previous_config = previous["program_json"], previous["config"]
+        # through TrainConfig: a setting added since the run was written reads as its default
+        previous_program = previous["program_json"]
+        previous_config = TrainConfig.from_json(previous["config"]).to_json()
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise LLCompileError(f"{run_dir}: {RUN_FILE} is missing or damaged; cannot resume") from None
     if previous_program != run_record["program_json"]:

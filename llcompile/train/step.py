@@ -7,6 +7,7 @@ another rank, and a run resumed from any checkpoint continues exactly as the uni
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -20,9 +21,9 @@ from llcompile.train.lr_schedule import learning_rate
 
 
 def step_lr(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
-    """The SGD learning rate of ``step`` of 0-based ``epoch``."""
+    """The learning rate of ``step`` of 0-based ``epoch``."""
     return learning_rate(config.lr_schedule, config.base_lr, epoch * steps_per_epoch + step,
-                         config.epochs * steps_per_epoch)
+                         config.epochs * steps_per_epoch, math.ceil(config.warmup_epochs * steps_per_epoch))
 
 
 def stage_seed(seed: int, epoch: int, step: int, stage_index: int) -> int:

@@ -7,7 +7,10 @@ import onnx
 import onnx_ir as ir
 import pytest
 
+from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
+from llcompile.importer import load
+from llcompile.passes.graph_builder import value_named
 from llcompile.importer import canonicalize
 from llcompile.passes.aux_heads import AuxHeadsPass
 from llcompile.passes.model_loss import ModelLossPass
@@ -15,6 +18,7 @@ from llcompile.passes.partition import PartitionPass
 from llcompile.plan import Plan
 from llcompile.verify import session as ort_session
 from tests.fixtures import legacy_models as lm
+from tests.fixtures.token_models import INPUT_SHAPE, export_tiny
 
 # small_cnn: input [N,3,16,16]; cut points /pool/MaxPool_output_0 [N,8,8,8] and
 # /fc/Flatten_output_0 [N,8]; 10 classes.
@@ -357,3 +361,74 @@ def test_pool_that_does_not_divide_the_activation_is_refused():
     PartitionPass(cuts=[CUT_4D])(model)
     with pytest.raises(LLCompileError, match="--aux-pool 3: the spatial sizes \\[8, 8\\]"):
         AuxHeadsPass(kind="fc", pool=3)(model)
+
+
+# ---------------------------------------------------------------- token tensors (transformers, Mixers)
+
+
+def _layer_norm(a: np.ndarray, model: ir.Model, prefix: str) -> np.ndarray:
+    normalised = (a - a.mean(axis=-1, keepdims=True)) / np.sqrt(a.var(axis=-1, keepdims=True) + 1e-5)
+    return normalised * _init(model, f"{prefix}.weight") + _init(model, f"{prefix}.bias")
+
+
+# the model's own head, in numpy: ViT head(norm(x)[:, 0]), Mixer head(norm(x).mean(1)),
+# ConvNeXt head(norm(x.mean((2, 3))))
+TOKEN_HEADS = {
+    "vit": lambda a, m, h: _gemm(_layer_norm(a, m, f"{h}.norm")[:, 0], m, f"{h}.fc"),
+    "mixer": lambda a, m, h: _gemm(_layer_norm(a, m, f"{h}.norm").mean(axis=1), m, f"{h}.fc"),
+    "convnext": lambda a, m, h: _gemm(_layer_norm(a.mean(axis=(2, 3)), m, f"{h}.norm"), m, f"{h}.fc"),
+}
+
+
+@pytest.mark.parametrize("name", TOKEN_HEADS)
+def test_fc_head_reads_a_residual_stream_as_the_models_head_does(tmp_path, name):
+    export_tiny(name, tmp_path / "m.onnx")
+    model = load(tmp_path / "m.onnx")
+    cut = next(c for c in analyze(model).cut_points if len(value_named(model.graph, c).shape) > 2)
+    PartitionPass(cuts=[cut])(model)
+    AuxHeadsPass(kind="fc")(model)
+    head = f"aux@{cut}"
+    features = value_named(model.graph, cut).shape[-1 if name != "convnext" else 1]
+    assert _init(model, f"{head}.norm.weight").shape == (features,)
+    assert _init(model, f"{head}.fc.weight").shape == (CLASSES, features)
+    assert {f"{head}.norm.weight", f"{head}.norm.bias"} <= set(Plan.read(model).stages[0].head["params"])
+    x = np.random.default_rng(0).standard_normal((3, *INPUT_SHAPE)).astype(np.float32)
+    labels = np.array([1, 2, 3])
+    out = _run(model, [cut, f"{head}.logits"], x, labels)
+    logits = TOKEN_HEADS[name](out[cut].astype(np.float64), model, head)
+    np.testing.assert_allclose(out[f"{head}.logits"], logits, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(out["block1.aux_loss"], softmax_cross_entropy(logits, labels), rtol=1e-5)
+
+
+def test_conv_head_on_tokens_is_the_readout_then_the_mlp(tmp_path):
+    export_tiny("mixer", tmp_path / "m.onnx")
+    model = load(tmp_path / "m.onnx")
+    cut = analyze(model).cut_points[1]
+    PartitionPass(cuts=[cut])(model)
+    AuxHeadsPass(kind="conv")(model)
+    head = f"aux@{cut}"
+    assert f"{head}.conv.weight" not in model.graph.initializers  # no 1x1 conv on a token tensor
+    x = np.random.default_rng(0).standard_normal((3, *INPUT_SHAPE)).astype(np.float32)
+    out = _run(model, [cut, f"{head}.logits"], x, np.array([1, 2, 3]))
+    features = _layer_norm(out[cut].astype(np.float64), model, f"{head}.norm").mean(axis=1)
+    logits = _gemm(np.maximum(_gemm(features, model, f"{head}.fc1"), 0.0), model, f"{head}.fc2")
+    np.testing.assert_allclose(out[f"{head}.logits"], logits, rtol=1e-4, atol=1e-5)
+
+
+def test_augmented_head_on_a_vit_copies_the_later_blocks_with_the_models_norm_and_class_token(tmp_path):
+    export_tiny("vit", tmp_path / "m.onnx")
+    model = load(tmp_path / "m.onnx")
+    cuts = analyze(model).cut_points
+    PartitionPass(cuts=[cuts[1]])(model)  # after block 0's attention
+    AuxHeadsPass(kind="augmented", depth=1.0)(model)
+    head = f"aux@{cuts[1]}"
+    stage = Plan.read(model).stages[0]
+    # block 0's MLP, block 1's attention, block 1's MLP with the model's norm and class token
+    assert stage.head["segments"] == [2, 3, 4]
+    assert {"norm.weight", "norm.bias", "blocks.1.norm1.weight"} <= set(stage.head["copied_from"].values())
+    gemm = next(n for n in model.graph if n.outputs[0].name == f"{head}.logits")
+    assert gemm.inputs[0].producer().op_type == "Gather"  # the copies reduced the tokens: no norm of its own
+    x = np.random.default_rng(0).standard_normal((3, *INPUT_SHAPE)).astype(np.float32)
+    out = _run(model, [cuts[-1], gemm.inputs[0].name], x, np.array([1, 2, 3]))
+    # the copies start with the model's weights: the head's classifier reads the model's own class token
+    np.testing.assert_allclose(out[gemm.inputs[0].name], out[cuts[-1]], rtol=1e-5, atol=1e-6)

@@ -22,6 +22,7 @@ from llcompile.plan import Plan
 from llcompile.program import Program
 from llcompile.verify import session as ort_session
 from llcompile.verify import verify_program
+from tests.fixtures.token_models import INPUT_SHAPE, export_tiny
 from tests.reference import dense_hebbian_update, hebbian_update
 
 RULES = {"oja": (1.0, 0), "hebb": (0.0, 1)}
@@ -524,3 +525,31 @@ def test_prefix_zero_is_plain_sgd(zoo_file):
     program = transform(zoo_file("resnet20"), "local-sgd", prefix=0)
     assert [s.kind for s in program.stages] == ["final"]
     assert all(s.updates is None for s in program.stages)
+
+
+# ---------------------------------------------------------------- Linear layers on token tensors
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_vit_linear_layers_update_with_every_token_as_a_sample(tmp_path, rule):
+    """A transformer's Linear reads [N, tokens, features]: its update is the dense rule over the N x tokens
+    rows, each token a sample."""
+    export_tiny("vit", tmp_path / "vit.onnx")
+    model = _localized(tmp_path / "vit.onnx", prefix=2, rule=rule)  # the patch embedding and block 0's attention
+    stage = Plan.read(model).stages[0]
+    x = np.random.default_rng(3).standard_normal((3, *INPUT_SHAPE)).astype(np.float32)
+    updates = {weight: _update_of(model, weight) for weight in stage.updates}
+    dense = {w: u for w, u in updates.items() if model.graph.initializers[w].const_value.numpy().ndim == 2}
+    assert len(dense) == 2  # qkv and proj (the class-token attention products are not layers)
+    wanted = [name for w, u in dense.items() for name in (_source(u.inputs[0]).name, _source(u.inputs[1]).name,
+                                                           stage.updates[w])]
+    values = _run(model, list(dict.fromkeys(wanted)), {Plan.read(model).input: x,
+                                                       stage.lr_input: np.asarray(0.05, np.float32)})
+    for weight, update in dense.items():
+        tokens_in, tokens_out = values[_source(update.inputs[0]).name], values[_source(update.inputs[1]).name]
+        w = model.graph.initializers[weight].const_value.numpy()  # MatMul weight [in, out]
+        assert tokens_in.ndim == 3 and tokens_in.shape[:2] == (3, 5)  # [N, class token + 4 patches, features]
+        np.testing.assert_allclose(tokens_out, tokens_in @ w, rtol=1e-4, atol=1e-5)  # the layer's own output
+        rows_in, rows_out = tokens_in.reshape(-1, w.shape[0]), tokens_out.reshape(-1, w.shape[1])
+        expected = dense_hebbian_update(rows_in, rows_out, w.T, 0.05, *RULES[rule]).T
+        np.testing.assert_allclose(values[stage.updates[weight]], expected, rtol=1e-4, atol=1e-5, err_msg=weight)

@@ -23,6 +23,19 @@ def test_schedules():
         learning_rate("warp", 0.1, 0, 10)
 
 
+def test_warmup_rises_linearly_then_runs_the_schedule_over_the_rest():
+    # 12 steps, 4 of warm-up: 0.1 * (s + 1) / 4, then each schedule over the remaining 8 steps
+    warmup = [0.025, 0.05, 0.075, 0.1]
+    assert [learning_rate("constant", 0.1, s, 12, 4) for s in range(12)] == pytest.approx(warmup + [0.1] * 8)
+    cosine = [0.05 * (1 + math.cos(math.pi * k / 8)) for k in range(8)]
+    assert [learning_rate("cosine", 0.1, s, 12, 4) for s in range(12)] == pytest.approx(warmup + cosine)
+    assert [learning_rate("step", 0.1, s, 12, 4) for s in range(12)] == pytest.approx(
+        warmup + [0.1] * 4 + [0.01] * 2 + [0.001] * 2)
+    assert learning_rate("cosine", 0.1, 7, 12, 0) == learning_rate("cosine", 0.1, 7, 12)
+    with pytest.raises(LLCompileError, match="warm-up steps must be >= 0"):
+        learning_rate("cosine", 0.1, 0, 12, -1)
+
+
 def test_checkpoint_round_trip_without_pickle(tmp_path):
     arrays = {"conv.weight": np.arange(6, dtype=np.float32).reshape(2, 3), "block1/step": np.array(7)}
     progress = {"epoch": 2, "step": 5, "history": [{"epoch": 1, "test_acc": 0.5}]}
