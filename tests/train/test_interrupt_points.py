@@ -17,7 +17,7 @@ from llcompile.train.transition import ProgramController
 from tests.train.test_training import _assert_same_run, _config
 
 # 200 digits: 7 steps an epoch; after epoch 1 the adaptive policy merges a boundary (checked below)
-CONFIG = _config(epochs=2, batch_size=32, data_limit=200)
+CONFIG = _config(epochs=2, batch_size=32, data_limit=200, threads=1)
 LAST_STEP = len(train_loader(load_dataset("digits", (1, 8, 8), 10, CONFIG.data_limit), CONFIG, epoch=0)) - 1
 
 
