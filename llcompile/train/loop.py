@@ -178,7 +178,9 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     history: list[dict] = progress["history"]
     with team.interrupt() as interrupt:
         for epoch in range(progress["epoch"], config.epochs):
-            if progress["step"] == 0:  # a new epoch (not one resumed half-way)
+            # a new epoch; one a Ctrl-C stopped (with its sums) has begun, even at step 0: its controller
+            # state already holds this epoch's moves, and beginning it again would lose their record
+            if progress["sums"] is None:
                 if controller is not None and controller.begin_epoch(epoch + 1):
                     carried.update(merged_state(stages))
                     program = controller.program()

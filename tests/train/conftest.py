@@ -19,3 +19,11 @@ def digits_programs(zoo_file, build_once):
     options = {"bp": {}, "dbl": {"blocks": 3, "boundary_policy": "fixed"}}
     return {strategy: build_once(f"digits-{strategy}", lambda path, s=strategy: llcompile.transform(
         model, s, **options[s]).save(path)) for strategy in options}
+
+
+@pytest.fixture(scope="module")
+def resnet_dbl_program(resnet_digits_model, tmp_path_factory):
+    """ResNet-20 for digits, compiled with dbl in 4 blocks (adaptive boundaries)."""
+    import llcompile
+
+    return llcompile.transform(resnet_digits_model, "dbl", blocks=4).save(tmp_path_factory.mktemp("resnet") / "dbl")

@@ -110,11 +110,6 @@ def _wait_for_progress(run_dir, proc, min_epochs_done: int, timeout=120):
     pytest.fail("run made no progress")
 
 
-@pytest.fixture(scope="module")
-def resnet_dbl_program(resnet_digits_model, tmp_path_factory):
-    return llcompile.transform(resnet_digits_model, "dbl", blocks=4).save(tmp_path_factory.mktemp("resnet") / "dbl")
-
-
 # a kill mid-epoch and a resume are checked by default across a prefix move and across boundary changes
 @pytest.mark.parametrize("how", [pytest.param("kill", marks=pytest.mark.slow), "ctrl-c"])
 def test_resume_after_interruption_matches_an_uninterrupted_run(resnet_dbl_program, tmp_path, how):
