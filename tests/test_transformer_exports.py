@@ -144,3 +144,16 @@ def test_dbl_trains_on_both_backends_alike(exported, tmp_path):
         losses[backend] = [record["train_loss"] for record in result.history]
     assert losses["torch"][-1] < losses["torch"][0]
     assert losses["ort"] == pytest.approx(losses["torch"], rel=1e-3)
+
+
+def test_a_static_batch_default_export_is_refused_in_one_line(build_once):
+    """``torch.onnx.export(module, (x,), path)``, nothing else: nn.MultiheadAttention's dynamo graph bakes the
+    batch into a Reshape at its second axis ([T, N, 3, E]), which no rewrite can tell from a unit dim."""
+    def export_static(path):
+        torch.manual_seed(0)
+        torch.onnx.export(EncoderClassifier(False).eval(), (torch.randn(1, *SHAPE),), str(path))
+
+    path = build_once("transformer_export_encoder_static_batch.onnx", export_static)
+    with pytest.raises(llcompile.LLCompileError, match=r"Reshape '\w+' turns \[16, \w+, 96\] into the fixed "
+                                                       r"\[16, 1, 3, 32\].*re-export with a dynamic batch"):
+        llcompile.load(path)
