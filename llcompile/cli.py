@@ -73,7 +73,8 @@ def cli() -> None:
 @click.option("--aux-depth", type=click.FloatRange(0, 1, min_open=True),
               help="augmented aux head: fraction of the later segments it copies [default: 0.1].")
 @click.option("--aux-pool", type=click.IntRange(min=1),
-              help="aux heads: average-pool a spatial activation to P x P instead of globally [default: global].")
+              help="aux heads on feature maps: average-pool to P x P instead of globally [default: global]; "
+                   "token tensors are reduced whole (refused if every cut point is one).")
 @click.option("--aux-width", type=click.FloatRange(0, 1, min_open=True),
               help="conv aux head: its hidden channels as a fraction of the block's [default: 1].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")

@@ -159,10 +159,27 @@ def _check_interface(model: ir.Model, source: str) -> None:
             raise LLCompileError(f"{source}: {value.name!r} is {value.dtype.name.lower()}; llcompile trains "
                                  "float32 models (convert the model to float32 first)")
     for node in model.graph:
+        if node.op_type == "Reshape" and _reshapes_a_dynamic_size_to_a_fixed_one(node):
+            raise LLCompileError(f"{source}: Reshape {node.name!r} turns {_dims(node.inputs[0].shape)} into the fixed "
+                                 f"{_dims(node.outputs[0].shape)}: the export baked its batch size into the target; "
+                                 "re-export with a dynamic batch (torch.onnx.export(..., dynamic_shapes=...))")
         if node.op_type in ("Gemm", "MatMul") and node.inputs[0].const_value is not None \
                 and node.inputs[1].const_value is None:
             raise LLCompileError(f"{source}: {node.op_type} {node.name!r} has its weight as the first operand "
                                  "(W @ x); only x @ W layers can be trained")
+
+
+def _reshapes_a_dynamic_size_to_a_fixed_one(node: ir.Node) -> bool:
+    """A constant target without 0 or -1 fixes the element count, which a symbolic input dim (the batch) varies."""
+    data, target = node.inputs[0], node.inputs[1]
+    if target is None or target.const_value is None or data.shape is None:
+        return False
+    dims = target.const_value.numpy()
+    return not ((dims == 0) | (dims == -1)).any() and not all(isinstance(d, int) for d in data.shape)
+
+
+def _dims(shape: ir.Shape | None) -> str:
+    return "[" + ", ".join(str(d) for d in shape) + "]" if shape is not None else "[?]"
 
 
 def _first_line(exc: BaseException) -> str:

@@ -187,6 +187,9 @@ def _render_program(d: dict) -> str:
         elif s["head"]:
             out.append(f"  aux head {s['head']['kind']}: logits {s['head']['logits']}, "
                        f"params {', '.join(s['head']['params'])}")
+        if s["head"] and "aux_pool" in d["options"] and "pool" not in s["head"]:
+            out.append(f"  aux_pool={d['options']['aux_pool']} does not apply here: the head reads a token tensor "
+                       f"or a vector, reduced whole")
         if s["updates"] is not None:
             out.append(f"  feeds: {s['input']}, {s['lr_input']} -> outputs: {s['output']} and the new value of "
                        f"{len(s['updates'])} weight(s) (forward-only, no loss)")

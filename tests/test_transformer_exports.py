@@ -1,8 +1,9 @@
 """Transformer graphs llcompile did not write: torch's own ``nn.TransformerEncoder`` (batch_first, post- and
 pre-norm) and a torchvision-style ViT (``nn.MultiheadAttention`` encoder blocks, class token, learned
 positions; built from torch.nn, torchvision is not a dependency), exported by ``torch.onnx.export``
-with its defaults as users call it. Each compiles with every strategy; the stage chain computes the
-model (onnxruntime on the export), and a few dbl steps train on both backends alike."""
+as users call it: with its default (dynamo, torch.export-based) exporter, and with the TorchScript-based
+one (``dynamo=False``). Each compiles with every strategy; the stage chain computes the model
+(onnxruntime on the export), and a few dbl steps train on both backends alike."""
 
 import numpy as np
 import onnx
@@ -73,27 +74,50 @@ MODELS = {"encoder-post-norm": lambda: EncoderClassifier(False), "encoder-pre-no
           "torchvision-vit": TorchvisionStyleViT}
 
 
-@pytest.fixture(scope="module", params=list(MODELS))
-def exported(request, tmp_path_factory):
+EXPORTERS = ("dynamo", "torchscript")
+
+
+def export_as_users_do(name: str, exporter: str, path) -> None:
+    """``torch.onnx.export`` with a dynamic batch: the default exporter is given ``dynamic_shapes`` (it
+    asks for them instead of ``dynamic_axes``) and an eval-mode module (it warns on a training one)."""
     torch.manual_seed(0)
-    module = MODELS[request.param]().train()
-    path = tmp_path_factory.mktemp(request.param) / "model.onnx"
+    module = MODELS[name]()
     example = torch.randn(2, *SHAPE)
-    torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["input"], output_names=["logits"],
-                      dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-    return path
+    names = {"input_names": ["input"], "output_names": ["logits"]}
+    if exporter == "dynamo":
+        torch.onnx.export(module.eval(), (example,), str(path), dynamic_shapes=({0: torch.export.Dim("batch")},),
+                          **names)
+    else:
+        torch.onnx.export(module.train(), (example,), str(path), dynamo=False,
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}}, **names)
 
 
+def export_params(slow_training: bool = False):
+    """(model, exporter) pairs; with ``slow_training`` the encoders' dynamo exports are marked slow: their
+    TorchScript twins and the dynamo ViT train in the default run, each pair takes 5 to 15 s."""
+    slow = {(name, "dynamo") for name in MODELS if name.startswith("encoder")} if slow_training else set()
+    return [pytest.param((name, exporter), id=f"{name}-{exporter}", marks=[pytest.mark.slow] * ((name, exporter) in slow))
+            for exporter in EXPORTERS for name in MODELS]
+
+
+@pytest.fixture
+def exported(request, build_once):
+    name, exporter = request.param
+    return build_once(f"transformer_export_{name}_{exporter}.onnx", lambda path: export_as_users_do(name, exporter, path))
+
+
+@pytest.mark.parametrize("exported", export_params(), indirect=True)
 def test_cut_points_are_the_residual_stream(exported):
     model = llcompile.load(exported)
     cuts = llcompile.analyze(model).cut_points
     shapes = [list(value_named(model.graph, c).shape)[1:] for c in cuts]
-    tokens = 16 + ("vit" in str(exported.parent))
+    tokens = 16 + ("vit" in exported.name)
     # the embedding (post-norm: before its transpose to tokens), the stream after each attention and
     # each MLP but the last, the head's input
     assert shapes[0] in ([tokens, DIM], [DIM, tokens]) and shapes[1:] == [[tokens, DIM]] * 3 + [[DIM]]
 
 
+@pytest.mark.parametrize("exported", export_params(), indirect=True)
 def test_every_strategy_computes_the_model(exported):
     source = onnx.load(exported)
     x = np.random.default_rng(1).standard_normal((2, *SHAPE)).astype(np.float32)
@@ -109,6 +133,7 @@ def test_every_strategy_computes_the_model(exported):
         assert losses[program.stages[-1].name] == pytest.approx(softmax_cross_entropy(chain, labels), rel=1e-4)
 
 
+@pytest.mark.parametrize("exported", export_params(slow_training=True), indirect=True)
 def test_dbl_trains_on_both_backends_alike(exported, tmp_path):
     program = llcompile.transform(exported, "dbl", blocks=2).save(tmp_path / "dbl")
     losses = {}
@@ -119,3 +144,16 @@ def test_dbl_trains_on_both_backends_alike(exported, tmp_path):
         losses[backend] = [record["train_loss"] for record in result.history]
     assert losses["torch"][-1] < losses["torch"][0]
     assert losses["ort"] == pytest.approx(losses["torch"], rel=1e-3)
+
+
+def test_a_static_batch_default_export_is_refused_in_one_line(build_once):
+    """``torch.onnx.export(module, (x,), path)``, nothing else: nn.MultiheadAttention's dynamo graph bakes the
+    batch into a Reshape at its second axis ([T, N, 3, E]), which no rewrite can tell from a unit dim."""
+    def export_static(path):
+        torch.manual_seed(0)
+        torch.onnx.export(EncoderClassifier(False).eval(), (torch.randn(1, *SHAPE),), str(path))
+
+    path = build_once("transformer_export_encoder_static_batch.onnx", export_static)
+    with pytest.raises(llcompile.LLCompileError, match=r"Reshape '\w+' turns \[16, \w+, 96\] into the fixed "
+                                                       r"\[16, 1, 3, 32\].*re-export with a dynamic batch"):
+        llcompile.load(path)

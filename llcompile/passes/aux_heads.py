@@ -24,6 +24,11 @@ AUX_HEAD_KINDS = {
 }
 
 
+def is_feature_map(value: ir.Value) -> bool:
+    """``[N, C, spatial...]``: what ``pool`` pools (not a token tensor, not a vector)."""
+    return value.shape is not None and value.shape.rank() > 2 and not is_token_tensor(value)
+
+
 class AuxHeadsPass(ir.passes.InPlacePass):
     """For each block but the last: head on the block's output, softmax cross-entropy loss.
 
@@ -38,7 +43,9 @@ class AuxHeadsPass(ir.passes.InPlacePass):
 
     ``pool`` P (any head): average-pool a spatial activation to P x P (each spatial size divided
     by P; they must divide) instead of pooling it globally, so the classifier sees where features
-    are: its Gemm reads C * P^2 values (a token tensor is always reduced whole). ``width`` w
+    are: its Gemm reads C * P^2 values. A token tensor is always reduced whole: a head that pools
+    records ``pool`` in its entry, one on tokens does not, and a model whose every cut point is a
+    token tensor (or a vector) is refused. ``width`` w
     (``conv`` only): the 1x1 conv and hidden Gemm have round(w * C) channels instead of C, so the
     head costs about w times the MACs.
 
@@ -75,7 +82,9 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         plan = require_plan(model, type(self).__name__)
         graph = model.graph
         labels = labels_input(graph, plan.labels)
-        analysis = analyze(model) if self.kind == "augmented" else None  # before any head is added
+        analysis = analyze(model) if self.kind == "augmented" or self.pool is not None else None  # before any head
+        if self.pool is not None:
+            self._check_pool_applies(graph, analysis.cut_points)
         readout = model_readout(graph)
         modified = False
         for stage in plan.stages[:-1]:
@@ -86,9 +95,10 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             before = set(graph.initializers)
             x = value_named(graph, stage.output)
             segments = copied_from = None
-            if analysis is not None:
+            if self.kind == "augmented":
                 segments = select_segments(analysis, stage.output, self.depth)
                 x, copied_from = copy_segments(builder, analysis, segments, x)
+            pooled = self.pool is not None and is_feature_map(x)  # tokens and vectors are reduced whole
             logits = self._build_head(builder, x, plan.num_classes, rng, readout)
             stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name
             added = set(graph.initializers) - before
@@ -96,7 +106,8 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             stage.head = {"kind": self.kind, "logits": logits.name,
                           "params": sorted(n for n in added if roles.get(n) == "param"),
                           "buffers": sorted(n for n in added if roles.get(n) == "buffer")}
-            stage.head.update({k: v for k, v in (("pool", self.pool), ("width", self.width)) if v is not None})
+            stage.head.update({k: v for k, v in (("pool", self.pool if pooled else None), ("width", self.width))
+                               if v is not None})
             if segments is not None:
                 stage.head.update(segments=segments, copied_from=copied_from)
             modified = True
@@ -106,6 +117,14 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             plan.options["aux_depth"] = self.depth
         plan.write(model)
         return ir.passes.PassResult(model, modified)
+
+    def _check_pool_applies(self, graph: ir.Graph, cut_points: list[str]) -> None:
+        """``pool`` pools feature maps only: refuse it when no cut point of the model is one (a transformer's
+        or Mixer's residual stream is a token tensor), rather than ignore it in every head. The model's cut
+        points, not this program's: boundaries that move may reach any of them."""
+        if not any(is_feature_map(value_named(graph, cut)) for cut in cut_points):
+            raise LLCompileError(f"--aux-pool {self.pool} pools feature maps [N, C, H, W], but every cut point of "
+                                 f"this model is a token tensor [N, tokens, features] or a vector: leave it out")
 
     def _build_head(self, b: GraphBuilder, x: ir.Value, classes: int, rng, readout: Readout) -> ir.Value:
         rank = x.shape.rank() if x.shape is not None else 0

@@ -6,8 +6,13 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 import pytest
+import torch
 
 from llcompile.analysis import analyze
+from llcompile.compiler import transform
+from llcompile.inspection import describe_program, render_text
+from llcompile.models import export
+from llcompile.readout import is_token_tensor
 from llcompile.errors import LLCompileError
 from llcompile.importer import load
 from llcompile.passes.graph_builder import value_named
@@ -432,3 +437,51 @@ def test_augmented_head_on_a_vit_copies_the_later_blocks_with_the_models_norm_an
     out = _run(model, [cuts[-1], gemm.inputs[0].name], x, np.array([1, 2, 3]))
     # the copies start with the model's weights: the head's classifier reads the model's own class token
     np.testing.assert_allclose(out[gemm.inputs[0].name], out[cuts[-1]], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["vit", "mixer"])
+def test_pool_is_refused_where_every_cut_point_is_a_token_tensor(tmp_path, name):
+    export_tiny(name, tmp_path / "m.onnx")
+    model = load(tmp_path / "m.onnx")
+    PartitionPass(cuts=[analyze(model).cut_points[1]])(model)
+    with pytest.raises(LLCompileError, match="--aux-pool 2 pools feature maps .* every cut point of this model is a "
+                                             "token tensor"):
+        AuxHeadsPass(kind="fc", pool=2)(model)
+
+
+class ConvStemTokens(torch.nn.Module):
+    """A conv stem (an 8x8 feature map), then its 2x2 patches as tokens through a residual MLP: cut points of
+    both kinds."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+        self.patches = torch.nn.Conv2d(8, 16, 4, stride=4)
+        self.mlp = torch.nn.Sequential(torch.nn.LayerNorm(16), torch.nn.Linear(16, 32), torch.nn.GELU(),
+                                       torch.nn.Linear(32, 16))
+        self.head = torch.nn.Linear(16, CLASSES)
+
+    def forward(self, x):
+        tokens = self.patches(self.stem(x)).flatten(2).transpose(1, 2)
+        return self.head((tokens + self.mlp(tokens)).mean(dim=1))
+
+
+def test_pool_applies_to_the_feature_map_heads_only_and_the_program_says_so(tmp_path):
+    torch.manual_seed(0)
+    export(ConvStemTokens(), tmp_path / "m.onnx", num_classes=CLASSES, input_shape=INPUT_SHAPE)
+    model = load(tmp_path / "m.onnx")
+    graph = model.graph
+    cut_points = analyze(model).cut_points
+    feature_map = next(c for c in cut_points if len(value_named(graph, c).shape) == 4)
+    tokens = next(c for c in cut_points if is_token_tensor(value_named(graph, c)))
+    program = transform(model, "dbl", cuts=[feature_map, tokens], aux_pool=2)
+    heads = {stage.output: stage.head for stage in program.stages if stage.head}
+    assert heads[feature_map]["pool"] == 2 and "pool" not in heads[tokens]
+    nodes = [node for stage in program.stages for node in stage.model.graph.node]
+    assert [n.output[0] for n in nodes if n.op_type == "AveragePool"] == [f"aux@{feature_map}.pool"]
+    weights = {i.name: i.dims for stage in program.stages for i in stage.model.graph.initializer}
+    assert list(weights[f"aux@{feature_map}.fc.weight"]) == [CLASSES, 8 * 2 * 2]  # 8 channels pooled to 2x2
+    assert list(weights[f"aux@{tokens}.fc.weight"]) == [CLASSES, 16]  # the token mean's 16 features
+    text = render_text(describe_program(program))
+    assert text.count("aux_pool=2 does not apply here") == 1
+    assert text.index("aux_pool=2 does not apply here") > text.index(f"aux head fc: logits aux@{tokens}.logits")
