@@ -61,7 +61,7 @@ def _op(op_type: str, *inputs: ir.Value, **attributes) -> ir.Node:
 
 
 def _ints(values: list[int]) -> ir.Node:
-    return ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(np.array(values, np.int64)))])
+    return constant_node(np.array(values, np.int64))
 
 
 GELU_TANH_CUBIC = 0.044715
