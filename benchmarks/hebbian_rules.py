@@ -1,12 +1,15 @@
-"""Which Hebbian rule, activation and rate for LoCal+SGD: ResNet-20 on a CIFAR-10 subset, over seeds.
+"""Which Hebbian rule, activation and rate for LoCal+SGD: a zoo model on a CIFAR-10 subset, over seeds.
 
-    ./dev bench hebbian_rules [--limit 8000] [--epochs 4] [--seeds 3] [--configs "frozen prefix (lr 0);..."]
+    ./dev bench hebbian_rules [--model resnet20] [--limit 8000] [--epochs 4] [--start-epoch 2] [--seeds 3]
+                              [--configs "frozen prefix (lr 0);..."]
 
 Every configuration trains the same network from the same weights and batches for a seed (the seed
-sets the initial weights and the batch order): epoch 1 all on SGD, from epoch 2 the default maximum
-prefix (the longest with at most half the forward MACs) localized. `lr 0` freezes the prefix: the
-reference a Hebbian rule has to beat. Prints one line per run as it finishes, then a markdown table of
-the final test accuracy, mean ± std (sample std) over the seeds, and its difference from the frozen prefix.
+sets the initial weights and the batch order): the first epochs all on SGD, from --start-epoch the
+default maximum prefix (the longest with at most half the forward MACs) localized. `lr 0` freezes the
+prefix: the reference a Hebbian rule has to beat. Prints one line per run as it finishes, then a
+markdown table of the final test accuracy, mean ± std (sample std) over the seeds, its difference
+from the frozen prefix and from bp, and the last epoch's training time over bp's (the late-epoch
+speed-up, measured: ratios of one machine's timings, so meaningful only on a quiet machine).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from llcompile.train import TrainConfig, train
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
 FROZEN = "frozen prefix (lr 0)"
+# peak SGD learning rate per model: VGG-11-BN diverges at 0.05 and above (as in strategies_cifar10)
+DEFAULT_LR = {"resnet20": 0.1, "vgg11_bn": 0.01}
 CONFIGS = {
     "bp": ("bp", {}),
     FROZEN: ("local-sgd", {"hebbian_lr": 0.0}),
@@ -41,7 +46,10 @@ CONFIGS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="resnet20", choices=sorted(DEFAULT_LR))
     parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--start-epoch", type=int, default=2, help="the first epoch with a localized prefix")
+    parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: per model, DEFAULT_LR]")
     parser.add_argument("--limit", type=int, default=8000, help="samples per split")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--configs", default=";".join(CONFIGS), help="labels of CONFIGS separated by ';'")
@@ -52,35 +60,50 @@ def main() -> None:
     unknown = [label for label in labels if label not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configurations {unknown}; choose from {list(CONFIGS)}")
-    print(f"ResNet-20, CIFAR-10 ({args.limit} samples per split), {args.epochs} epochs, batch 128, SGD lr 0.1 "
-          f"cosine, seeds 0..{args.seeds - 1}; local-sgd: prefix from epoch 2 (start_epoch 2, ramp_epochs 1)\n",
-          flush=True)
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.model]
+    print(f"{args.model}, CIFAR-10 ({args.limit} samples per split), {args.epochs} epochs, batch 128, SGD lr {lr} "
+          f"cosine, {args.threads} thread(s), seeds 0..{args.seeds - 1}; local-sgd: prefix from epoch "
+          f"{args.start_epoch} (ramp_epochs 1)\n", flush=True)
     finals: dict[str, list[float]] = {label: [] for label in labels}
+    last_epoch_s: dict[str, list[float]] = {label: [] for label in labels}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for seed in range(args.seeds):
             torch.manual_seed(seed)
-            model = export("resnet20", tmp / f"resnet20-{seed}.onnx")
+            model = export(args.model, tmp / f"{args.model}-{seed}.onnx")
             for i, label in enumerate(labels):
                 strategy, options = CONFIGS[label]
                 if strategy != "bp":
-                    options = {**options, "start_epoch": 2, "ramp_epochs": 1}
+                    options = {**options, "start_epoch": args.start_epoch, "ramp_epochs": 1}
                 program = llcompile.transform(model, strategy, **options).save(tmp / f"program-{seed}-{i}")
-                config = TrainConfig(data=args.data, epochs=args.epochs, batch_size=128, threads=args.threads,
+                config = TrainConfig(data=args.data, epochs=args.epochs, batch_size=128, lr=lr, threads=args.threads,
                                      data_limit=args.limit, seed=seed)
                 history = train(program, config, tmp / f"run-{seed}-{i}", show_progress=False).history
                 finals[label].append(history[-1]["test_acc"])
+                last_epoch_s[label].append(history[-1]["epoch_time_s"])
                 per_epoch = " / ".join(f"{record['test_acc']:.3f}" for record in history)
-                print(f"seed {seed} | {label} | {per_epoch}", flush=True)
-    print("\n| configuration | final test acc (mean ± std) | vs frozen (points, mean ± std of the per-seed "
-          "difference) |\n|---|---|---|")
+                print(f"seed {seed} | {label} | {per_epoch} | last epoch {history[-1]['epoch_time_s']:.1f} s",
+                      flush=True)
+    print("\n| configuration | final test acc (mean ± std) | vs frozen (points) | vs bp (points) "
+          "| last epoch's time, bp's / this |\n|---|---|---|---|---|")
     for label in labels:
         accs = finals[label]
-        versus = "-"
-        if label != FROZEN and label != "bp" and FROZEN in finals:
-            diffs = [100 * (a - f) for a, f in zip(accs, finals[FROZEN])]
-            versus = f"{statistics.mean(diffs):+.1f} ± {_std(diffs):.1f}"
-        print(f"| {label} | {statistics.mean(accs):.3f} ± {_std(accs):.3f} | {versus} |")
+        versus_frozen = _difference(accs, finals.get(FROZEN)) if label not in (FROZEN, "bp") else "-"
+        versus_bp = _difference(accs, finals.get("bp")) if label != "bp" else "-"
+        speed_up = "-"
+        if "bp" in last_epoch_s and label != "bp":
+            ratios = [b / t for b, t in zip(last_epoch_s["bp"], last_epoch_s[label])]
+            speed_up = f"{statistics.mean(ratios):.2f}x ± {_std(ratios):.2f}"
+        print(f"| {label} | {statistics.mean(accs):.3f} ± {_std(accs):.3f} | {versus_frozen} | {versus_bp} "
+              f"| {speed_up} |")
+
+
+def _difference(accs: list[float], reference: list[float] | None) -> str:
+    """Mean ± std over seeds of the per-seed difference in points, or '-' without the reference."""
+    if not reference:
+        return "-"
+    diffs = [100 * (a - r) for a, r in zip(accs, reference)]
+    return f"{statistics.mean(diffs):+.1f} ± {_std(diffs):.1f}"
 
 
 def _std(values: list[float]) -> float:

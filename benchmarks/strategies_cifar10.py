@@ -66,6 +66,8 @@ CELLS = {
     "dbl progressive K=8 fc pool2": ("dbl", {"blocks": 8, "aux_pool": 2, "boundary_policy": "progressive"}),
     "dbl fixed K=4 conv w=0.25": ("dbl", {"blocks": 4, "aux_head": "conv", "aux_width": 0.25, **FIXED}),
     "local-sgd dynamic": ("local-sgd", DYNAMIC),
+    # the default Hebbian prefix (Oja, lr 1e-4) late in a 10-epoch run: issue 15's speed/accuracy target
+    "local-sgd from epoch 7": ("local-sgd", {"start_epoch": 7, "ramp_epochs": 1}),
     "dbl-hebbian K=2 dynamic": ("dbl-hebbian", {"blocks": 2, **DYNAMIC, **FIXED}),
 }
 
