@@ -34,6 +34,8 @@ CONFIGS = {
     FROZEN: ("local-sgd", {"hebbian_lr": 0.0}),
     "oja, post, lr 1e-4": ("local-sgd", {"hebbian_lr": 1e-4}),
     "oja, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3}),
+    # weak supervision (halve the localized rate after an epoch whose loss rose) off: does it act?
+    "oja, post, lr 1e-3, no weak supervision": ("local-sgd", {"hebbian_lr": 1e-3, "weak_supervision": "none"}),
     "oja, post, lr 1e-2": ("local-sgd", {"hebbian_lr": 1e-2}),
     "oja, pre, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_activation": "pre"}),
     "hebb, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "hebb"}),
@@ -82,8 +84,10 @@ def main() -> None:
                 finals[label].append(history[-1]["test_acc"])
                 last_epoch_s[label].append(history[-1]["epoch_time_s"])
                 per_epoch = " / ".join(f"{record['test_acc']:.3f}" for record in history)
-                print(f"seed {seed} | {label} | {per_epoch} | last epoch {history[-1]['epoch_time_s']:.1f} s",
-                      flush=True)
+                factors = " / ".join(f"{record['hebbian_lr_factor']:g}" for record in history
+                                     if "hebbian_lr_factor" in record)
+                print(f"seed {seed} | {label} | {per_epoch} | last epoch {history[-1]['epoch_time_s']:.1f} s"
+                      f"{' | weak-supervision factor ' + factors if factors else ''}", flush=True)
     print("\n| configuration | final test acc (mean ± std) | vs frozen (points) | vs bp (points) "
           "| last epoch's time, bp's / this |\n|---|---|---|---|---|")
     for label in labels:
