@@ -170,6 +170,9 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
             per_epoch_costs = [costs.of_epoch(program, e) for e in epochs]
             runs.append({"seed": seed, "epochs": epochs, "macs": statistics.mean(c[0] for c in per_epoch_costs),
                          "activations": [c[1] for c in per_epoch_costs]})
+            # after every run, so that a stopped benchmark resumes with --reuse-runs DIR
+            args.out.mkdir(parents=True, exist_ok=True)
+            (args.out / f"strategies_{name}.json").write_text(json.dumps({**rows, label: {"runs": runs}}, indent=1))
             print(f"  done: {name} {label} seed {seed}", file=sys.stderr)
         rows[label] = {"runs": runs}
     if not args.no_plain:
