@@ -10,7 +10,7 @@ child of this script), so its peak memory is its own. With ``--seeds N`` every c
 seeds 0..N-1 (the model's initial weights, the aux heads' and the batches' order and augmentation
 all follow the seed; bp and every cell of one seed start from the same weights and see the same
 batches). Per cell, mean ± sample std over the seeds: test accuracy at equal epochs, seconds per
-training epoch (the mean after the first) and their ratio to bp and to the plain loop, peak
+training epoch (the median after the first) and their ratio to bp and to the plain loop, peak
 resident memory (MiB) and its ratio to bp; from the cost model (`llcompile.report`) for the program
 each epoch trained with: the training MACs per sample and the peak of the activations kept for
 backward, vs bp; and the measured speed-up over the MAC-predicted ideal (1.00 = the time fell as
@@ -188,8 +188,9 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
 
 
 def _seconds(epochs: list[dict]) -> float:
-    """Mean seconds of a training epoch, the first left out (warm-up) when there are more."""
-    return statistics.mean(e["epoch_time_s"] for e in (epochs[1:] or epochs))
+    """Seconds of a training epoch: the median, the first left out (warm-up) when there are more; the
+    median, so that an epoch slowed by other work on a shared machine does not move it."""
+    return statistics.median(e["epoch_time_s"] for e in (epochs[1:] or epochs))
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
