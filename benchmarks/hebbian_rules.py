@@ -33,6 +33,7 @@ CONFIGS = {
     "bp": ("bp", {}),
     FROZEN: ("local-sgd", {"hebbian_lr": 0.0}),
     "oja, post, lr 1e-4": ("local-sgd", {"hebbian_lr": 1e-4}),
+    "oja, post, lr 1e-4, every 4": ("local-sgd", {"hebbian_lr": 1e-4, "hebbian_every": 4}),
     "oja, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3}),
     # weak supervision (halve the localized rate after an epoch whose loss rose) off: does it act?
     "oja, post, lr 1e-3, no weak supervision": ("local-sgd", {"hebbian_lr": 1e-3, "weak_supervision": "none"}),
