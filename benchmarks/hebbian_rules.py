@@ -24,11 +24,10 @@ import torch
 import llcompile
 from llcompile.models import export
 from llcompile.train import TrainConfig, train
+from local_sgd_cifar10 import SHARED_ZIP
+from strategies_cifar10 import DEFAULT_LR  # the peak SGD rate per model (VGG-11-BN diverges at 0.05 and above)
 
-SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
 FROZEN = "frozen prefix (lr 0)"
-# peak SGD learning rate per model: VGG-11-BN diverges at 0.05 and above (as in strategies_cifar10)
-DEFAULT_LR = {"resnet20": 0.1, "vgg11_bn": 0.01}
 CONFIGS = {
     "bp": ("bp", {}),
     FROZEN: ("local-sgd", {"hebbian_lr": 0.0}),
@@ -49,10 +48,10 @@ CONFIGS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="resnet20", choices=sorted(DEFAULT_LR))
+    parser.add_argument("--model", default="resnet20", help="a zoo model (llcompile models list)")
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--start-epoch", type=int, default=2, help="the first epoch with a localized prefix")
-    parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: per model, DEFAULT_LR]")
+    parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: 0.1; VGG-11-BN 0.01]")
     parser.add_argument("--limit", type=int, default=8000, help="samples per split")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--configs", default=";".join(CONFIGS), help="labels of CONFIGS separated by ';'")
@@ -63,7 +62,7 @@ def main() -> None:
     unknown = [label for label in labels if label not in CONFIGS]
     if unknown:
         raise SystemExit(f"unknown configurations {unknown}; choose from {list(CONFIGS)}")
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.model]
+    lr = args.lr if args.lr is not None else DEFAULT_LR.get(args.model, 0.1)
     print(f"{args.model}, CIFAR-10 ({args.limit} samples per split), {args.epochs} epochs, batch 128, SGD lr {lr} "
           f"cosine, {args.threads} thread(s), seeds 0..{args.seeds - 1}; local-sgd: prefix from epoch "
           f"{args.start_epoch} (ramp_epochs 1)\n", flush=True)
