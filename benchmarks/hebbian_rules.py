@@ -37,6 +37,7 @@ CONFIGS = {
     # weak supervision (halve the localized rate after an epoch whose loss rose) off: does it act?
     "oja, post, lr 1e-3, no weak supervision": ("local-sgd", {"hebbian_lr": 1e-3, "weak_supervision": "none"}),
     "oja, post, lr 1e-2": ("local-sgd", {"hebbian_lr": 1e-2}),
+    "oja, post, lr 1e-2, no weak supervision": ("local-sgd", {"hebbian_lr": 1e-2, "weak_supervision": "none"}),
     "oja, pre, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_activation": "pre"}),
     "hebb, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "hebb"}),
     "sanger, post, lr 1e-3": ("local-sgd", {"hebbian_lr": 1e-3, "hebbian_rule": "sanger"}),
