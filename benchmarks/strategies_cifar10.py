@@ -169,7 +169,7 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
                                                                              force=True)
             program = llcompile.Program.load(program_dir)
             epochs = done[seed]["epochs"] if seed in done else train_run(program_dir, tmp / f"run-{slug}-{seed}",
-                                                                         args, seed=seed)
+                                                                         args, ("--device", args.device), seed)
             per_epoch_costs = [costs.of_epoch(program, e) for e in epochs]
             runs.append({"seed": seed, "epochs": epochs, "macs": statistics.mean(c[0] for c in per_epoch_costs),
                          "activations": [c[1] for c in per_epoch_costs]})
@@ -219,7 +219,7 @@ def write_results(name: str, rows: dict[str, dict], args, segment_of_cut: dict[s
     data = (f"the first {args.limit} training / {min(args.limit, 10000)} test images" if args.limit
             else "the full 50,000 / 10,000")
     lines = [f"### {name}: CIFAR-10 ({data}), {args.epochs} epochs, batch 128, SGD nesterov lr {args.lr:g} cosine, "
-             f"torch backend, {args.threads} threads, CPU; mean ± std over seeds "
+             f"torch backend, {args.threads} threads, {args.device}; mean ± std over seeds "
              f"{', '.join(str(r['seed']) for r in bp['runs'])}\n",
              "| strategy | test acc | vs bp (points) | s/epoch (measured) | vs bp | vs plain PyTorch | "
              "peak RSS MiB (measured) | vs bp | MACs vs bp (cost model) | activation peak vs bp (cost model, "
@@ -311,6 +311,8 @@ def main() -> None:
     parser.add_argument("--data", default=f"cifar10:{SHARED_ZIP}")
     parser.add_argument("--limit", type=int, default=10000, help="samples per split (0: all)")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu", help="llcompile train --device of every cell (cuda: with --no-plain, "
+                        "the plain loop runs on the CPU)")
     parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: 0.1; VGG-11-BN 0.01]")
     parser.add_argument("--cells", help=f"comma-separated subset of: {', '.join(CELLS)}")
     parser.add_argument("--seeds", type=int, default=1, help="runs per cell, seeds 0..N-1 (mean ± std)")
@@ -329,6 +331,8 @@ def main() -> None:
     unknown = [c for c in (args.cells or "").split(",") if c.strip() and c.strip() not in CELLS]
     if unknown:
         raise SystemExit(f"unknown cells: {', '.join(unknown)}")
+    if args.device != "cpu" and not args.no_plain:
+        raise SystemExit("--device other than cpu needs --no-plain: the plain PyTorch loop runs on the CPU")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             benchmark_model(name, Path(tmp), args)
