@@ -124,7 +124,7 @@ def cli() -> None:
               help="Localized learning rate at the SGD schedule's peak; it follows that schedule [default: 1e-4].")
 @click.option("--hebbian-every", type=click.IntRange(min=1),
               help="Update the localized weights at every k-th step only; the other steps run the prefix forward "
-                   "[default: 1].")
+                   "[default: 4].")
 @click.option("--weak-supervision", type=click.Choice(WEAK_SUPERVISION),
               help="loss-trend: scale the localized rate down when the training loss rises [default: loss-trend].")
 @click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),

@@ -46,7 +46,9 @@ class LearningMode:
     update_threshold: float = 0.5  # dynamic: a layer has settled below this fraction of its peak update norm
     prefix_step: int = 2  # dynamic: most segments the transition moves per epoch
     hebbian_lr: float = 1e-4  # localized learning rate at the SGD schedule's peak (docs: measured)
-    hebbian_every: int = 1  # the localized weights are updated at every k-th step (the others: forward only)
+    # the localized weights are updated at every k-th step (the others: forward only); 4 measured: as
+    # accurate as every step (both level with a frozen prefix), 1.55x bp's step speed instead of 1.29x
+    hebbian_every: int = 4
     weak_supervision: str = "loss-trend"
     lr_decay: float = 0.5  # weak supervision: factor applied when the training loss rises
 

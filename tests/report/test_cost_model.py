@@ -76,7 +76,7 @@ def test_dbl_aux_head_and_block_first_layer(tiny_model):
 
 
 def test_hebbian_prefix_by_hand(tiny_model):
-    program, cost = costs(tiny_model, "local-sgd", prefix=1)
+    program, cost = costs(tiny_model, "local-sgd", prefix=1, hebbian_every=1)  # an update at every step
     hebbian, sgd = cost.stages
     assert hebbian.kind == "hebbian" and hebbian.layers == ["u0.conv"]
     layers = by_name(cost)
@@ -107,7 +107,7 @@ def test_hand_made_hebbian_stage_matches_the_strategy(tiny_model):
     program = llcompile.transform(llcompile.load(tiny_model), "dbl", cuts=["u1.out"])
     program.stages[0] = dataclasses.replace(program.stages[0], kind="hebbian", head=None)
     hand = cost_program(program, batch_size=B)
-    _, real = costs(tiny_model, "local-sgd", prefix=1)
+    _, real = costs(tiny_model, "local-sgd", prefix=1, hebbian_every=1)  # the hand-made stage has no option
     def without_stage(cost):
         return [{k: v for k, v in layer.to_json().items() if k != "stage"} for layer in cost.layers]
 
