@@ -76,8 +76,8 @@ def main() -> None:
             model = export(args.model, tmp / f"{args.model}-{seed}.onnx")
             for i, label in enumerate(labels):
                 strategy, options = CONFIGS[label]
-                if strategy != "bp":
-                    options = {**options, "start_epoch": args.start_epoch, "ramp_epochs": 1}
+                if strategy != "bp":  # an update at every step unless the label says otherwise
+                    options = {"hebbian_every": 1, **options, "start_epoch": args.start_epoch, "ramp_epochs": 1}
                 program = llcompile.transform(model, strategy, **options).save(tmp / f"program-{seed}-{i}")
                 config = TrainConfig(data=args.data, epochs=args.epochs, batch_size=128, lr=lr, threads=args.threads,
                                      data_limit=args.limit, seed=seed)
