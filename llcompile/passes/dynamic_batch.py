@@ -82,25 +82,13 @@ class DynamicBatchPass(ir.passes.InPlacePass):
                     or array.shape[0] != batch or not (array == array[:1]).all():
                 continue
             graph = node.graph
-            row, starts, ends, rest = _constants(graph, NameScope(graph), value.name, {
-                "row": array[:1], "start": np.array([0], np.int64), "end": np.array([1], np.int64),
-                "rest": np.array(array.shape[1:], np.int64)})
+            names = NameScope(graph)
+            row, starts, ends, rest = (names.initializer(f"{value.name}.batch_{key}", constant) for key, constant in (
+                ("row", array[:1]), ("start", np.array([0], np.int64)), ("end", np.array([1], np.int64)),
+                ("rest", np.array(array.shape[1:], np.int64))))
             shape = ir.Node("", "Shape", [data])
             batch_dim = ir.Node("", "Slice", [shape.outputs[0], starts, ends])  # Shape's start/end needs opset 15
             target = ir.Node("", "Concat", [batch_dim.outputs[0], rest], attributes=[ir.AttrInt64("axis", 0)])
             expand = ir.Node("", "Expand", [row, target.outputs[0]])
             graph.insert_before(node, [shape, batch_dim, target, expand])
             node.replace_input_with(index, expand.outputs[0])
-
-
-def _constants(graph: ir.Graph, names: NameScope, prefix: str, arrays: dict[str, np.ndarray]) -> list[ir.Value]:
-    """Register ``arrays`` as initializers named ``prefix.batch_<key>`` (made unique)."""
-    values = []
-    for key, array in arrays.items():
-        name = names.fresh(f"{prefix}.batch_{key}")
-        array = np.ascontiguousarray(array)
-        value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                         const_value=ir.tensor(array, name=name))
-        graph.register_initializer(value)
-        values.append(value)
-    return values

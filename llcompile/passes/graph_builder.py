@@ -18,12 +18,7 @@ class GraphBuilder:
         self.names = NameScope(graph)
 
     def initializer(self, name: str, array: np.ndarray) -> ir.Value:
-        full = self.names.fresh(f"{self.prefix}.{name}")
-        value = ir.Value(name=full, shape=ir.Shape(array.shape),
-                         type=ir.TensorType(ir.DataType.from_numpy(array.dtype)),
-                         const_value=ir.tensor(array, name=full))
-        self.graph.register_initializer(value)
-        return value
+        return self.names.initializer(f"{self.prefix}.{name}", array)
 
     def op(self, op_type: str, inputs: list[ir.Value], output: str, num_outputs: int = 1,
            **attributes) -> ir.Value:

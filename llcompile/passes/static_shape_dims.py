@@ -63,14 +63,6 @@ def _batch_preserving_target(node: ir.Node) -> np.ndarray | None:
     return np.array([0, *rest], np.int64) if rest.count(-1) <= 1 else None
 
 
-def _int64_initializer(graph: ir.Graph, names: NameScope, base: str, array: np.ndarray) -> ir.Value:
-    name = names.fresh(base)
-    value = ir.Value(name=name, shape=ir.Shape(array.shape), type=ir.TensorType(ir.DataType.INT64),
-                     const_value=ir.tensor(array, name=name))
-    graph.register_initializer(value)
-    return value
-
-
 class StaticShapeDimsPass(ir.passes.InPlacePass):
     def __init__(self, source: str = "model"):
         super().__init__()
@@ -86,15 +78,14 @@ class StaticShapeDimsPass(ir.passes.InPlacePass):
             for node in list(graph):
                 target = _batch_preserving_target(node)
                 if target is not None:
-                    node.replace_input_with(1, _int64_initializer(graph, names, f"{node.outputs[0].name}.target",
-                                                                  target))
+                    node.replace_input_with(1, names.initializer(f"{node.outputs[0].name}.target", target))
                     replaced = True
                     continue
                 known = _known_dims(node)
                 if known is None or node.outputs[0].is_graph_output():
                     continue
                 node.outputs[0].replace_all_uses_with(
-                    _int64_initializer(graph, names, f"{node.outputs[0].name}.static", known))
+                    names.initializer(f"{node.outputs[0].name}.static", known))
                 graph.remove(node, safe=True)
                 replaced = True
             if not replaced:
