@@ -7,9 +7,10 @@ and dbl-hebbian; and a plain hand-written PyTorch loop of the same network.
 
 Each training run is a separate process (`llcompile train`, torch backend; the plain loop in a
 child of this script), so its peak memory is its own. With ``--seeds N`` every cell runs with
-seeds 0..N-1 (the model's initial weights, the aux heads' and the batches' order and augmentation
-all follow the seed; bp and every cell of one seed start from the same weights and see the same
-batches). Per cell, mean ± sample std over the seeds: test accuracy at equal epochs, seconds per
+seeds 0..N-1 (``--first-seed S``: S..S+N-1, to split the seeds over processes and merge them with
+``--reuse-runs``). The model's initial weights, the aux heads' and the batches' order and
+augmentation all follow the seed; bp and every cell of one seed start from the same weights and
+see the same batches. Per cell, mean ± sample std over the seeds: test accuracy at equal epochs, seconds per
 training epoch (the median after the first) and their ratio to bp and to the plain loop, peak
 resident memory (MiB) and its ratio to bp; from the cost model (`llcompile.report`) for the program
 each epoch trained with: the training MACs per sample and the peak of the activations kept for
@@ -152,16 +153,19 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
     cells = [c.strip() for c in args.cells.split(",")] if args.cells else list(CELLS)
     rows: dict[str, dict] = {}
     costs = Costs()
-    previous = args.reuse_runs / f"strategies_{name}.json" if args.reuse_runs else None
-    reused = json.loads(previous.read_text()) if previous and previous.exists() else {}
+    reused: dict[str, dict[int, dict]] = {}  # label -> seed -> run, from every --reuse-runs DIR
+    for directory in args.reuse_runs:
+        previous = directory / f"strategies_{name}.json"
+        for label, row in (json.loads(previous.read_text()) if previous.exists() else {}).items():
+            reused.setdefault(label, {}).update({run["seed"]: run for run in row["runs"]})
     models = {}
-    for seed in range(args.seeds):  # every cell of a seed starts from the same weights
+    for seed in range(args.first_seed, args.first_seed + args.seeds):  # a seed's cells start from the same weights
         torch.manual_seed(seed)
         models[seed] = export(name, tmp / f"{name}-seed{seed}.onnx")
     for label in ["bp", *[c for c in cells if c != "bp"]]:
         strategy, options = CELLS[label]
         slug = f"{name}-{label.replace(' ', '-').replace('=', '').replace(':', '').replace(',', '')}"
-        done = {run["seed"]: run for run in reused.get(label, {}).get("runs", [])}
+        done = reused.get(label, {})
         runs = []
         for seed, model in models.items():
             seeded = {**options, "seed": seed} if "seed" in get_strategy(strategy).options else options
@@ -179,11 +183,11 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
             print(f"  done: {name} {label} seed {seed}", file=sys.stderr)
         rows[label] = {"runs": runs}
     if not args.no_plain:
-        done = {run["seed"]: run for run in reused.get(PLAIN, {}).get("runs", [])}
+        done = reused.get(PLAIN, {})
         rows[PLAIN] = {"runs": [done.get(seed) or {"seed": seed, "epochs": plain_run(name, args, seed),
                                                    "macs": None, "activations": None} for seed in models]}
         print(f"  done: {name} {PLAIN}", file=sys.stderr)
-    segments = llcompile.analyze(llcompile.load(models[0])).segments
+    segments = llcompile.analyze(llcompile.load(next(iter(models.values())))).segments
     write_results(name, rows, args, {segment.input: segment.index for segment in segments})
 
 
@@ -316,11 +320,13 @@ def main() -> None:
     parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: 0.1; VGG-11-BN 0.01]")
     parser.add_argument("--cells", help=f"comma-separated subset of: {', '.join(CELLS)}")
     parser.add_argument("--seeds", type=int, default=1, help="runs per cell, seeds 0..N-1 (mean ± std)")
+    parser.add_argument("--first-seed", type=int, default=0,
+                        help="seeds S..S+N-1 instead (to split the seeds over processes; merge with --reuse-runs)")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loop")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="tables, JSON and plots go here")
-    parser.add_argument("--reuse-runs", type=Path, metavar="DIR",
-                        help="take the epochs of cells already in DIR/strategies_<model>.json instead of training "
-                             "them again (costs and tables are recomputed)")
+    parser.add_argument("--reuse-runs", type=Path, metavar="DIR", action="append", default=[],
+                        help="take the epochs of the runs (cell and seed) already in DIR/strategies_<model>.json "
+                             "instead of training them again (costs and tables are recomputed); repeatable")
     parser.add_argument("--plain", metavar="MODEL", help=argparse.SUPPRESS)
     parser.add_argument("--plain-seed", type=int, default=0, help=argparse.SUPPRESS)
     args = parser.parse_args()
