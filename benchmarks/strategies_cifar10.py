@@ -69,6 +69,11 @@ CELLS = {
     "dbl fixed K=8 fc pool2": ("dbl", {"blocks": 8, "aux_pool": 2, **FIXED}),
     "dbl progressive K=8 fc pool2": ("dbl", {"blocks": 8, "aux_pool": 2, "boundary_policy": "progressive"}),
     "dbl fixed K=4 conv w=0.25": ("dbl", {"blocks": 4, "aux_head": "conv", "aux_width": 0.25, **FIXED}),
+    # the augmented heads on one sample in 4 of each batch: about a quarter of their cost
+    "dbl fixed K=4 augmented d=0.1 sub4": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1,
+                                                   "aux_subsample": 4, **FIXED}),
+    "dbl adaptive K=4 augmented d=0.1 sub4": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1,
+                                                      "aux_subsample": 4, "boundary_policy": "adaptive"}),
     "local-sgd dynamic": ("local-sgd", DYNAMIC),
     # the default Hebbian prefix (Oja, lr 1e-4) late in a 10-epoch run: issue 15's speed/accuracy target
     "local-sgd from epoch 7": ("local-sgd", {"start_epoch": 7, "ramp_epochs": 1}),

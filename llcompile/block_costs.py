@@ -53,7 +53,7 @@ SegmentCoster = Callable[[ir.Model, ModelAnalysis], SegmentCosts]
 
 def segment_coster(criterion: str, head_options: dict) -> SegmentCoster:
     """The function that costs a model's segments by ``criterion``; ``head_options`` are the transform
-    options that shape the aux heads (aux_head, aux_depth, aux_pool, aux_width, seed)."""
+    options that shape the aux heads (aux_head, aux_depth, aux_pool, aux_width, aux_subsample, seed)."""
     if criterion not in BALANCE_CRITERIA:
         raise LLCompileError(f"unknown --balance-by {criterion!r}; choose one of: {', '.join(BALANCE_CRITERIA)}")
     if criterion == "macs":

@@ -77,6 +77,9 @@ def cli() -> None:
                    "token tensors are reduced whole (refused if every cut point is one).")
 @click.option("--aux-width", type=click.FloatRange(0, 1, min_open=True),
               help="conv aux head: its hidden channels as a fraction of the block's [default: 1].")
+@click.option("--aux-subsample", type=click.IntRange(min=1),
+              help="aux heads: train on every k-th sample of the batch only (about 1/k of their cost) "
+                   "[default: 1, the whole batch].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
 @click.option("--boundary-policy", type=click.Choice(POLICIES),
               help="dbl, dbl-hebbian: how block boundaries move during training [default: adaptive].")

@@ -187,6 +187,8 @@ def _render_program(d: dict) -> str:
         elif s["head"]:
             out.append(f"  aux head {s['head']['kind']}: logits {s['head']['logits']}, "
                        f"params {', '.join(s['head']['params'])}")
+        if s["head"] and "subsample" in s["head"]:
+            out.append(f"  aux head trained on one sample in {s['head']['subsample']} of each batch (aux_subsample)")
         if s["head"] and "aux_pool" in d["options"] and "pool" not in s["head"]:
             out.append(f"  aux_pool={d['options']['aux_pool']} does not apply here: the head reads a token tensor "
                        f"or a vector, reduced whole")

@@ -28,30 +28,34 @@ def _bp() -> list[ir.passes.PassBase]:
     return [PartitionPass(blocks=1), ModelLossPass()]
 
 
-def _partition(blocks: int | None, cuts: list[str] | None, prefix: int, balance_by: str | None,
-               heads: dict) -> PartitionPass:
-    """K blocks (default DEFAULT_DBL_BLOCKS) balanced by ``balance_by``, or at ``cuts``; ``heads``: the
-    aux-head options, which the training cost of a block depends on."""
+def _blocks_with_heads(prefix: int, blocks: int | None = None, cuts: list[str] | None = None,
+                       balance_by: str | None = None, aux_head: str | None = None, aux_depth: float | None = None,
+                       aux_pool: int | None = None, aux_width: float | None = None,
+                       aux_subsample: int | None = None,
+                       seed: int | None = None) -> tuple[PartitionPass, AuxHeadsPass]:
+    """The partition into K DBL blocks (default DEFAULT_DBL_BLOCKS) after ``prefix`` segments, balanced
+    by ``balance_by`` (a block's training cost depends on its head), or at ``cuts``; and the pass
+    giving them aux heads."""
+    heads = {"aux_head": aux_head, "aux_depth": aux_depth, "aux_pool": aux_pool, "aux_width": aux_width,
+             "aux_subsample": aux_subsample, "seed": seed}
     if blocks is None and cuts is None:
         blocks = DEFAULT_DBL_BLOCKS
     coster = segment_coster(balance_by or DEFAULT_BALANCE, {k: v for k, v in heads.items() if v is not None})
-    return PartitionPass(blocks=blocks, cuts=cuts, prefix=prefix, coster=coster)
+    return (PartitionPass(blocks=blocks, cuts=cuts, prefix=prefix, coster=coster),
+            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth, pool=aux_pool, width=aux_width,
+                         subsample=aux_subsample))
 
 
-def _dbl(blocks: int | None = None, cuts: list[str] | None = None, balance_by: str | None = None,
-         aux_head: str | None = None, aux_depth: float | None = None, aux_pool: int | None = None,
-         aux_width: float | None = None, seed: int | None = None, **boundaries) -> list[ir.passes.PassBase]:
-    BoundaryPolicy.from_options(boundaries)  # checks the values
-    heads = {"aux_head": aux_head, "aux_depth": aux_depth, "aux_pool": aux_pool, "aux_width": aux_width, "seed": seed}
-    return [_partition(blocks, cuts, 0, balance_by, heads),
-            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth, pool=aux_pool, width=aux_width),
-            ModelLossPass()]
+def _dbl(**options) -> list[ir.passes.PassBase]:
+    BoundaryPolicy.from_options({k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options})  # checks the values
+    return [*_blocks_with_heads(0, **options), ModelLossPass()]
 
 
 BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settle_threshold", "min_blocks",
                     "boundary_patience", "activation_budget")
-DBL_OPTIONS = ("blocks", "cuts", "balance_by", "aux_head", "aux_depth", "aux_pool", "aux_width",
-               "seed") + BOUNDARY_OPTIONS
+HEAD_OPTIONS = ("blocks", "cuts", "balance_by", "aux_head", "aux_depth", "aux_pool", "aux_width", "aux_subsample",
+                "seed")
+DBL_OPTIONS = HEAD_OPTIONS + BOUNDARY_OPTIONS
 HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation", "hebbian_subsample")
 # read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
 LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
@@ -72,17 +76,12 @@ def _local_sgd(prefix: int | None = None, hebbian_rule: str | None = None, hebbi
 
 
 def _dbl_hebbian(prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
-                 hebbian_subsample: int | None = None, blocks: int | None = None, cuts: list[str] | None = None,
-                 balance_by: str | None = None, aux_head: str | None = None, aux_depth: float | None = None,
-                 aux_pool: int | None = None, aux_width: float | None = None, seed: int | None = None,
-                 **options) -> list[ir.passes.PassBase]:
-    boundaries = {k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options}
+                 hebbian_subsample: int | None = None, **options) -> list[ir.passes.PassBase]:
+    heads = {k: options.pop(k) for k in HEAD_OPTIONS if k in options}
+    BoundaryPolicy.from_options({k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options})
     prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, hebbian_subsample, options)
-    BoundaryPolicy.from_options(boundaries)
-    heads = {"aux_head": aux_head, "aux_depth": aux_depth, "aux_pool": aux_pool, "aux_width": aux_width, "seed": seed}
-    return [_partition(blocks, cuts, prefix, balance_by, heads), hebbian,
-            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth, pool=aux_pool, width=aux_width),
-            ModelLossPass()]
+    partition, aux_heads = _blocks_with_heads(prefix, **heads)
+    return [partition, hebbian, aux_heads, ModelLossPass()]
 
 
 STRATEGIES: dict[str, Strategy] = {s.name: s for s in (

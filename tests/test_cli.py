@@ -150,14 +150,17 @@ def test_local_sgd_options_reach_program_json(tmp_path, small_model):
 def test_moving_policy_and_cheap_head_options_reach_program_json(tmp_path, small_model):
     out = tmp_path / "out"
     result = run("transform", small_model, "-o", out, "--blocks", "3", "--boundary-policy", "sliding",
-                 "--settle-threshold", "0.8", "--aux-head", "conv", "--aux-width", "0.5", "--aux-pool", "2")
+                 "--settle-threshold", "0.8", "--aux-head", "conv", "--aux-width", "0.5", "--aux-pool", "2",
+                 "--aux-subsample", "4")
     assert result.returncode == 0, result.stderr
     program = json.loads((out / "program.json").read_text())
     options = program["options"]
     assert (options["boundary_policy"], options["settle_threshold"], options["min_blocks"], options["aux_width"],
-            options["aux_pool"]) == ("sliding", 0.8, 2, 0.5, 2)
+            options["aux_pool"], options["aux_subsample"]) == ("sliding", 0.8, 2, 0.5, 2, 4)
     assert "merge_gain" not in options  # sliding does not read it
-    assert program["stages"][0]["head"]["width"] == 0.5 and program["stages"][0]["head"]["pool"] == 2
+    head = program["stages"][0]["head"]
+    assert (head["width"], head["pool"], head["subsample"]) == (0.5, 2, 4)
+    assert run("inspect", out).stdout.count("aux head trained on one sample in 4 of each batch") == 2
     assert run("verify", out).returncode == 0
 
 

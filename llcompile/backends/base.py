@@ -37,13 +37,27 @@ class OptimizerConfig:
 @dataclass
 class StepResult:
     loss: float
-    correct: int  # correct top-1 predictions of the stage's classifier (aux head or model head)
+    # correct top-1 predictions of the stage's classifier (aux head or model head); of a head on every
+    # k-th sample, its count on that subset scaled to the batch
+    correct: float
     output: Any  # the stage's output activation, detached; backend-specific array type
 
 
 def classifier_logits_name(stage: Stage, program: Program) -> str:
     """The tensor whose argmax is the stage's prediction: its aux head's logits, or the model's."""
     return stage.head["logits"] if stage.head else program.logits
+
+
+def head_subsample(stage: Stage) -> int:
+    """k when the stage's aux head trains on every k-th sample of the batch (``aux_subsample``), else 1."""
+    return stage.head.get("subsample", 1) if stage.head else 1
+
+
+def correct_on_batch(predictions: np.ndarray, labels: np.ndarray, every: int) -> float:
+    """Correct ``predictions`` (argmax of the classifier) of every ``every``-th of ``labels``, scaled to
+    the whole batch."""
+    chosen = labels[::every]
+    return float((predictions == chosen).sum()) * len(labels) / len(chosen)
 
 
 class TrainableStage(ABC):

@@ -60,10 +60,16 @@ class RunningStats:
     new_var: str
     momentum: float  # ONNX convention: new = momentum * old + (1 - momentum) * batch statistic
     values_per_sample: int  # values per channel in one sample: the product of the spatial dims
+    every: int = 1  # it sees every k-th sample of the batch (an aux head on a subset)
+
+    def values(self, batch: int) -> int:
+        """Values per channel it normalises in a batch of ``batch`` samples."""
+        return -(-batch // self.every) * self.values_per_sample
 
 
-def running_stats(model: onnx.ModelProto) -> list[RunningStats]:
-    """The running statistics of every training-mode BatchNormalization in ``model``."""
+def running_stats(model: onnx.ModelProto, every: dict[str, int] | None = None) -> list[RunningStats]:
+    """The running statistics of every training-mode BatchNormalization in ``model``; ``every``: running
+    mean -> k for one that sees every k-th sample of the batch."""
     nodes = [n for n in model.graph.node if n.op_type == "BatchNormalization" and _attribute(n, "training_mode", 0)]
     if not nodes:
         return []
@@ -80,14 +86,15 @@ def running_stats(model: onnx.ModelProto) -> list[RunningStats]:
                                  "dimensions to update the running variance")
         stats.append(RunningStats(mean=node.input[3], var=node.input[4], new_mean=node.output[1],
                                   new_var=node.output[2], momentum=_attribute(node, "momentum", 0.9),
-                                  values_per_sample=int(np.prod(spatial, dtype=np.int64))))
+                                  values_per_sample=int(np.prod(spatial, dtype=np.int64)),
+                                  every=(every or {}).get(node.input[3], 1)))
     return stats
 
 
 def check_batch_statistics(stage: str, stats: list[RunningStats], batch: int) -> None:
     """Refuse a batch too small to train BatchNormalization (torch refuses it too; here the unbiased
     variance would divide by zero)."""
-    if any(batch * s.values_per_sample < 2 for s in stats):
+    if any(s.values(batch) < 2 for s in stats):
         raise LLCompileError(f"stage {stage}: BatchNormalization needs more than one value per channel "
                              f"to train (got a batch of {batch})")
 
@@ -108,7 +115,7 @@ def unbiased_running_var(ort_running_var: np.ndarray, old_running_var: np.ndarra
     ORT: ``new = m * old + (1 - m) * var_biased``; torch: ``(1 - m) * var_biased * n / (n - 1)`` in
     place of that last term, n values per channel. The difference is ``(new - m * old) / (n - 1)``.
     """
-    n = batch * stats.values_per_sample
+    n = stats.values(batch)
     momentum = np.float32(stats.momentum)
     return ort_running_var + (ort_running_var - momentum * old_running_var) / np.float32(n - 1)
 

@@ -20,7 +20,8 @@ import numpy as np
 import onnxruntime
 from onnxruntime.training.api import CheckpointState, Module
 
-from llcompile.backends.base import Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name
+from llcompile.backends.base import (Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name,
+                                     correct_on_batch, head_subsample)
 from llcompile.backends.numpy_optimizers import make_optimizer
 from llcompile.backends.ort_artifacts import (CHECKPOINT, EVAL_MODEL, TRAINING_MODEL, RunningStats,
                                               check_batch_statistics, default_cache_dir, running_stats,
@@ -65,7 +66,10 @@ class OrtStage(TrainableStage):
         self._logits = logits
         self._params = list(stage.params)
         self._buffers = list(stage.buffers)
-        self._running_stats = running_stats(stage.model)
+        self._head_every = head_subsample(stage)
+        # a head's BatchNormalization on every k-th sample sees ceil(batch / k) of them
+        self._running_stats = running_stats(stage.model, {name: self._head_every for name in
+                                                          (stage.head or {}).get("buffers", [])})
         directory = stage_artifacts(stage.model, self._params, _extra_outputs(stage, logits, self._running_stats),
                                     cache_dir or default_cache_dir())
         try:
@@ -85,7 +89,8 @@ class OrtStage(TrainableStage):
         self._apply_optimizer(lr)
         self._update_running_stats(outputs, len(x))
         logits = outputs[self._train_outputs[self._logits]]
-        return StepResult(loss=float(outputs[0]), correct=_correct(logits, labels),
+        return StepResult(loss=float(outputs[0]),
+                          correct=correct_on_batch(logits.reshape(len(logits), -1).argmax(1), labels, self._head_every),
                           output=outputs[self._train_outputs[self._output]])
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -143,10 +148,6 @@ def _extra_outputs(stage: Stage, logits: str, stats: list[RunningStats]) -> list
     """What the training graph must return besides its own outputs ``[loss, output]``."""
     wanted = [logits, *(name for s in stats for name in (s.new_mean, s.new_var))]
     return [name for name in dict.fromkeys(wanted) if name not in (stage.loss, stage.output)]
-
-
-def _correct(logits: np.ndarray, labels: np.ndarray) -> int:
-    return int((logits.reshape(len(labels), -1).argmax(1) == labels).sum())
 
 
 def _output_positions(module: Module, training: bool) -> dict[str, int]:

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from llcompile.backends.base import Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name
+from llcompile.backends.base import (Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name,
+                                     correct_on_batch, head_subsample)
 from llcompile.backends.torch_codegen import StageModule, build_module
 from llcompile.backends.torch_hebbian import share_state
 from llcompile.errors import LLCompileError
@@ -54,7 +55,8 @@ class TorchBackend(Backend):
                                      list(stage.updates))
         module = build_module(stage.model, [stage.loss, stage.output, classifier_logits_name(stage, program)])
         module.to(self.device)
-        return TorchStage(stage.name, module, self._runner(module), make_optimizer(config, module))
+        return TorchStage(stage.name, module, self._runner(module), make_optimizer(config, module),
+                          head_subsample(stage))
 
     def _runner(self, module: StageModule) -> nn.Module:
         if self.mode == "script":
@@ -96,10 +98,13 @@ def make_optimizer(config: OptimizerConfig, module: StageModule) -> torch.optim.
 
 class TorchStage(TrainableStage):
     """One stage: ``module`` owns the state by ONNX name, ``runner`` (the module, its TorchScript or
-    its torch.compile wrapper, sharing the module's tensors) computes ``(loss, output, logits)``."""
+    its torch.compile wrapper, sharing the module's tensors) computes ``(loss, output, logits)``; the
+    logits are of every ``head_every``-th sample."""
 
-    def __init__(self, name: str, module: StageModule, runner: nn.Module, optimizer: torch.optim.Optimizer):
+    def __init__(self, name: str, module: StageModule, runner: nn.Module, optimizer: torch.optim.Optimizer,
+                 head_every: int = 1):
         self.name = name
+        self.head_every = head_every
         self.module = module
         self.runner = runner
         self.optimizer = optimizer
@@ -114,9 +119,9 @@ class TorchStage(TrainableStage):
         loss.backward()
         self.optimizer.step()
         self.steps += 1
-        correct = (logits.reshape(labels.shape[0], -1).argmax(1) == labels).sum()
+        correct = correct_on_batch(logits.reshape(logits.shape[0], -1).argmax(1), labels, self.head_every)
         # detach(): the output is the next stage's input, and no gradient crosses a boundary
-        return StepResult(loss=loss.item(), correct=int(correct), output=output.detach())
+        return StepResult(loss=loss.item(), correct=correct, output=output.detach())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.runner.eval()

@@ -10,8 +10,9 @@ import onnx_ir as ir
 from llcompile.analysis import analyze, parameter_roles
 from llcompile.errors import LLCompileError
 from llcompile.passes.augmented_head import DEFAULT_AUX_DEPTH, check_depth, copy_segments, select_segments
-from llcompile.passes.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, uniform_fan_in,
-                                             value_named)
+from llcompile.passes.dynamic_batch import BATCH_DIM
+from llcompile.passes.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, subsample_batch,
+                                             uniform_fan_in, value_named)
 from llcompile.plan import require_plan
 from llcompile.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
 
@@ -49,6 +50,10 @@ class AuxHeadsPass(ir.passes.InPlacePass):
     (``conv`` only): the 1x1 conv and hidden Gemm have round(w * C) channels instead of C, so the
     head costs about w times the MACs.
 
+    ``subsample`` k: the head (and so its loss, and the block's gradient) sees every k-th sample of
+    the batch only, so it costs about 1/k of its MACs and kept activations; the block itself still
+    runs forward and backward on the whole batch. Its recorded accuracy is the subset's.
+
     A token tensor ``[N, tokens, features]`` (a transformer's or Mixer's residual stream) is reduced
     over its tokens as the model's own head reduces its last one: the class token or the mean
     (``readout.py``); the feature axis is kept. Any head that reduces a tensor itself gets a fresh
@@ -58,7 +63,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
     """
 
     def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None, pool: int | None = None,
-                 width: float | None = None):
+                 width: float | None = None, subsample: int | None = None):
         super().__init__()
         if kind not in AUX_HEAD_KINDS:
             raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
@@ -72,10 +77,13 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             raise LLCompileError(f"--aux-width must be in (0, 1], got {width}")
         if pool is not None and pool < 1:
             raise LLCompileError(f"--aux-pool must be >= 1, got {pool}")
+        if subsample is not None and subsample < 1:
+            raise LLCompileError(f"--aux-subsample must be >= 1, got {subsample}")
         self.kind = kind
         self.seed = seed
         self.pool = pool
         self.width = width
+        self.subsample = subsample
         self.depth = check_depth(DEFAULT_AUX_DEPTH if depth is None else depth) if kind == "augmented" else None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -93,26 +101,34 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             builder = GraphBuilder(graph, f"{HEAD_PREFIX}{stage.output}")
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.output.encode())])
             before = set(graph.initializers)
-            x = value_named(graph, stage.output)
+            x, head_labels = value_named(graph, stage.output), labels
+            subset = self.subsample is not None and self.subsample > 1
+            if subset:
+                x, head_labels = subsample_batch(builder, {"x_subsample": x, "labels_subsample": labels},
+                                                 self.subsample)
+            existing = set(graph)
             segments = copied_from = None
             if self.kind == "augmented":
                 segments = select_segments(analysis, stage.output, self.depth)
                 x, copied_from = copy_segments(builder, analysis, segments, x)
             pooled = self.pool is not None and is_feature_map(x)  # tokens and vectors are reduced whole
             logits = self._build_head(builder, x, plan.num_classes, rng, readout)
-            stage.loss = add_cross_entropy(graph, logits, labels, f"{stage.name}.aux_loss").name
+            stage.loss = add_cross_entropy(graph, logits, head_labels, f"{stage.name}.aux_loss").name
+            if subset:
+                _unbind_batch(node for node in graph if node not in existing)
             added = set(graph.initializers) - before
             roles = parameter_roles(graph)  # copied shape constants and the like are neither
             stage.head = {"kind": self.kind, "logits": logits.name,
                           "params": sorted(n for n in added if roles.get(n) == "param"),
                           "buffers": sorted(n for n in added if roles.get(n) == "buffer")}
-            stage.head.update({k: v for k, v in (("pool", self.pool if pooled else None), ("width", self.width))
-                               if v is not None})
+            stage.head.update({k: v for k, v in (("pool", self.pool if pooled else None), ("width", self.width),
+                                                 ("subsample", self.subsample if subset else None)) if v is not None})
             if segments is not None:
                 stage.head.update(segments=segments, copied_from=copied_from)
             modified = True
         plan.options["aux_head"] = self.kind
-        plan.options.update({k: v for k, v in (("aux_pool", self.pool), ("aux_width", self.width)) if v is not None})
+        plan.options.update({k: v for k, v in (("aux_pool", self.pool), ("aux_width", self.width),
+                                               ("aux_subsample", self.subsample)) if v is not None})
         if self.depth is not None:
             plan.options["aux_depth"] = self.depth
         plan.write(model)
@@ -198,3 +214,12 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         bias = b.initializer(f"{name}.bias", uniform_fan_in(rng, (fan_out,), fan_in))
         return b.op("Gemm", [x, w, bias], output or name, transB=1)
 
+
+
+def _unbind_batch(nodes) -> None:
+    """A head on a subset: its values' batch is not the model's (copied segments carry the model's
+    symbolic batch in their shapes); leave it unnamed."""
+    for node in nodes:
+        for value in node.outputs:
+            if value.shape is not None and value.shape.rank() > 0 and value.shape[0] == BATCH_DIM:
+                value.shape = ir.Shape([None, *list(value.shape)[1:]])

@@ -32,6 +32,22 @@ class GraphBuilder:
         return node.outputs[0]
 
 
+def subsample_batch(b: GraphBuilder, values: dict[str, ir.Value], every: int) -> list[ir.Value]:
+    """Every ``every``-th sample of each of ``values`` (output name -> value): a strided view of the
+    shuffled batch, so that any batch keeps at least one sample, typed like the value with a
+    symbolic batch: it is not the model's batch."""
+    indices = [b.initializer(name, np.array(dims, dtype=np.int64)) for name, dims in
+               (("first", [0]), ("to_end", [2**62]), ("batch_axis", [0]), ("every", [every]))]
+    subsets = []
+    for name, value in values.items():
+        subset = b.op("Slice", [value, *indices], name)
+        subset.type = value.type
+        if value.shape is not None:
+            subset.shape = ir.Shape([None, *list(value.shape)[1:]])
+        subsets.append(subset)
+    return subsets
+
+
 def element_dtype(value: ir.Value) -> np.dtype:
     """``value``'s numpy element type; float32 when the graph does not say."""
     return np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype(np.float32)

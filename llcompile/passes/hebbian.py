@@ -16,7 +16,7 @@ from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
 from llcompile.naming import NameScope
 from llcompile.passes import hebbian_function
-from llcompile.passes.graph_builder import GraphBuilder
+from llcompile.passes.graph_builder import GraphBuilder, subsample_batch
 from llcompile.plan import require_plan
 
 ACTIVATIONS = {
@@ -101,11 +101,8 @@ class HebbianPass(ir.passes.InPlacePass):
     def _update(self, b: GraphBuilder, node: ir.Node, y: ir.Value, lr: ir.Value) -> ir.Value:
         x, weight = node.inputs[0], node.inputs[1]
         rule = hebbian_function.RULES[self.rule]
-        if self.subsample > 1:  # a strided view of the (shuffled) batch: the update's MACs / subsample
-            every = [_shape(b, name, values) for name, values in
-                     (("first", [0]), ("to_end", [2**62]), ("batch_axis", [0]), ("every", [self.subsample]))]
-            x = _typed_like(b.op("Slice", [x, *every], "x_subsample"), x)
-            y = _typed_like(b.op("Slice", [y, *every], "y_subsample"), y)
+        if self.subsample > 1:  # the update's MACs / subsample
+            x, y = subsample_batch(b, {"x_subsample": x, "y_subsample": y}, self.subsample)
         if node.op_type == "Conv":
             return self._hebbian(b, [x, y, weight, lr], "weight", **_conv_attributes(node, x, weight), **rule)
         # Gemm / MatMul: W_new[M, K] = update of a length-1 convolution over [N, K, 1] -> [N, M, 1]
@@ -140,14 +137,6 @@ class HebbianPass(ir.passes.InPlacePass):
         node.outputs[0].shape, node.outputs[0].type = weight.shape, weight.type
         b.graph.append(node)
         return node.outputs[0]
-
-
-def _typed_like(value: ir.Value, like: ir.Value) -> ir.Value:
-    """``value`` with ``like``'s type and its shape but a symbolic batch (a subsample of it)."""
-    value.type = like.type
-    if like.shape is not None:
-        value.shape = ir.Shape([None, *list(like.shape)[1:]])
-    return value
 
 
 def _shape(b: GraphBuilder, name: str, dims: list[int]) -> ir.Value:

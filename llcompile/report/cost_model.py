@@ -12,7 +12,9 @@ Conventions (docs/cost-model.md has every formula):
   step, so per step it costs that much less on average); no dX, no dW,
   nothing kept for a backward pass; the localized weights need no gradient buffer but a buffer of
   their new values, written back after the stage.
-- aux heads: their own forward, dX of every head layer (the error flows on into the block), dW.
+- aux heads: their own forward, dX of every head layer (the error flows on into the block), dW; a
+  head on every k-th sample (``aux_subsample``) costs 1/k of that per sample of the batch, and keeps
+  ceil(batch / k) samples' activations.
 - a MatMul between two activations (attention's Q·Kᵀ and attention·V) has no weight: it belongs to
   a layer as a trailing op and adds its forward MACs there, and one GEMM of the same MACs to dX per
   operand that needs a gradient (both, inside a block).
@@ -285,7 +287,6 @@ class _Coster:
         except ValueError as exc:
             raise LLCompileError(f"node {node.name!r}: cannot count MACs: {exc}") from None
         product_backward = product_macs * fact.grad_inputs
-        cost.activation_bytes += fact.kept_bytes
         layer_name = self.owner.get(node.name)
         if layer_name is not None and self.stage_of_layer[layer_name] == stage.name:
             layer = self.layers.get(layer_name)
@@ -303,23 +304,29 @@ class _Coster:
             layer.element_ops_forward += elements
             layer.element_ops_backward += elements_backward
             layer.activation_bytes += fact.kept_bytes
+            cost.activation_bytes += fact.kept_bytes
         elif node.name not in self.eval_node_names and cost.head is not None:  # added by the strategy: the head
             head = cost.head
             try:
                 macs = forward_macs(node) if weight_input(node) is not None else 0
             except ValueError as exc:
                 raise LLCompileError(f"aux head node {node.name!r}: cannot count MACs: {exc}") from None
-            head.macs_forward += macs + product_macs
-            head.macs_backward_dx += (macs if fact.dx else 0) + product_backward
-            head.macs_backward_dw += macs if fact.dw else 0
-            head.element_ops_forward += elements
-            head.element_ops_backward += elements_backward
-            head.activation_bytes += fact.kept_bytes
+            # a head on every k-th sample: per sample of the batch, 1/k of its work; ceil(batch / k) samples kept
+            every = stage.head.get("subsample", 1)
+            head.macs_forward += (macs + product_macs) // every
+            head.macs_backward_dx += ((macs if fact.dx else 0) + product_backward) // every
+            head.macs_backward_dw += (macs if fact.dw else 0) // every
+            head.element_ops_forward += elements // every
+            head.element_ops_backward += elements_backward // every
+            kept = fact.kept_bytes * -(-self.batch_size // every) // self.batch_size
+            head.activation_bytes += kept
+            cost.activation_bytes += kept
         else:  # the model's loss, ops before the first layer
             cost.macs_forward += product_macs
             cost.macs_backward_dx += product_backward
             cost.element_ops_forward += elements
             cost.element_ops_backward += elements_backward
+            cost.activation_bytes += fact.kept_bytes
 
 
 def _stage_graph(stage: Stage) -> ir.Graph:

@@ -23,7 +23,8 @@ from llcompile.strategies import get_strategy
 
 BASELINE = "bp"
 PREFIX_OPTION = "prefix"  # the Hebbian prefix length of local-sgd / dbl-hebbian, in leading segments
-INT_OPTIONS = {"blocks": 1, "prefix": 0, "seed": 0, "aux_pool": 1}  # option -> smallest value allowed
+# option -> smallest value allowed
+INT_OPTIONS = {"blocks": 1, "prefix": 0, "seed": 0, "aux_pool": 1, "aux_subsample": 1}
 FLOAT_OPTIONS = {"aux_depth", "aux_width"}  # range-checked by the pass that reads them
 
 

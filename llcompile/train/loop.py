@@ -55,12 +55,12 @@ class EpochSums:
     """Running sums of the epoch in progress (kept in checkpoints taken mid-epoch)."""
 
     loss: dict[str, float] = field(default_factory=dict)
-    correct: dict[str, int] = field(default_factory=dict)
+    correct: dict[str, float] = field(default_factory=dict)
     samples: int = 0
     seconds: float = 0.0
     peak_memory_bytes: int = 0
 
-    def add(self, stage: str, loss: float, correct: int, batch: int) -> None:
+    def add(self, stage: str, loss: float, correct: float, batch: int) -> None:
         self.loss[stage] = self.loss.get(stage, 0.0) + loss * batch
         self.correct[stage] = self.correct.get(stage, 0) + correct
 

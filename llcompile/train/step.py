@@ -32,7 +32,7 @@ def stage_seed(seed: int, epoch: int, step: int, stage_index: int) -> int:
 
 def train_stage(stage: TrainableStage, plan: Stage, stage_index: int, activation: Any, labels: Any, lr: float,
                 hebbian: Callable[[float, int], tuple[float, bool]], config: TrainConfig, epoch: int,
-                step: int) -> tuple[Any, float, int]:
+                step: int) -> tuple[Any, float, float]:
     """One step of ``stage`` (program stage ``stage_index``) on a batch: the detached output, the
     loss and the number of correct predictions (NaN and 0 for a Hebbian stage, which has no loss
     and trains at the localized rate, when it updates at all: ``hebbian(lr, step)``)."""

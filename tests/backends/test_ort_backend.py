@@ -23,7 +23,8 @@ BATCH = 16
 SGD_CONFIG = OptimizerConfig(name="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4)
 PROGRAMS = {"bp": dict(strategy="bp"), "dbl-fc": dict(strategy="dbl", blocks=3, aux_head="fc"),
             "dbl-conv": dict(strategy="dbl", blocks=3, aux_head="conv"),
-            "dbl-pool": dict(strategy="dbl", blocks=3, aux_pool=2)}  # AveragePool heads
+            "dbl-pool": dict(strategy="dbl", blocks=3, aux_pool=2),  # AveragePool heads
+            "dbl-conv-subset": dict(strategy="dbl", blocks=3, aux_head="conv", aux_subsample=3)}
 
 
 @pytest.fixture(scope="module")
@@ -323,3 +324,33 @@ def test_twenty_steps_match_the_torch_backend(backend, program, kind, optimizer)
     np.testing.assert_allclose(ort_losses, torch_losses, rtol=1e-4)
     for ort_stage, torch_stage in zip(ort_stages, torch_stages):
         assert set(ort_stage.state()) == set(torch_stage.state())  # checkpoints carry across backends
+
+
+def test_heads_on_a_batch_subset_match_the_torch_backend(backend, program):
+    """Heads on every 3rd sample (their BN running variance from the subset's count of values, as
+    torch's), over 5 steps on a batch of 16: the same losses, scaled correct counts and state (every
+    weight, BN statistic and optimizer slot) on both backends."""
+    torch_backend_module = pytest.importorskip("llcompile.backends.torch_backend")
+    prog = program("dbl-conv-subset")
+    torch_backend = torch_backend_module.TorchBackend(device="cpu", mode="eager")
+    ort_stages, torch_stages = backend.build(prog, SGD_CONFIG), torch_backend.build(prog, SGD_CONFIG)
+    for step in range(5):
+        x, labels = batch(seed=step)
+        tx, tlabels = torch_backend.to_batch(x, labels)
+        for ort_stage, torch_stage in zip(ort_stages, torch_stages):
+            ort_result, torch_result = ort_stage.train_step(x, labels, 0.05), torch_stage.train_step(tx, tlabels, 0.05)
+            np.testing.assert_allclose(ort_result.loss, torch_result.loss, rtol=1e-4)
+            assert ort_result.correct == torch_result.correct
+            x, tx = ort_result.output, torch_result.output
+        if step == 0:  # from equal weights: the statistics agree to rounding (n or n/3 values apart by ~1e-4)
+            for plan, ort_stage, torch_stage in zip(prog.stages, ort_stages, torch_stages):
+                ort_state, torch_state = ort_stage.state(), torch_stage.state()
+                for name in plan.buffers:
+                    np.testing.assert_allclose(ort_state[name], torch_state[name], rtol=1e-5, atol=1e-7, err_msg=name)
+    head_stages = [stage for stage in prog.stages if stage.head]
+    assert head_stages and all(stage.head["subsample"] == 3 for stage in head_stages)
+    for ort_stage, torch_stage in zip(ort_stages, torch_stages):
+        ort_state, torch_state = ort_stage.state(), torch_stage.state()
+        assert set(ort_state) == set(torch_state)
+        for name, value in ort_state.items():
+            np.testing.assert_allclose(value, torch_state[name], rtol=1e-3, atol=1e-5, err_msg=name)

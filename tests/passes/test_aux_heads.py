@@ -351,7 +351,37 @@ def test_pooled_reduced_width_conv_head_numerics():
     np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["fc", "conv"])
+def test_a_head_on_a_batch_subset_reads_every_kth_sample(kind):
+    """``subsample`` 3 on a batch of 7: the head (its BN on the subset's statistics) and its loss see
+    samples 0, 3 and 6; the block's output and the model's loss still see all 7."""
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D, CUT_2D])(model)
+    AuxHeadsPass(kind=kind, subsample=3)(model)
+    ModelLossPass()(model)
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    plan = Plan.read(model)
+    assert [s.head["subsample"] for s in plan.stages[:-1]] == [3, 3] and plan.options["aux_subsample"] == 3
+    x, labels = _batch(7)
+    out = _run(model, [CUT_4D, CUT_2D, f"{HEAD1}.logits", f"{HEAD2}.logits"], x, labels)
+    assert out[CUT_4D].shape[0] == 7 and out["logits"].shape[0] == 7
+    for head, cut, stage in [(HEAD1, CUT_4D, "block1"), (HEAD2, CUT_2D, "block2")]:
+        logits = _numpy_head_logits(kind, model, head, out[cut][::3])
+        np.testing.assert_allclose(out[f"{head}.logits"], logits, rtol=1e-4, atol=1e-5, err_msg=head)
+        np.testing.assert_allclose(out[f"{stage}.aux_loss"], softmax_cross_entropy(logits, labels[::3]), rtol=1e-5)
+    np.testing.assert_allclose(out["loss"], softmax_cross_entropy(out["logits"], labels), rtol=1e-5)
+
+
+def test_a_head_on_the_whole_batch_records_no_subsample():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D])(model)
+    AuxHeadsPass(kind="fc", subsample=1)(model)
+    assert "subsample" not in Plan.read(model).stages[0].head
+    assert not any(node.op_type == "Slice" for node in _head_nodes(model, "block1"))
+
+
 @pytest.mark.parametrize("options, fragment", [
+    (dict(kind="fc", subsample=0), "--aux-subsample must be >= 1"),
     (dict(kind="fc", width=0.5), "--aux-width applies to --aux-head conv only"),
     (dict(kind="conv", width=1.5), "--aux-width must be in"),
     (dict(kind="fc", pool=0), "--aux-pool must be >= 1"),

@@ -162,6 +162,23 @@ def test_cheap_heads_by_hand(tiny_model):
     assert cost.stages[0].head.params == 2 * 4 + 2 * 2 + 2 * 2 + 2 + 10 * 2 + 10  # conv, bn, fc1, fc2
 
 
+def test_a_head_on_every_kth_sample_costs_a_kth_of_it_by_hand(tiny_model):
+    # the pooled fc head above (160 MACs forward, dX and dW) on every 4th sample: 40 each per sample of
+    # the batch; its element ops per node: AveragePool 64 / 4, the Gemm's bias 10 / 4 (rounded down)
+    _, whole = costs(tiny_model, "dbl", cuts=["u1.out"], aux_pool=2)
+    _, subset = costs(tiny_model, "dbl", cuts=["u1.out"], aux_pool=2, aux_subsample=4)
+    head, whole_head = subset.stages[0].head, whole.stages[0].head
+    assert (head.macs_forward, head.macs_backward_dx, head.macs_backward_dw) == (40, 40, 40)
+    assert head.element_ops_forward == 64 // 4 + 10 // 4
+    assert head.params == whole_head.params
+    # kept for backward: ceil(B / 4) = 1 of the B = 2 samples; the block's own layers cost the same
+    assert head.activation_bytes == whole_head.activation_bytes // 2
+    assert subset.stages[0].activation_bytes == (whole.stages[0].activation_bytes - whole_head.activation_bytes
+                                                 + head.activation_bytes)
+    assert [dataclasses.asdict(layer) for layer in subset.layers] == [dataclasses.asdict(layer)
+                                                                    for layer in whole.layers]
+
+
 def test_report_spec_takes_the_cheap_head_options():
     from llcompile.report.programs import parse_spec
 
