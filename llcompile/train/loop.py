@@ -33,7 +33,7 @@ from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
 from llcompile.train.config import TrainConfig
 from llcompile.train.export import save_trained_model
 from llcompile.train.interrupt import DeferredInterrupt
-from llcompile.train.memory import PeakMemoryMonitor
+from llcompile.train.memory import PeakMemoryMonitor, release_freed_memory
 from llcompile.train.metrics import write_metrics
 from llcompile.train.progress import EpochProgress, print_epoch
 from llcompile.train.step import step_lr, train_stage
@@ -171,6 +171,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     carried = {k: v for k, v in arrays.items() if not k.startswith(EPOCH_START)}
     for stage in stages:
         stage.load_state(carried)
+    carried = parked(carried, stages)
     layer_weights = _layer_weights(program)  # every program of the run has the same eval model
     epoch_start = _weights(layer_weights, {k.removeprefix(EPOCH_START): v for k, v in arrays.items()
                                            if k.startswith(EPOCH_START)})
@@ -183,11 +184,14 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
             if progress["sums"] is None:
                 if controller is not None and controller.begin_epoch(epoch + 1):
                     carried.update(merged_state(stages))
+                    stages = work = None  # the old stages' tensors are freed before the new ones are built
                     program = controller.program()
                     stages = backend.build(program, config.optimizer)
                     carried.update(_new_head_copies(program, carried))
                     for stage in stages:
                         stage.load_state(carried)
+                    carried = parked(carried, stages)
+                    release_freed_memory()
                 epoch_start = _weights(layer_weights, merged_state(stages))
             sums = EpochSums(**progress["sums"]) if progress["sums"] else EpochSums()
             start_step = progress["step"]
@@ -307,6 +311,13 @@ def merged_state(stages: list[TrainableStage]) -> dict[str, np.ndarray]:
     for stage in stages:
         state.update(stage.state())
     return state
+
+
+def parked(carried: dict[str, np.ndarray], stages: list[TrainableStage]) -> dict[str, np.ndarray]:
+    """The entries of ``carried`` that no stage holds (a parked head, its optimizer slots): the
+    stages' own state is their copy, taken again when the program changes."""
+    held = set(merged_state(stages))
+    return {name: value for name, value in carried.items() if name not in held}
 
 
 def _new_head_copies(program: Program, carried: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -2,12 +2,13 @@
 
 ``ProgramController`` decides each epoch's Hebbian prefix (``llcompile.learning_mode``) and block
 boundaries (``llcompile.boundary_policy``), keeps the weak-supervision factor, and hands the loop
-the program for them (re-emitted with ``recompile``, cached). Its state is plain JSON, kept in
+the program for them (re-emitted with ``recompile`` when they move). Its state is plain JSON, kept in
 checkpoints, so a resumed run decides exactly as the uninterrupted one.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -56,11 +57,11 @@ def _key(changes: dict) -> str:
 class ProgramController:
     """Between epochs: the Hebbian prefix (LoCal+SGD's learning mode, ``learning``) and the block
     boundaries (DBL's boundary policy, ``boundaries``) the next epoch trains with; the program for
-    them, re-emitted when either moves and cached. Its state is plain JSON, kept in checkpoints."""
+    them, re-emitted when either moves. Its state is plain JSON, kept in checkpoints."""
 
     def __init__(self, program: Program, learning: LearningMode | None, boundaries: BoundaryPolicy | None,
                  state: dict | None = None):
-        self.base = program
+        self.base = dataclasses.replace(program, stages=[])  # what recompile reads; its stages' weights are not kept
         self.learning = learning
         self.boundaries = boundaries
         analysis = analyze(ir.from_proto(program.eval_model))
@@ -86,7 +87,9 @@ class ProgramController:
         self.block_losses: dict[str, float] = state["block_losses"]  # adaptive: last epoch's, by output cut
         self.last_move: int = state.get("last_move", 0)  # progressive, sliding: epoch of the last move (0: none)
         base_options = {"blocks": None, "cuts": self.candidates} if moving else {}
-        self._programs = {_key({"prefix": program.options.get("prefix", 0), **base_options}): program}
+        # only the program in force: a program holds a copy of the model's weights, so keeping every
+        # one the run visited grew its memory with each move (docs/results.md)
+        self._current = (_key({"prefix": program.options.get("prefix", 0), **base_options}), program)
         self._activation_peaks: dict[str, int] = {}
 
     def state(self) -> dict:
@@ -103,11 +106,11 @@ class ProgramController:
 
     def program(self) -> Program:
         key = _key({"prefix": self.prefix, **self._boundary_options()})
-        if key not in self._programs:
+        if key != self._current[0]:
             changes = {"prefix": self.prefix} if self.learning is not None else {}
             changes.update(self._boundary_options())
-            self._programs[key] = recompile(self.base, **changes)
-        return self._programs[key]
+            self._current = (key, recompile(self.base, **changes))
+        return self._current[1]
 
     def begin_epoch(self, epoch: int) -> bool:
         """Set the prefix and boundaries of 1-based ``epoch``; whether the program changed."""

@@ -1,18 +1,22 @@
 """Training with block boundaries that move between epochs: state carries, heads resume, resume is exact."""
 
+import gc
 import json
 import re
 import subprocess
 import sys
+import weakref
 
 import numpy as np
 import pytest
 
 import llcompile
+from llcompile.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
 from llcompile.inspection import describe, render_text
 from llcompile.train import train
 from llcompile.train.checkpoint import load_checkpoint
+from llcompile.train.transition import ProgramController
 from tests.train.test_training import _assert_same_run, _config, _run_cli, _wait_for_progress
 
 
@@ -45,6 +49,26 @@ def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_digits_model
     # ... and trained again once their boundaries are back
     final, _ = load_checkpoint(run_dir / "checkpoint.npz")
     assert all(not np.array_equal(final[name], after_two[name]) for name in parked)
+
+
+def test_a_program_the_run_moved_away_from_is_freed(resnet_digits_model):
+    """The controller keeps only the program in force (each holds a copy of the model's weights): the
+    program of epoch 1 is garbage once the run has moved on, and coming back recompiles it, equal."""
+    program = llcompile.transform(resnet_digits_model, "dbl", boundary_policy="schedule",
+                                  boundary_schedule="1:4,2:2,3:4")
+    controller = ProgramController(program, None, BoundaryPolicy.from_options(program.options))
+    controller.begin_epoch(1)
+    first = weakref.ref(controller.program())
+    assert len(first().stages) == 4
+    del program
+    assert controller.begin_epoch(2) is True and len(controller.program().stages) == 2
+    gc.collect()
+    assert first() is None
+    assert controller.begin_epoch(3) is True
+    back = controller.program()
+    again = llcompile.transform(resnet_digits_model, "dbl", blocks=4)
+    assert [(s.name, s.input, s.params, s.head) for s in back.stages] == [(s.name, s.input, s.params, s.head)
+                                                                        for s in again.stages]
 
 
 @pytest.mark.parametrize("backend", ["torch", "ort"])
