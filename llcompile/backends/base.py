@@ -53,9 +53,9 @@ def head_subsample(stage: Stage) -> int:
     return stage.head.get("subsample", 1) if stage.head else 1
 
 
-def correct_on_batch(predictions: np.ndarray, labels: np.ndarray, every: int) -> float:
+def correct_on_batch(predictions: Any, labels: Any, every: int) -> float:
     """Correct ``predictions`` (argmax of the classifier) of every ``every``-th of ``labels``, scaled to
-    the whole batch."""
+    the whole batch; numpy arrays or torch tensors."""
     chosen = labels[::every]
     return float((predictions == chosen).sum()) * len(labels) / len(chosen)
 

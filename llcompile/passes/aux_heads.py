@@ -215,7 +215,6 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         return b.op("Gemm", [x, w, bias], output or name, transB=1)
 
 
-
 def _unbind_batch(nodes) -> None:
     """A head on a subset: its values' batch is not the model's (copied segments carry the model's
     symbolic batch in their shapes); leave it unnamed."""
