@@ -182,7 +182,8 @@ def test_a_head_on_every_kth_sample_costs_a_kth_of_it_by_hand(tiny_model):
 def test_report_spec_takes_the_cheap_head_options():
     from llcompile.report.programs import parse_spec
 
-    spec = parse_spec("dbl:blocks=8,aux_pool=2,aux_width=0.25")
-    assert spec.options == {"blocks": 8, "aux_pool": 2, "aux_width": 0.25}
-    with pytest.raises(llcompile.LLCompileError, match="aux_pool must be >= 1"):
-        parse_spec("dbl:aux_pool=0")
+    spec = parse_spec("dbl:blocks=8,aux_pool=2,aux_width=0.25,aux_subsample=4")
+    assert spec.options == {"blocks": 8, "aux_pool": 2, "aux_width": 0.25, "aux_subsample": 4}
+    for option in ("aux_pool", "aux_subsample"):
+        with pytest.raises(llcompile.LLCompileError, match=f"{option} must be >= 1"):
+            parse_spec(f"dbl:{option}=0")
