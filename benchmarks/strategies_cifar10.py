@@ -8,7 +8,7 @@ and dbl-hebbian; and a plain hand-written PyTorch loop of the same network.
 Each training run is a separate process (`llcompile train`, torch backend; the plain loop in a
 child of this script), so its peak memory is its own. With ``--seeds N`` every cell runs with
 seeds 0..N-1 (``--first-seed S``: S..S+N-1, to split the seeds over processes and merge them with
-``--reuse-runs``). The model's initial weights, the aux heads' and the batches' order and
+``--reuse-runs``; ``--runs-only`` splits the cells the same way). The model's initial weights, the aux heads' and the batches' order and
 augmentation all follow the seed; bp and every cell of one seed start from the same weights and
 see the same batches. Per cell, mean ± sample std over the seeds: test accuracy at equal epochs, seconds per
 training epoch (the median after the first) and their ratio to bp and to the plain loop, peak
@@ -167,7 +167,8 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
     for seed in range(args.first_seed, args.first_seed + args.seeds):  # a seed's cells start from the same weights
         torch.manual_seed(seed)
         models[seed] = export(name, tmp / f"{name}-seed{seed}.onnx")
-    for label in ["bp", *[c for c in cells if c != "bp"]]:
+    # bp first: the reference of every table; with --runs-only, the listed cells alone
+    for label in (cells if args.runs_only else ["bp", *[c for c in cells if c != "bp"]]):
         strategy, options = CELLS[label]
         slug = f"{name}-{label.replace(' ', '-').replace('=', '').replace(':', '').replace(',', '')}"
         done = reused.get(label, {})
@@ -192,6 +193,10 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
         rows[PLAIN] = {"runs": [done.get(seed) or {"seed": seed, "epochs": plain_run(name, args, seed),
                                                    "macs": None, "activations": None} for seed in models]}
         print(f"  done: {name} {PLAIN}", file=sys.stderr)
+    if args.runs_only:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / f"strategies_{name}.json").write_text(json.dumps(rows, indent=1))
+        return
     segments = llcompile.analyze(llcompile.load(next(iter(models.values())))).segments
     write_results(name, rows, args, {segment.input: segment.index for segment in segments})
 
@@ -328,6 +333,9 @@ def main() -> None:
     parser.add_argument("--first-seed", type=int, default=0,
                         help="seeds S..S+N-1 instead (to split the seeds over processes; merge with --reuse-runs)")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain PyTorch loop")
+    parser.add_argument("--runs-only", action="store_true",
+                        help="train the --cells alone (bp only if listed) and write their JSON, no tables: "
+                             "to split the cells over processes and merge them with --reuse-runs")
     parser.add_argument("--out", type=Path, default=Path("benchmark-results"), help="tables, JSON and plots go here")
     parser.add_argument("--reuse-runs", type=Path, metavar="DIR", action="append", default=[],
                         help="take the epochs of the runs (cell and seed) already in DIR/strategies_<model>.json "
