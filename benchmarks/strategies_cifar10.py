@@ -271,7 +271,7 @@ def write_results(name: str, rows: dict[str, dict], args, segment_of_cut: dict[s
             changes = [f"epoch {e['epoch']}: "
                        + (f"stages start at segments {', '.join(str(segment_of_cut[c]) for c in e['cuts'])}"
                           if e["cuts"] else "one stage")
-                       f"{' (prefix ' + str(e['prefix']) + ')' if e.get('prefix') else ''}: "
+                       + f"{' (prefix ' + str(e['prefix']) + ')' if e.get('prefix') else ''}: "
                        f"{e['boundary_change']['reason']}" for e in run["epochs"] if "boundary_change" in e]
             if changes:
                 lines.append(f"- {label}, seed {run['seed']}: " + "; ".join(changes))
