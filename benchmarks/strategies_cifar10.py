@@ -52,11 +52,13 @@ CELLS = {
     "dbl fixed K=4 fc": ("dbl", {"blocks": 4, **FIXED}),
     "dbl schedule K=4 then 2 fc": ("dbl", {"blocks": 4, "boundary_policy": "schedule", "boundary_schedule": "1:4,3:2"}),
     # block-local for 8 epochs, then end to end: at the cost of fc heads, whether the last epochs recover bp;
-    # block-local for the first 3 (the cheaper epochs), then end to end: whether bp's accuracy survives them
+    # block-local for the first 3 or 5 (the cheaper epochs), then end to end: whether bp's accuracy survives them
     "dbl schedule K=4 then 1 at epoch 9": ("dbl", {"blocks": 4, "boundary_policy": "schedule",
                                                    "boundary_schedule": "1:4,9:1"}),
     "dbl schedule K=4 then 1 at epoch 4": ("dbl", {"blocks": 4, "boundary_policy": "schedule",
                                                    "boundary_schedule": "1:4,4:1"}),
+    "dbl schedule K=4 then 1 at epoch 6": ("dbl", {"blocks": 4, "boundary_policy": "schedule",
+                                                   "boundary_schedule": "1:4,6:1"}),
     "dbl adaptive K=4 fc": ("dbl", {"blocks": 4, "boundary_policy": "adaptive"}),
     "dbl fixed K=4 conv": ("dbl", {"blocks": 4, "aux_head": "conv", **FIXED}),
     "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented", **FIXED}),

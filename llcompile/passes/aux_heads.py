@@ -106,7 +106,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             if subset:
                 x, head_labels = subsample_batch(builder, {"x_subsample": x, "labels_subsample": labels},
                                                  self.subsample)
-            existing = set(graph)
+            existing = set(graph) if subset else None
             segments = copied_from = None
             if self.kind == "augmented":
                 segments = select_segments(analysis, stage.output, self.depth)

@@ -20,6 +20,10 @@ class GraphBuilder:
     def initializer(self, name: str, array: np.ndarray) -> ir.Value:
         return self.names.initializer(f"{self.prefix}.{name}", array)
 
+    def int64s(self, name: str, values: list[int]) -> ir.Value:
+        """An int64 vector initializer: the shapes, axes and indices ops take."""
+        return self.initializer(name, np.array(values, dtype=np.int64))
+
     def op(self, op_type: str, inputs: list[ir.Value], output: str, num_outputs: int = 1,
            **attributes) -> ir.Value:
         name = self.names.fresh(f"{self.prefix}.{output}")
@@ -36,7 +40,7 @@ def subsample_batch(b: GraphBuilder, values: dict[str, ir.Value], every: int) ->
     """Every ``every``-th sample of each of ``values`` (output name -> value): a strided view of the
     shuffled batch, so that any batch keeps at least one sample, typed like the value with a
     symbolic batch: it is not the model's batch."""
-    indices = [b.initializer(name, np.array(dims, dtype=np.int64)) for name, dims in
+    indices = [b.int64s(name, dims) for name, dims in
                (("first", [0]), ("to_end", [2**62]), ("batch_axis", [0]), ("every", [every]))]
     subsets = []
     for name, value in values.items():

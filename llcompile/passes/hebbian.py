@@ -9,7 +9,6 @@ function serves every layer kind.
 
 from __future__ import annotations
 
-import numpy as np
 import onnx_ir as ir
 
 from llcompile.analysis import analyze
@@ -118,12 +117,12 @@ class HebbianPass(ir.passes.InPlacePass):
             return value
 
         conv_weight = weight if rows_first else typed(b.op("Transpose", [weight], "weight_t", perm=[1, 0]), [m, k])
-        conv_weight = typed(b.op("Reshape", [conv_weight, _shape(b, "w_shape", [m, k, 1])], "conv_weight"), [m, k, 1])
-        conv_x = typed(b.op("Reshape", [x, _shape(b, "x_shape", [-1, k, 1])], "conv_x"), None)
-        conv_y = typed(b.op("Reshape", [y, _shape(b, "y_shape", [-1, m, 1])], "conv_y"), None)
+        conv_weight = typed(b.op("Reshape", [conv_weight, b.int64s("w_shape", [m, k, 1])], "conv_weight"), [m, k, 1])
+        conv_x = typed(b.op("Reshape", [x, b.int64s("x_shape", [-1, k, 1])], "conv_x"), None)
+        conv_y = typed(b.op("Reshape", [y, b.int64s("y_shape", [-1, m, 1])], "conv_y"), None)
         new = self._hebbian(b, [conv_x, conv_y, conv_weight, lr], "conv_weight_new", strides=[1], pads=[0, 0],
                             dilations=[1], group=1, **rule)
-        new = typed(b.op("Reshape", [new, _shape(b, "new_shape", [m, k])], "rows" if not rows_first else "weight"),
+        new = typed(b.op("Reshape", [new, b.int64s("new_shape", [m, k])], "rows" if not rows_first else "weight"),
                     [m, k])
         return new if rows_first else typed(b.op("Transpose", [new], "weight", perm=[1, 0]), [k, m])
 
@@ -137,10 +136,6 @@ class HebbianPass(ir.passes.InPlacePass):
         node.outputs[0].shape, node.outputs[0].type = weight.shape, weight.type
         b.graph.append(node)
         return node.outputs[0]
-
-
-def _shape(b: GraphBuilder, name: str, dims: list[int]) -> ir.Value:
-    return b.initializer(name, np.array(dims, dtype=np.int64))
 
 
 def _conv_attributes(node: ir.Node, x: ir.Value, weight: ir.Value) -> dict:
