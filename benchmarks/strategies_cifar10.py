@@ -73,6 +73,9 @@ CELLS = {
     "dbl sliding K=4 fc": ("dbl", {"blocks": 4, "boundary_policy": "sliding"}),
     "dbl fixed K=8 fc pool2": ("dbl", {"blocks": 8, "aux_pool": 2, **FIXED}),
     "dbl progressive K=8 fc pool2": ("dbl", {"blocks": 8, "aux_pool": 2, "boundary_policy": "progressive"}),
+    # merges only while the kept activations stay within half of bp's: the memory target held
+    "dbl progressive K=8 fc pool2 budget 0.5": ("dbl", {"blocks": 8, "aux_pool": 2, "boundary_policy": "progressive",
+                                                        "activation_budget": 0.5}),
     "dbl fixed K=4 conv w=0.25": ("dbl", {"blocks": 4, "aux_head": "conv", "aux_width": 0.25, **FIXED}),
     # the augmented heads on one sample in 4 of each batch: about a quarter of their cost
     "dbl fixed K=4 augmented d=0.1 sub4": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1,
