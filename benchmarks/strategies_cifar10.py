@@ -59,6 +59,9 @@ CELLS = {
                                                    "boundary_schedule": "1:4,4:1"}),
     "dbl schedule K=4 then 1 at epoch 6": ("dbl", {"blocks": 4, "boundary_policy": "schedule",
                                                    "boundary_schedule": "1:4,6:1"}),
+    # the other order: end to end for the first half, then the cheaper block-local epochs
+    "dbl schedule 1 then K=4 at epoch 6": ("dbl", {"blocks": 4, "boundary_policy": "schedule",
+                                                   "boundary_schedule": "1:1,6:4"}),
     "dbl adaptive K=4 fc": ("dbl", {"blocks": 4, "boundary_policy": "adaptive"}),
     "dbl fixed K=4 conv": ("dbl", {"blocks": 4, "aux_head": "conv", **FIXED}),
     "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented", **FIXED}),
