@@ -164,6 +164,11 @@ class Costs:
         return self._cache[key]
 
 
+def seeded(strategy: str, options: dict, seed: int) -> dict:
+    """A cell's transform options with the run's seed, for the strategies that take one (aux-head init)."""
+    return {**options, "seed": seed} if "seed" in get_strategy(strategy).options else options
+
+
 def benchmark_model(name: str, tmp: Path, args) -> None:
     args = argparse.Namespace(**{**vars(args), "lr": args.lr or DEFAULT_LR.get(name, 0.1)})
     cells = [c.strip() for c in args.cells.split(",")] if args.cells else list(CELLS)
@@ -185,9 +190,8 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
         done = reused.get(label, {})
         runs = []
         for seed, model in models.items():
-            seeded = {**options, "seed": seed} if "seed" in get_strategy(strategy).options else options
-            program_dir = llcompile.transform(model, strategy, **seeded).save(tmp / f"program-{slug}-{seed}",
-                                                                             force=True)
+            program_dir = llcompile.transform(model, strategy, **seeded(strategy, options, seed)).save(
+                tmp / f"program-{slug}-{seed}", force=True)
             program = llcompile.Program.load(program_dir)
             epochs = done[seed]["epochs"] if seed in done else train_run(program_dir, tmp / f"run-{slug}-{seed}",
                                                                          args, ("--device", args.device), seed)

@@ -4,17 +4,15 @@ import sys
 from pathlib import Path
 
 import llcompile
-from llcompile.strategies import get_strategy
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from strategies_cifar10 import CELLS  # noqa: E402
+from strategies_cifar10 import CELLS, seeded  # noqa: E402
 
 
 def test_every_strategies_cell_compiles_on_resnet20(zoo_file):
     path = zoo_file("resnet20")
     for label, (strategy, options) in CELLS.items():
-        seeded = {**options, "seed": 0} if "seed" in get_strategy(strategy).options else options
-        program = llcompile.transform(path, strategy, **seeded)
+        program = llcompile.transform(path, strategy, **seeded(strategy, options, 0))
         assert program.stages, label
         if "blocks" in options and options.get("boundary_policy") != "schedule":
             assert len(program.stages) == options["blocks"], label
