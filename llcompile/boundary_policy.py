@@ -21,6 +21,12 @@ and aux heads carry over by name, an aux head whose cut becomes a boundary again
   block has settled; ``sliding`` moves the earliest boundary whose block has settled one cut point
   toward the output. Both read ``settle_threshold``, ``min_blocks``, ``boundary_patience`` and
   ``activation_budget``.
+
+An aux head that appears during the run (a schedule entry or a sliding move adds its boundary,
+adaptive restores one) starts untrained, and its first gradients would rewrite a block that was
+already trained (docs/results.md#issue14-schedules). ``head_warmup`` gives it that many epochs
+alone first: its block's weights are held (no update, no momentum, no weight decay) while the head
+trains on the block's output; ``fixed`` and ``progressive`` never add a boundary and refuse it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ SETTING_DEFAULTS = {"merge_gain": 0.01, "settle_threshold": 0.5, "min_blocks": 2
 _MOVING = ("settle_threshold", "min_blocks", "boundary_patience", "activation_budget")
 # the thresholds each policy reads
 POLICY_SETTINGS = {"adaptive": tuple(SETTING_DEFAULTS), "progressive": _MOVING, "sliding": _MOVING}
+ADDING_POLICIES = ("schedule", "adaptive", "sliding")  # those that may add a boundary during the run
 
 
 @dataclass(frozen=True)
@@ -64,6 +71,7 @@ class BoundaryPolicy:
     boundary_patience: int | None = None  # adaptive: epochs a merged boundary stays merged at least; others:
     # epochs between two moves at least
     activation_budget: float | None = None  # no merge above this x bp's peak of kept activations
+    head_warmup: float = 0.0  # epochs a head new to the run trains alone before its block learns from it
 
     def __post_init__(self) -> None:
         if self.boundary_policy not in POLICIES:
@@ -83,7 +91,11 @@ class BoundaryPolicy:
                   (self.boundary_patience is None or self.boundary_patience >= 1,
                    "--boundary-patience must be >= 1"),
                   (self.activation_budget is None or 0 < self.activation_budget <= 1,
-                   "--activation-budget must be in (0, 1]")]
+                   "--activation-budget must be in (0, 1]"),
+                  (self.head_warmup >= 0, "--head-warmup must be >= 0"),
+                  (not self.head_warmup or self.boundary_policy in ADDING_POLICIES,
+                   f"--head-warmup goes with --boundary-policy {', '.join(ADDING_POLICIES)} (the policies "
+                   "that add a boundary during the run)")]
         for ok, message in checks:
             if not ok:
                 raise LLCompileError(message)

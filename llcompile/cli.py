@@ -101,6 +101,9 @@ def cli() -> None:
               help="adaptive, progressive, sliding: move only while the peak of activations kept for backward stays "
                    "within this "
                    "fraction of end-to-end backprop's (cost model) [default: 0.7].")
+@click.option("--head-warmup", type=click.FloatRange(min=0), metavar="EPOCHS",
+              help="schedule, adaptive, sliding: an aux head that appears during the run trains alone for this "
+                   "many epochs, its block's weights held, before its loss updates the block [default: 0].")
 @click.option("--prefix", type=click.IntRange(min=0),
               help="local-sgd, dbl-hebbian: segments in the Hebbian prefix at the start [default: 0, all on SGD].")
 @click.option("--hebbian-rule", type=click.Choice(list(RULES)), help="local-sgd, dbl-hebbian: [default: oja].")

@@ -52,7 +52,7 @@ def _dbl(**options) -> list[ir.passes.PassBase]:
 
 
 BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settle_threshold", "min_blocks",
-                    "boundary_patience", "activation_budget")
+                    "boundary_patience", "activation_budget", "head_warmup")
 HEAD_OPTIONS = ("blocks", "cuts", "balance_by", "aux_head", "aux_depth", "aux_pool", "aux_width", "aux_subsample",
                 "seed")
 DBL_OPTIONS = HEAD_OPTIONS + BOUNDARY_OPTIONS

@@ -64,8 +64,10 @@ class TrainableStage(ABC):
     name: str
 
     @abstractmethod
-    def train_step(self, x: Any, labels: Any, lr: float) -> StepResult:
-        """Forward, backward and one optimizer step at learning rate ``lr`` (BN on batch statistics)."""
+    def train_step(self, x: Any, labels: Any, lr: float, hold: frozenset[str] = frozenset()) -> StepResult:
+        """Forward, backward and one optimizer step at learning rate ``lr`` (BN on batch statistics)
+        of every parameter but those named in ``hold``, which stay as they are, their optimizer
+        slots too (the optimizer's step count still advances, as its one count of the stage's steps)."""
 
     @abstractmethod
     def forward(self, x: Any) -> Any:

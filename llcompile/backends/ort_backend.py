@@ -82,11 +82,12 @@ class OrtStage(TrainableStage):
         self._eval_outputs = _output_positions(self._module, training=False)
         self._optimizer = make_optimizer(optimizer)
 
-    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float) -> StepResult:
+    def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float,
+                   hold: frozenset[str] = frozenset()) -> StepResult:
         check_batch_statistics(self.name, self._running_stats, len(x))
         self._module.lazy_reset_grad()  # ORT accumulates gradients across steps unless told not to
         outputs = self._run(True, x, labels)
-        self._apply_optimizer(lr)
+        self._apply_optimizer(lr, hold)
         self._update_running_stats(outputs, len(x))
         logits = outputs[self._train_outputs[self._logits]]
         return StepResult(loss=float(outputs[0]),
@@ -125,9 +126,9 @@ class OrtStage(TrainableStage):
             step = "a training step" if training else "a forward pass"
             raise ort_error(f"stage {self.name}: onnxruntime-training failed in {step}", exc) from exc
 
-    def _apply_optimizer(self, lr: float) -> None:
+    def _apply_optimizer(self, lr: float, hold: frozenset[str]) -> None:
         parameters = self._state.parameters
-        values = {name: parameters[name].data for name in self._params}
+        values = {name: parameters[name].data for name in self._params if name not in hold}
         for name, value in self._optimizer.step(values, self.gradients(), lr).items():
             parameters[name].data = value
 

@@ -110,15 +110,22 @@ class TorchStage(TrainableStage):
         self.optimizer = optimizer
         self.steps = 0  # optimizer steps taken; AdamW's bias correction counts them
 
-    def train_step(self, x: torch.Tensor, labels: torch.Tensor, lr: float) -> StepResult:
+    def train_step(self, x: torch.Tensor, labels: torch.Tensor, lr: float,
+                   hold: frozenset[str] = frozenset()) -> StepResult:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.runner.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss, output, logits = self.runner(x, labels)
         loss.backward()
+        held = [param for name, param in self.module.onnx_parameters().items() if name in hold]
+        for param in held:
+            param.grad = None  # torch's optimizers skip a parameter without a gradient, its slots too
         self.optimizer.step()
         self.steps += 1
+        for param in held:
+            if "step" in self.optimizer.state.get(param, {}):  # AdamW: one step count per stage, as on ort
+                self.optimizer.state[param]["step"] += 1
         correct = correct_on_batch(logits.reshape(logits.shape[0], -1).argmax(1), labels, self.head_every)
         # detach(): the output is the next stage's input, and no gradient crosses a boundary
         return StepResult(loss=loss.item(), correct=correct, output=output.detach())

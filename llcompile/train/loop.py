@@ -86,6 +86,15 @@ class EpochWork:
         return (self.controller.hebbian_lr(lr, self.config.base_lr),
                 self.controller.hebbian_updates_at(self.epoch * self.steps_per_epoch + step))
 
+    def held(self, stage_index: int, step: int) -> frozenset[str]:
+        """The parameters stage ``stage_index`` leaves unchanged at ``step`` of the epoch: its block's,
+        while its aux head, new to the run, warms up (``head_warmup``); none otherwise."""
+        plan = self.program.stages[stage_index]
+        if (self.controller is None or plan.head is None
+                or plan.output not in self.controller.warming_cuts(self.epoch, step, self.steps_per_epoch)):
+            return frozenset()
+        return frozenset(plan.params) - frozenset(plan.head["params"])
+
 
 class Team(Protocol):
     """How the processes of a run share it: ``SingleProcess``, or the ranks of a parallel run
@@ -239,8 +248,7 @@ def _train_epoch(work: EpochWork, interrupt: DeferredInterrupt, show_progress: b
             lr = step_lr(config, work.epoch, step, work.steps_per_epoch)
             activation, batch_labels = work.backend.to_batch(x, labels)
             for index, (stage, plan) in enumerate(zip(work.stages, work.program.stages)):
-                activation, loss, correct = train_stage(stage, plan, index, activation, batch_labels, lr,
-                                                        work.hebbian, config, work.epoch, step)
+                activation, loss, correct = train_stage(work, stage, index, activation, batch_labels, lr, step)
                 if plan.updates is None:
                     sums.add(stage.name, loss, correct, len(labels))
             sums.samples += len(labels)

@@ -8,16 +8,17 @@ another rank, and a run resumed from any checkpoint continues exactly as the uni
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from llcompile.backends.base import TrainableStage
-from llcompile.program import Stage
 from llcompile.train.config import TrainConfig
 from llcompile.train.lr_schedule import learning_rate
+
+if TYPE_CHECKING:
+    from llcompile.train.loop import EpochWork
 
 
 def step_lr(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -30,15 +31,16 @@ def stage_seed(seed: int, epoch: int, step: int, stage_index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, step, stage_index]).generate_state(1)[0])
 
 
-def train_stage(stage: TrainableStage, plan: Stage, stage_index: int, activation: Any, labels: Any, lr: float,
-                hebbian: Callable[[float, int], tuple[float, bool]], config: TrainConfig, epoch: int,
+def train_stage(work: EpochWork, stage: TrainableStage, stage_index: int, activation: Any, labels: Any, lr: float,
                 step: int) -> tuple[Any, float, float]:
-    """One step of ``stage`` (program stage ``stage_index``) on a batch: the detached output, the
-    loss and the number of correct predictions (NaN and 0 for a Hebbian stage, which has no loss
-    and trains at the localized rate, when it updates at all: ``hebbian(lr, step)``)."""
-    torch.manual_seed(stage_seed(config.seed, epoch, step, stage_index))
+    """One step of ``stage`` (``work.program``'s stage ``stage_index``) at ``step`` of ``work``'s epoch
+    on a batch: the detached output, the loss and the number of correct predictions (NaN and 0 for
+    a Hebbian stage, which has no loss and trains at the localized rate, when it updates at all:
+    ``work.hebbian``). A block whose aux head warms up trains that head only (``work.held``)."""
+    plan = work.program.stages[stage_index]
+    torch.manual_seed(stage_seed(work.config.seed, work.epoch, step, stage_index))
     if plan.updates is not None:
-        rate, update = hebbian(lr, step)
+        rate, update = work.hebbian(lr, step)
         return stage.train_step(activation, labels, rate, update=update).output, float("nan"), 0
-    result = stage.train_step(activation, labels, lr)
+    result = stage.train_step(activation, labels, lr, hold=work.held(stage_index, step))
     return result.output, result.loss, result.correct

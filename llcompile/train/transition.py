@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
 import numpy as np
 import onnx_ir as ir
@@ -75,7 +76,8 @@ class ProgramController:
         moving = boundaries is not None and boundaries.boundary_policy in POLICY_SETTINGS
         state = state or {"prefix": program.options.get("prefix", 0), "factor": 1.0, "next": None,
                           "entry": None, "moved": {}, "active": list(self.candidates) if moving else None,
-                          "merged_at": {}, "next_cuts": None, "block_losses": {}, "last_move": 0}
+                          "merged_at": {}, "next_cuts": None, "block_losses": {}, "last_move": 0,
+                          "warming": {}}
         self.prefix: int = state["prefix"]
         self.factor: float = state["factor"]  # weak supervision
         self.next: dict | None = state["next"]  # dynamic: {"prefix", "reason"} decided after the last epoch
@@ -86,6 +88,8 @@ class ProgramController:
         self.next_cuts: dict | None = state["next_cuts"]  # {"cuts", "reason"} for the next epoch
         self.block_losses: dict[str, float] = state["block_losses"]  # adaptive: last epoch's, by output cut
         self.last_move: int = state.get("last_move", 0)  # progressive, sliding: epoch of the last move (0: none)
+        # head_warmup: the cut of each aux head that appeared during the run -> the 1-based epoch it appeared in
+        self.warming: dict[str, int] = state.get("warming", {})
         base_options = {"blocks": None, "cuts": self.candidates} if moving else {}
         # only the program in force: a program holds a copy of the model's weights, so keeping every
         # one the run visited grew its memory with each move (docs/results.md)
@@ -95,7 +99,8 @@ class ProgramController:
     def state(self) -> dict:
         return {"prefix": self.prefix, "factor": self.factor, "next": self.next, "entry": self.entry,
                 "moved": self.moved, "active": self.active, "merged_at": self.merged_at,
-                "next_cuts": self.next_cuts, "block_losses": self.block_losses, "last_move": self.last_move}
+                "next_cuts": self.next_cuts, "block_losses": self.block_losses, "last_move": self.last_move,
+                "warming": self.warming}
 
     def _boundary_options(self) -> dict:
         if self.entry is not None:
@@ -132,7 +137,22 @@ class ProgramController:
         else:
             self.moved.setdefault("boundaries", {"reason": "the Hebbian prefix moved"})
             self.moved["boundaries"].update({"from": old_cuts, "to": new_cuts})
+        self._start_warmups(epoch, old_cuts, new_cuts)
         return moved
+
+    def _start_warmups(self, epoch: int, old_cuts: list[str], new_cuts: list[str]) -> None:
+        """A head at a cut that is a boundary from ``epoch`` on, and was none before, warms up from it."""
+        if self.boundaries is None or not self.boundaries.head_warmup or epoch == 1:  # epoch 1: every block is new
+            return
+        appeared = {cut: epoch for cut in new_cuts if cut not in old_cuts}
+        self.warming = {**{cut: first for cut, first in self.warming.items() if cut in new_cuts}, **appeared}
+
+    def warming_cuts(self, epoch: int, step: int, steps_per_epoch: int) -> set[str]:
+        """The cuts whose aux head still trains alone at ``step`` of 0-based ``epoch`` (``head_warmup``)."""
+        if not self.warming:
+            return set()
+        length = math.ceil(self.boundaries.head_warmup * steps_per_epoch)
+        return {cut for cut, first in self.warming.items() if (epoch + 1 - first) * steps_per_epoch + step < length}
 
     def _move_prefix(self, epoch: int) -> bool:
         if self.learning is None:

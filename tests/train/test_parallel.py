@@ -100,6 +100,22 @@ def test_stage_pipeline_equals_the_sequential_run(small_dbl, tmp_path, backend):
     assert all(r["steps"] == 7 and 0 < r["busy_share"] <= 1 for r in ranks)  # 400 samples in batches of 64
 
 
+def test_a_head_warming_up_on_another_rank_trains_as_in_the_sequential_run(tmp_path):
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    model = export("small_cnn", tmp_path / "small_cnn.onnx", input_shape=(1, 8, 8))
+    # end to end, then 3 blocks whose 2 new heads train alone for 4 of epoch 2's 7 steps (on both ranks)
+    program = llcompile.transform(model, "dbl", boundary_policy="schedule", boundary_schedule="1:1,2:3",
+                                  head_warmup=0.5).save(tmp_path / "program")
+    config = _config(backend="ort")
+    train(program, config, tmp_path / "sequential", show_progress=False)
+    launch(program, config, tmp_path / "parallel", False, False, False, ParallelOptions(nproc=2))
+    _assert_same_run(tmp_path / "sequential", tmp_path / "parallel")
+
+
 RESNET_PROGRAMS = {  # both move the program after epoch 1: state regathered by name, placement redone
     "boundaries": ("dbl", dict(blocks=4, boundary_policy="schedule", boundary_schedule="1:4,2:2")),
     # balanced by forward MACs the grown prefix (3 segments) ends between two block cuts, so the cuts change;

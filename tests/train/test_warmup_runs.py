@@ -15,9 +15,9 @@ from llcompile.train import TrainConfig, train
 def test_every_step_trains_at_the_warmed_up_rate(digits_programs, tmp_path, backend, monkeypatch):
     rates = []
 
-    def recording(stage, plan, stage_index, activation, labels, lr, *args, **kwargs):
+    def recording(work, stage, stage_index, activation, labels, lr, step):
         rates.append((stage_index, lr))
-        return train_stage(stage, plan, stage_index, activation, labels, lr, *args, **kwargs)
+        return train_stage(work, stage, stage_index, activation, labels, lr, step)
 
     train_stage = loop.train_stage
     monkeypatch.setattr(loop, "train_stage", recording)

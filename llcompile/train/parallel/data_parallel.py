@@ -48,8 +48,7 @@ class DataParallel(RankTeam):
                 activation, batch_labels = work.backend.to_batch(x[share], labels[share])
                 lr = step_lr(work.config, work.epoch, step, work.steps_per_epoch)
                 for index, (stage, plan) in enumerate(zip(work.stages, work.program.stages)):
-                    activation, loss, correct = train_stage(stage, plan, index, activation, batch_labels, lr,
-                                                            work.hebbian, work.config, work.epoch, step)
+                    activation, loss, correct = train_stage(work, stage, index, activation, batch_labels, lr, step)
                     if plan.updates is None:
                         local.add(stage.name, loss, correct, len(share))
                     else:

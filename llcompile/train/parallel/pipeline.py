@@ -46,9 +46,8 @@ class StagePipeline(RankTeam):
                 step_started = time.perf_counter()
                 lr = step_lr(work.config, work.epoch, step, work.steps_per_epoch)
                 for index in mine:
-                    activation, loss, correct = train_stage(work.stages[index], work.program.stages[index], index,
-                                                            activation, batch_labels, lr, work.hebbian,
-                                                            work.config, work.epoch, step)
+                    activation, loss, correct = train_stage(work, work.stages[index], index, activation,
+                                                            batch_labels, lr, step)
                     if work.program.stages[index].updates is None:
                         local.add(names[index], loss, correct, len(batch_labels))
                 if self.device.type == "cuda":

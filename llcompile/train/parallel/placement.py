@@ -64,10 +64,9 @@ def measure_stage_seconds(work: EpochWork) -> list[float]:
     seconds = [0.0] * len(stages)
     for probe in range(PROBE_STEPS):
         activation, batch_labels = work.backend.to_batch(x, labels)
-        for index, (stage, plan) in enumerate(zip(stages, work.program.stages)):
+        for index, stage in enumerate(stages):
             started = time.perf_counter()
-            activation, _, _ = train_stage(stage, plan, index, activation, batch_labels, lr, work.hebbian,
-                                           work.config, work.epoch, 0)
+            activation, _, _ = train_stage(work, stage, index, activation, batch_labels, lr, 0)
             work.backend.to_numpy(activation[:1])  # waits for an asynchronous device
             if probe > 0:
                 seconds[index] += time.perf_counter() - started
