@@ -64,7 +64,7 @@ CELLS = {
                                                    "boundary_schedule": "1:1,6:4"}),
     # the same, its 3 new heads first trained alone for an epoch (their blocks held): whether the collapse
     # at the switch (docs/results.md#issue14-schedules) was the untrained heads' gradients
-    "dbl schedule 1 then K=4 at epoch 6, heads warmed 1 epoch": ("dbl", {
+    "dbl schedule 1 then K=4 at epoch 6 heads warmed 1 epoch": ("dbl", {
         "blocks": 4, "boundary_policy": "schedule", "boundary_schedule": "1:1,6:4", "head_warmup": 1.0}),
     "dbl adaptive K=4 fc": ("dbl", {"blocks": 4, "boundary_policy": "adaptive"}),
     "dbl fixed K=4 conv": ("dbl", {"blocks": 4, "aux_head": "conv", **FIXED}),

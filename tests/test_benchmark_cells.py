@@ -1,4 +1,5 @@
-"""Every cell of the strategies benchmark compiles (on ResNet-20), so a multi-hour run cannot fail at a later cell."""
+"""Every cell of the strategies benchmark compiles (on ResNet-20) and can be chosen with --cells, so a
+multi-hour run cannot fail at a later cell."""
 
 import sys
 from pathlib import Path
@@ -16,3 +17,7 @@ def test_every_strategies_cell_compiles_on_resnet20(zoo_file):
         assert program.stages, label
         if "blocks" in options and options.get("boundary_policy") != "schedule":
             assert len(program.stages) == options["blocks"], label
+
+
+def test_every_cell_can_be_named_in_cells():
+    assert all("," not in label for label in CELLS)  # --cells is comma-separated
