@@ -109,7 +109,9 @@ def epoch_changes(record: dict, cuts: bool = False) -> list[str]:
         before, after = len(b["from"]) + 1, len(b["to"]) + 1
         what = f"blocks {before} -> {after}" if before != after else "block boundaries moved"
         at = f"{' at' if before != after else ' to'} {', '.join(b['to'])}" if cuts and b["to"] else ""
-        changes.append(f"{what}{at} ({b['reason']})")
+        warmup = b.get("head_warmup")
+        warming = f"; the new heads train alone for {warmup['epochs']:g} epoch(s) first" if warmup else ""
+        changes.append(f"{what}{at} ({b['reason']}{warming})")
     return changes
 
 

@@ -146,6 +146,8 @@ class ProgramController:
             return
         appeared = {cut: epoch for cut in new_cuts if cut not in old_cuts}
         self.warming = {**{cut: first for cut, first in self.warming.items() if cut in new_cuts}, **appeared}
+        if appeared:
+            self.moved["boundaries"]["head_warmup"] = {"cuts": list(appeared), "epochs": self.boundaries.head_warmup}
 
     def warming_cuts(self, epoch: int, step: int, steps_per_epoch: int) -> set[str]:
         """The cuts whose aux head still trains alone at ``step`` of 0-based ``epoch`` (``head_warmup``)."""

@@ -7,6 +7,7 @@ from onnx import numpy_helper
 import llcompile
 import llcompile.train.loop as loop
 from llcompile.boundary_policy import BoundaryPolicy
+from llcompile.inspection import describe, render_text
 from llcompile.train import train
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.transition import ProgramController
@@ -34,8 +35,12 @@ def test_the_new_heads_blocks_are_held_for_the_warmup_steps_only(small_cnn, tmp_
     train_stage = loop.train_stage
     monkeypatch.setattr(loop, "train_stage", recording)
     program = _end_to_end_then_three_blocks(small_cnn, tmp_path / "program", 0.5)
-    train(program, _config(backend=backend, epochs=3), tmp_path / "run", show_progress=False)
+    history = train(program, _config(backend=backend, epochs=3), tmp_path / "run", show_progress=False).history
     stages = {s.name: s for s in llcompile.transform(small_cnn, "dbl", blocks=3).stages}
+    new_cuts = [s.output for s in stages.values() if s.head]
+    assert history[1]["boundary_change"]["head_warmup"] == {"cuts": new_cuts, "epochs": 0.5}
+    assert "the new heads train alone for 0.5 epoch(s) first" in render_text(describe(tmp_path / "run"))
+    assert "boundary_change" not in history[2]
     # 1437 digits in batches of 64: 23 steps an epoch; half an epoch of warm-up is ceil(11.5) = 12 steps
     expected = [(epoch, step, name,
                  frozenset(s.params) - frozenset(s.head["params"]) if epoch == 1 and step < 12 and s.head else frozenset())
