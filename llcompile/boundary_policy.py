@@ -23,10 +23,12 @@ and aux heads carry over by name, an aux head whose cut becomes a boundary again
   ``activation_budget``.
 
 An aux head that appears during the run (a schedule entry or a sliding move adds its boundary,
-adaptive restores one) starts untrained, and its first gradients would rewrite a block that was
-already trained (docs/results.md#issue14-schedules). ``head_warmup`` gives it that many epochs
-alone first: its block's weights are held (no update, no momentum, no weight decay) while the head
-trains on the block's output; ``fixed`` and ``progressive`` never add a boundary and refuse it.
+adaptive restores one) starts untrained, or parked since its boundary left and stale, and its first
+gradients would rewrite a block that was already trained (docs/results.md#issue14-schedules).
+``head_warmup`` gives it that many epochs alone first: its block's weights are held (no update, no
+momentum, no weight decay) while the head trains on the block's output, and a block held in an
+epoch is not judged settled from that epoch's update norms. ``fixed`` and ``progressive`` never
+add a boundary and refuse it.
 """
 
 from __future__ import annotations

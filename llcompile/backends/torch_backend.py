@@ -118,17 +118,29 @@ class TorchStage(TrainableStage):
         self.optimizer.zero_grad(set_to_none=True)
         loss, output, logits = self.runner(x, labels)
         loss.backward()
-        held = [param for name, param in self.module.onnx_parameters().items() if name in hold]
-        for param in held:
-            param.grad = None  # torch's optimizers skip a parameter without a gradient, its slots too
+        for name, param in self.module.onnx_parameters().items():
+            if name in hold:
+                param.grad = None  # torch's optimizers skip a parameter without a gradient, its slots too
+        if isinstance(self.optimizer, torch.optim.AdamW):
+            self._count_steps_by_stage()
         self.optimizer.step()
         self.steps += 1
-        for param in held:
-            if "step" in self.optimizer.state.get(param, {}):  # AdamW: one step count per stage, as on ort
-                self.optimizer.state[param]["step"] += 1
         correct = correct_on_batch(logits.reshape(logits.shape[0], -1).argmax(1), labels, self.head_every)
         # detach(): the output is the next stage's input, and no gradient crosses a boundary
         return StepResult(loss=loss.item(), correct=correct, output=output.detach())
+
+    def _count_steps_by_stage(self) -> None:
+        """AdamW's bias correction counts the stage's steps, as the ort backend's optimizer does, not
+        each parameter's own: a parameter held for a while, or new to the stage (a head after a
+        boundary move), would count fewer and take larger first steps on one backend only."""
+        for param in self.module.onnx_parameters().values():
+            if param.grad is None:
+                continue
+            state = self.optimizer.state[param]
+            if not state:  # as torch initialises it, but at the stage's count
+                state.update(exp_avg=torch.zeros_like(param, memory_format=torch.preserve_format),
+                             exp_avg_sq=torch.zeros_like(param, memory_format=torch.preserve_format))
+            state["step"] = torch.tensor(float(self.steps))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.runner.eval()
@@ -159,9 +171,7 @@ class TorchStage(TrainableStage):
                 continue
             param_state = self.optimizer.state[param]
             param_state.update({slot: torch.from_numpy(np.array(value)).to(param.device)
-                                for slot, value in slots.items()})
-            if isinstance(self.optimizer, torch.optim.AdamW):
-                param_state["step"] = torch.tensor(float(self.steps))  # torch keeps it as a CPU float
+                                for slot, value in slots.items()})  # AdamW's step: set at every step
 
 
 class HebbianTorchStage(TrainableStage):

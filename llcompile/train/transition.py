@@ -77,7 +77,7 @@ class ProgramController:
         state = state or {"prefix": program.options.get("prefix", 0), "factor": 1.0, "next": None,
                           "entry": None, "moved": {}, "active": list(self.candidates) if moving else None,
                           "merged_at": {}, "next_cuts": None, "block_losses": {}, "last_move": 0,
-                          "warming": {}}
+                          "heads_appeared": {}}
         self.prefix: int = state["prefix"]
         self.factor: float = state["factor"]  # weak supervision
         self.next: dict | None = state["next"]  # dynamic: {"prefix", "reason"} decided after the last epoch
@@ -88,8 +88,9 @@ class ProgramController:
         self.next_cuts: dict | None = state["next_cuts"]  # {"cuts", "reason"} for the next epoch
         self.block_losses: dict[str, float] = state["block_losses"]  # adaptive: last epoch's, by output cut
         self.last_move: int = state.get("last_move", 0)  # progressive, sliding: epoch of the last move (0: none)
-        # head_warmup: the cut of each aux head that appeared during the run -> the 1-based epoch it appeared in
-        self.warming: dict[str, int] = state.get("warming", {})
+        # head_warmup: the cut of each aux head in force that appeared during the run -> the 1-based epoch
+        # it appeared in (its warm-up began)
+        self.heads_appeared: dict[str, int] = state.get("heads_appeared", {})
         base_options = {"blocks": None, "cuts": self.candidates} if moving else {}
         # only the program in force: a program holds a copy of the model's weights, so keeping every
         # one the run visited grew its memory with each move (docs/results.md)
@@ -100,7 +101,7 @@ class ProgramController:
         return {"prefix": self.prefix, "factor": self.factor, "next": self.next, "entry": self.entry,
                 "moved": self.moved, "active": self.active, "merged_at": self.merged_at,
                 "next_cuts": self.next_cuts, "block_losses": self.block_losses, "last_move": self.last_move,
-                "warming": self.warming}
+                "heads_appeared": self.heads_appeared}
 
     def _boundary_options(self) -> dict:
         if self.entry is not None:
@@ -145,16 +146,23 @@ class ProgramController:
         if self.boundaries is None or not self.boundaries.head_warmup or epoch == 1:  # epoch 1: every block is new
             return
         appeared = {cut: epoch for cut in new_cuts if cut not in old_cuts}
-        self.warming = {**{cut: first for cut, first in self.warming.items() if cut in new_cuts}, **appeared}
+        self.heads_appeared = {**{cut: first for cut, first in self.heads_appeared.items() if cut in new_cuts},
+                               **appeared}
         if appeared:
             self.moved["boundaries"]["head_warmup"] = {"cuts": list(appeared), "epochs": self.boundaries.head_warmup}
 
     def warming_cuts(self, epoch: int, step: int, steps_per_epoch: int) -> set[str]:
         """The cuts whose aux head still trains alone at ``step`` of 0-based ``epoch`` (``head_warmup``)."""
-        if not self.warming:
+        if not self.heads_appeared:
             return set()
         length = math.ceil(self.boundaries.head_warmup * steps_per_epoch)
-        return {cut for cut, first in self.warming.items() if (epoch + 1 - first) * steps_per_epoch + step < length}
+        return {cut for cut, first in self.heads_appeared.items()
+                if (epoch + 1 - first) * steps_per_epoch + step < length}
+
+    def _warmed_in(self, epoch: int) -> set[str]:
+        """The cuts whose head warmed up during some of 1-based ``epoch``: the block ending at each was
+        held then, so its update norms do not say whether it has settled."""
+        return {cut for cut, first in self.heads_appeared.items() if 0 <= epoch - first < self.boundaries.head_warmup}
 
     def _move_prefix(self, epoch: int) -> bool:
         if self.learning is None:
@@ -218,7 +226,9 @@ class ProgramController:
                               stage_metrics[s.name]["acc"], self.block_losses.get(s.output))
                   for s in trained]
         threshold = self.boundaries.setting("settle_threshold")
-        settled = {cut: layers_settled(self._layers_before(cut), per_lr, threshold)
+        held = self._warmed_in(epoch)
+        settled = {cut: self._block_end(cut) not in held
+                   and layers_settled(self._layers_before(cut), per_lr, threshold)
                    for cut in self.candidates if cut not in self.active}
         merged_activations = {cut: self._activation_share([c for c in self.active if c != cut])
                               for cut in self.active}
@@ -236,7 +246,9 @@ class ProgramController:
         policy = self.boundaries
         trained = [c for c in self.active if self.segment_of_cut[c] > self.prefix]
         threshold, min_blocks = policy.setting("settle_threshold"), policy.setting("min_blocks")
-        settled = {cut: layers_settled(self._layers_before(cut), per_lr, threshold) for cut in trained}
+        held = self._warmed_in(epoch)
+        settled = {cut: cut not in held and layers_settled(self._layers_before(cut), per_lr, threshold)
+                   for cut in trained}
         if policy.boundary_policy == "progressive":
             moves = progressive_moves(trained, settled, min_blocks)
         else:
@@ -262,6 +274,11 @@ class ProgramController:
         prefix = {"prefix": self.prefix} if self.learning is not None else {}
         trained = [c for c in cuts if self.segment_of_cut[c] > self.prefix]
         return peak(**prefix, blocks=None, cuts=trained) / max(peak(prefix=0, blocks=None, cuts=[]), 1)
+
+    def _block_end(self, cut: str) -> str | None:
+        """The active cut that ends the block holding inactive ``cut`` (None: the final block)."""
+        later = [c for c in self.active if self.segment_of_cut[c] > self.segment_of_cut[cut]]
+        return min(later, key=self.segment_of_cut.get, default=None)
 
     def _layers_before(self, cut: str) -> list[str]:
         """The layers from the start of the block that holds ``cut`` (inactive), or ends at it (active),

@@ -105,3 +105,19 @@ def test_warmups_follow_the_cuts_across_moves(small_cnn):
 def test_a_warmup_no_head_can_use_is_refused(options, message):
     with pytest.raises(llcompile.LLCompileError, match=message):
         BoundaryPolicy.from_options(options)
+
+
+def test_a_held_block_is_not_taken_for_settled(resnet_digits_model, tmp_path):
+    # the scenario of test_sliding_moves_a_boundary_to_a_cut_point_that_was_no_initial_boundary: a boundary
+    # slides after epoch 2; its new head then warms up for all of epoch 3, its block held. The block's update
+    # norms of epoch 3 are zero, and read as settled they would slide the boundary on after every warm-up
+    program = llcompile.transform(resnet_digits_model, "dbl", blocks=3, boundary_policy="sliding",
+                                  settle_threshold=1.0, boundary_patience=1, activation_budget=1.0,
+                                  balance_by="macs", head_warmup=1.0)
+    history = train(program.save(tmp_path / "program"), _config(), tmp_path / "run", show_progress=False).history
+    (target,) = set(history[2]["cuts"]) - set(program.cuts)
+    assert history[2]["boundary_change"]["head_warmup"]["cuts"] == [target]
+    (held,) = [s for s in llcompile.transform(resnet_digits_model, "dbl", cuts=history[2]["cuts"]).stages
+               if s.output == target]
+    assert held.layers and all(history[2]["update_norms"][layer] == 0 for layer in held.layers)
+    assert history[2]["boundary_signals"]["settled"][target] is False
