@@ -109,10 +109,10 @@ class BoundaryPolicy:
         return cls(**{k: v for k, v in options.items() if k in names and v is not None})
 
     def to_json(self) -> dict:
-        """The policy with the thresholds it reads resolved (the others left out)."""
+        """The policy with the settings it reads resolved (the others left out)."""
         allowed = POLICY_SETTINGS.get(self.boundary_policy, ())
-        return {**{k: v for k, v in asdict(self).items() if k not in SETTING_DEFAULTS},
-                **{k: self.setting(k) for k in allowed}}
+        unread = {*SETTING_DEFAULTS, *(() if self.boundary_policy in ADDING_POLICIES else ("head_warmup",))}
+        return {**{k: v for k, v in asdict(self).items() if k not in unread}, **{k: self.setting(k) for k in allowed}}
 
     def setting(self, name: str):
         """The value of threshold ``name``, its default when not given."""

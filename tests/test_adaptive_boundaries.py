@@ -80,7 +80,7 @@ def test_bad_adaptive_options_are_one_line_errors(options, fragment):
 def test_to_json_resolves_the_adaptive_defaults_only_for_adaptive():
     assert BoundaryPolicy("adaptive", merge_gain=0.03).to_json() == {
         "boundary_policy": "adaptive", "boundary_schedule": None, "merge_gain": 0.03, "settle_threshold": 0.5,
-        "min_blocks": 2, "boundary_patience": 2, "activation_budget": 0.7}
+        "min_blocks": 2, "boundary_patience": 2, "activation_budget": 0.7, "head_warmup": 0.0}
     assert BoundaryPolicy("fixed").to_json() == {"boundary_policy": "fixed", "boundary_schedule": None}
     # a program's recorded options make the same policy again
     assert BoundaryPolicy.from_options(BoundaryPolicy("adaptive").to_json()).to_json() == \

@@ -32,8 +32,9 @@ class InterruptibleRun(SingleProcess):
 
 
 def _step_of(epoch, step, stage_index=1):
-    """During ``train_stage`` of 0-based ``epoch`` and ``step`` (its arguments end with epoch, step)."""
-    return "train_stage", lambda call, *args: args[2] == stage_index and args[-2:] == (epoch, step)
+    """During ``train_stage`` of 0-based ``epoch`` and ``step`` (its arguments: work, stage, stage index, ...,
+    step)."""
+    return "train_stage", lambda call, *args: args[2] == stage_index and (args[0].epoch, args[-1]) == (epoch, step)
 
 
 # where the flag is raised (a name in llcompile.train.loop or a ProgramController method, and whether
