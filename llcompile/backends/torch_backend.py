@@ -118,9 +118,10 @@ class TorchStage(TrainableStage):
         self.optimizer.zero_grad(set_to_none=True)
         loss, output, logits = self.runner(x, labels)
         loss.backward()
-        for name, param in self.module.onnx_parameters().items():
-            if name in hold:
-                param.grad = None  # torch's optimizers skip a parameter without a gradient, its slots too
+        if hold:
+            parameters = self.module.onnx_parameters()
+            for name in hold:
+                parameters[name].grad = None  # torch's optimizers skip a parameter without a gradient, its slots too
         if isinstance(self.optimizer, torch.optim.AdamW):
             self._count_steps_by_stage()
         self.optimizer.step()
@@ -133,7 +134,7 @@ class TorchStage(TrainableStage):
         """AdamW's bias correction counts the stage's steps, as the ort backend's optimizer does, not
         each parameter's own: a parameter held for a while, or new to the stage (a head after a
         boundary move), would count fewer and take larger first steps on one backend only."""
-        for param in self.module.onnx_parameters().values():
+        for param in (p for group in self.optimizer.param_groups for p in group["params"]):
             if param.grad is None:
                 continue
             state = self.optimizer.state[param]

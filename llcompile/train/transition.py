@@ -160,9 +160,10 @@ class ProgramController:
                 if (epoch + 1 - first) * steps_per_epoch + step < length}
 
     def _warmed_in(self, epoch: int) -> set[str]:
-        """The cuts whose head warmed up during some of 1-based ``epoch``: the block ending at each was
-        held then, so its update norms do not say whether it has settled."""
-        return {cut for cut, first in self.heads_appeared.items() if 0 <= epoch - first < self.boundaries.head_warmup}
+        """The cuts whose head warmed up during some of 1-based ``epoch`` (a warm-up starts with an
+        epoch, so at its first step): the block ending at each was held then, so its update norms do
+        not say whether it has settled."""
+        return self.warming_cuts(epoch - 1, 0, 1)
 
     def _move_prefix(self, epoch: int) -> bool:
         if self.learning is None:
