@@ -81,6 +81,10 @@ def cli() -> None:
               help="aux heads: train on every k-th sample of the batch only (about 1/k of their cost) "
                    "[default: 1, the whole batch].")
 @click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
+@click.option("--inner-cuts", is_flag=True, default=None,
+              help="dbl: also cut inside residual units (between a unit's convolutions; the skip and the branch "
+                   "cross the boundary as one joined tensor): finer blocks to balance, for stage-parallel training "
+                   "[default: off; see `inspect MODEL`].")
 @click.option("--boundary-policy", type=click.Choice(POLICIES),
               help="dbl, dbl-hebbian: how block boundaries move during training [default: adaptive].")
 @click.option("--boundary-schedule", metavar="EPOCH:K|CUT+CUT,...",

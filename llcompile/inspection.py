@@ -12,6 +12,7 @@ import onnx_ir as ir
 from llcompile.analysis import analyze
 from llcompile.errors import LLCompileError
 from llcompile.importer import load
+from llcompile.passes.inner_cuts import INNER_CUT_PREFIX, JoinInnerCutsPass
 from llcompile.paths import inside
 from llcompile.program import Program, is_program_dir
 from llcompile.terminal import printable, printable_data
@@ -30,7 +31,11 @@ def describe(path: str | os.PathLike) -> dict:
         raise LLCompileError(f"{path} is a directory but neither a program (no program.json) nor a run "
                              f"(no {RUN_FILE}); inspect takes an ONNX model file, a program directory or a run "
                              "directory")
-    return {"kind": "model", "path": os.fspath(path), **analyze(load(path)).to_dict()}
+    model = load(path)
+    description = {"kind": "model", "path": os.fspath(path), **analyze(model).to_dict()}
+    JoinInnerCutsPass()(model)
+    description["inner_cut_points"] = [c for c in analyze(model).cut_points if c.startswith(INNER_CUT_PREFIX)]
+    return description
 
 
 def stage_code(path: str | os.PathLike) -> str:
@@ -156,6 +161,8 @@ def _render_model(d: dict) -> str:
     out += ["  " + line for line in _table(["#", "name", "op", "output", "params", "MACs", "seg", "then"], rows)]
     out += ["", f"cut points ({len(d['cut_points'])}): the tensors a block boundary can sit on"]
     out += [f"  {name}" for name in d["cut_points"]] or ["  (none)"]
+    out += ["", f"inner cut points ({len(d['inner_cut_points'])}): inside residual units, with --inner-cuts"]
+    out += [f"  {name}" for name in d["inner_cut_points"]] or ["  (none)"]
     out += ["", "segments:"]
     rows = [[s["index"], s["input"], s["output"], _shape(s["output_shape"]), len(s["layers"]),
              f"{s['params']:,}", f"{s['macs']:,}"] for s in d["segments"]]

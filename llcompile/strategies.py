@@ -12,6 +12,7 @@ from llcompile.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
 from llcompile.learning_mode import LearningMode
 from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
+from llcompile.passes.inner_cuts import DropUnusedInnerCutsPass, JoinInnerCutsPass
 
 DEFAULT_DBL_BLOCKS = 4
 
@@ -46,9 +47,19 @@ def _blocks_with_heads(prefix: int, blocks: int | None = None, cuts: list[str] |
                          subsample=aux_subsample))
 
 
-def _dbl(**options) -> list[ir.passes.PassBase]:
-    BoundaryPolicy.from_options({k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options})  # checks the values
-    return [*_blocks_with_heads(0, **options), ModelLossPass()]
+# the policies that walk every cut point of the model; they do not know the inner ones
+POLICIES_OVER_ALL_CUTS = ("progressive", "sliding")
+
+
+def _dbl(inner_cuts: bool = False, **options) -> list[ir.passes.PassBase]:
+    policy = BoundaryPolicy.from_options({k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options})
+    partition, aux_heads = _blocks_with_heads(0, **options)
+    if not inner_cuts:
+        return [partition, aux_heads, ModelLossPass()]
+    if policy.boundary_policy in POLICIES_OVER_ALL_CUTS:
+        raise LLCompileError(f"--inner-cuts works with the fixed, schedule and adaptive boundary policies, "
+                             f"not {policy.boundary_policy!r}")
+    return [JoinInnerCutsPass(), partition, DropUnusedInnerCutsPass(), aux_heads, ModelLossPass()]
 
 
 BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settle_threshold", "min_blocks",
@@ -56,6 +67,8 @@ BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settl
 HEAD_OPTIONS = ("blocks", "cuts", "balance_by", "aux_head", "aux_depth", "aux_pool", "aux_width", "aux_subsample",
                 "seed")
 DBL_OPTIONS = HEAD_OPTIONS + BOUNDARY_OPTIONS
+# dbl only: with a Hebbian prefix, the prefix counts segments, which inner cuts would renumber
+INNER_CUT_OPTIONS = ("inner_cuts",)
 HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation", "hebbian_subsample")
 # read by the runtime (llcompile.learning_mode), recorded in program.json; no pass uses them
 LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
@@ -88,7 +101,7 @@ STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
     Strategy("bp", "end-to-end backpropagation: one stage trained with the model's own loss", _bp),
     Strategy("dbl", f"block-wise local learning: K blocks (default {DEFAULT_DBL_BLOCKS}) at cut points, "
                     "each trained by its own aux head; no error crosses a block boundary", _dbl,
-             DBL_OPTIONS),
+             DBL_OPTIONS + INNER_CUT_OPTIONS),
     Strategy("local-sgd", "LoCal+SGD: a forward-only Hebbian prefix of --prefix segments (growing during training "
                           "by the learning mode), the rest trained end to end by the model's loss", _local_sgd,
              HEBBIAN_OPTIONS + LEARNING_MODE_OPTIONS),
