@@ -10,6 +10,9 @@ the smallest larger block) and how even the blocks are in measured time
 inverse).
 
     ./dev bench dbl_cut_balance [--models resnet20,vgg11_bn] [--batch-size 128] [--steps 5] [--threads 1]
+                                [--inner-cuts]
+
+With `--inner-cuts`, the cut points inside residual units (`dbl --inner-cuts`) are timed too.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from llcompile.backends.base import OptimizerConfig
 from llcompile.backends.torch_backend import TorchBackend
 from llcompile.block_costs import ELEMENT_OP_MACS
 from llcompile.models import export
+from llcompile.passes.inner_cuts import JoinInnerCutsPass
 from llcompile.report.cost_model import cost_program
 
 
@@ -54,13 +58,19 @@ def block_seconds(programs: list[llcompile.Program], shape: list[int], batch_siz
 
 def measure(name: str, tmp: Path, args) -> list[str]:
     torch.manual_seed(0)
-    model = llcompile.load(export(name, tmp / f"{name}.onnx"))
-    analysis = llcompile.analyze(model)
-    lines = [f"### {name}: batch {args.batch_size}, {args.threads} thread(s), fastest of {args.steps} rounds",
+    path = export(name, tmp / f"{name}.onnx")
+    model = llcompile.load(path)
+    if args.inner_cuts:  # the cut points and segments of the model with every inner cut joined
+        analysis = llcompile.analyze(JoinInnerCutsPass()(llcompile.load(path)).model)
+    else:
+        analysis = llcompile.analyze(model)
+    inner = ", inner cuts too" if args.inner_cuts else ""
+    lines = [f"### {name}: batch {args.batch_size}, {args.threads} thread(s), fastest of {args.steps} rounds{inner}",
              "", "| cut | forward MACs/sample (block1 / block2) | training MACs/sample, cost model | "
              "training element ops/sample, cost model | measured s/step | slower / (sum / 2) |",
              "|---|---|---|---|---|---|"]
-    programs = [llcompile.transform(model, "dbl", cuts=[cut], boundary_policy="fixed") for cut in analysis.cut_points]
+    programs = [llcompile.transform(model, "dbl", cuts=[cut], boundary_policy="fixed", inner_cuts=args.inner_cuts or None)
+                for cut in analysis.cut_points]
     measured = block_seconds(programs, analysis.input_shape[1:], args.batch_size, args.steps)
     rows = []
     for index, (cut, program, seconds) in enumerate(zip(analysis.cut_points, programs, measured), start=1):
@@ -94,6 +104,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--inner-cuts", action="store_true", help="also the cut points inside residual units")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:

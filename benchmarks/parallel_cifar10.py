@@ -6,7 +6,8 @@ data`, DDP); and the anchor, the torch module's plain backprop pipelined over tw
 torch.distributed.pipelining (benchmarks/pipelining_bp.py, GPipe by default).
 
     ./dev bench parallel_cifar10 [--models resnet20,vgg11_bn] [--epochs 2] [--limit 4000]
-                                 [--rows bp-1x1,...] [--out DIR] [--reuse-runs DIR]
+                                 [--rows bp-1x1,...] [--k2-cuts CUT,...] [--repeats R]
+                                 [--out DIR] [--reuse-runs DIR]
 
 Every row is its own process group, one after the other, all at batch 128 with llcompile train's
 defaults (SGD nesterov, cosine; lr 0.1, VGG-11-BN 0.01). dbl K=2 is compiled with fixed
@@ -16,7 +17,11 @@ threads); the speed-up over the same program in one process with one thread; the
 epoch each rank computed (the runtime's `parallel.ranks[].busy_share`); bytes each rank sent per
 step (DDP: the ring all-reduce's 2 (N - 1) / N x the gradient bytes, the model's figure); test
 accuracy after the same epochs; pipeline efficiency = that speed-up / processes (the throughput
-over N x one process's on one thread). Below the table, what the cost model projects
+over N x one process's on one thread). `--k2-cuts` adds, for each cut point given (`inspect MODEL`;
+an inner cut compiles with `--inner-cuts`), dbl K=2 cut there in one process and stage-parallel.
+`--repeats R` runs the whole list of rows R times, round after round, so that every row meets the
+same load: a figure is then the mean ± std over the rounds, a ratio the mean ± std of the ratios
+within each round. Below the table, what the cost model projects
 for the same 2 workers (`llcompile report --workers 2`, calibrated on the bp 1 x 1 row). Writes
 DIR/parallel_<model>.md and .json (after every row, so that --reuse-runs DIR can render again or
 resume without training what is there).
@@ -31,10 +36,12 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import llcompile
 from llcompile.models import export
+from llcompile.passes.inner_cuts import INNER_CUT_PREFIX
 from llcompile.report.parallel_projection import ProjectionSettings, attach_projection
 from llcompile.report.programs import resolve
 from llcompile.report.report import report_of
@@ -71,6 +78,16 @@ ROWS = {
 }
 
 
+def k2_rows(cuts: list[str]) -> dict[str, Row]:
+    """Rows of dbl K=2 cut at each of ``cuts`` (program ``dbl@i``): in one process, and stage-parallel."""
+    rows = {}
+    for index, cut in enumerate(cuts):
+        rows[f"dbl@{index}-1x1"] = Row(f"dbl K=2 cut at {cut}, 1 process x 1 thread", f"dbl@{index}", 1, 1)
+        rows[f"dbl@{index}-stages-2x1"] = Row(f"dbl K=2 cut at {cut} stage-parallel, 2 processes x 1 thread",
+                                              f"dbl@{index}", 2, 1, "stages")
+    return rows
+
+
 def run_row(row: Row, programs: dict[str, Path], run_dir: Path, model_name: str, args) -> dict:
     """{"epochs": epoch records (images_per_s, test_acc, and for a parallel run its ``parallel``)}."""
     if row.program == ANCHOR:
@@ -94,51 +111,68 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
     model = export(name, tmp / f"{name}.onnx")
     programs = {"bp": llcompile.transform(model, "bp").save(tmp / f"{name}-bp", force=True),
                 **{key: llcompile.transform(model, "dbl", blocks=blocks, boundary_policy="fixed").save(
-                    tmp / f"{name}-{key}", force=True) for key, blocks in (("dbl", 2), ("dbl8", 8))}}
+                    tmp / f"{name}-{key}", force=True) for key, blocks in (("dbl", 2), ("dbl8", 8))},
+                **{f"dbl@{index}": llcompile.transform(
+                    model, "dbl", cuts=[cut], boundary_policy="fixed",
+                    inner_cuts=cut.startswith(INNER_CUT_PREFIX) or None).save(tmp / f"{name}-dbl@{index}", force=True)
+                   for index, cut in enumerate(args.k2_cuts)}}
     args.out.mkdir(parents=True, exist_ok=True)
     results_file = args.out / f"parallel_{name}.json"
     previous = args.reuse_runs / f"parallel_{name}.json" if args.reuse_runs else None
     results = json.loads(previous.read_text()) if previous and previous.exists() else {}
-    for key in args.rows:
-        if key not in results:
-            results[key] = run_row(ROWS[key], programs, tmp / f"run-{name}-{key}", name, args)
-            results_file.write_text(json.dumps(results, indent=1))
-        print(f"  done: {name} {key}", file=sys.stderr)
-    text = render(name, results, args)
-    if "bp-1x1" in results:
-        text += "\n" + "\n".join(projected(model, results["bp-1x1"]["epochs"][-1]["images_per_s"], args))
+    results = {key: runs if isinstance(runs, list) else [runs] for key, runs in results.items()}  # one-round files
+    for round_ in range(args.repeats):
+        for key in args.rows:
+            if len(results.setdefault(key, [])) <= round_:
+                results[key].append(run_row(args.row_table[key], programs, tmp / f"run-{name}-{key}", name, args))
+                results_file.write_text(json.dumps(results, indent=1))
+            print(f"  done: {name} {key} (round {round_ + 1} of {args.repeats})", file=sys.stderr)
+    text = render(name, {key: runs for key, runs in results.items() if runs}, args)
+    if results.get("bp-1x1"):
+        bp_speeds = [run["epochs"][-1]["images_per_s"] for run in results["bp-1x1"]]
+        text += "\n" + "\n".join(projected(model, float(np.mean(bp_speeds)), args))
     print(text)
     (args.out / f"parallel_{name}.md").write_text(text + "\n")
 
 
-def render(name: str, results: dict[str, dict], args) -> str:
+def render(name: str, results: dict[str, list[dict]], args) -> str:
     data = (f"the first {args.limit} training / {min(args.limit, 10000)} test images" if args.limit
             else "the full 50,000 / 10,000")
+    rounds = min(len(runs) for runs in results.values())
+    repeated = f", mean ± std over {rounds} rounds" if rounds > 1 else ""
     lines = [f"### {name}: CIFAR-10 ({data}), {args.epochs} epoch(s), batch 128, SGD nesterov lr {args.lr:g} cosine, "
-             "torch backend, CPU\n",
+             f"torch backend, CPU{repeated}\n",
              "| run | images/s | vs 1-process bp, same threads | vs same program, 1 process x 1 thread | "
              "busy share per rank | MiB sent per step per rank | test acc | pipeline efficiency |",
              "|---|---|---|---|---|---|---|---|"]
-    speed = {key: r["epochs"][-1]["images_per_s"] for key, r in results.items()}
+    # per row, the last epoch's images/s of each round (rounds beyond the fewest any row has are left out)
+    speed = {key: np.array([run["epochs"][-1]["images_per_s"] for run in runs[:rounds]]) for key, runs in results.items()}
     notes = []
-    for key in [k for k in ROWS if k in results]:
-        result = results[key]
-        row, last = ROWS[key], result["epochs"][-1]
-        total_threads = row.nproc * row.threads
-        reference = f"bp-1x{total_threads}"
+    for key in [k for k in args.row_table if k in results]:
+        runs = results[key][:rounds]
+        row, last = args.row_table[key], runs[-1]["epochs"][-1]
+        reference = f"bp-1x{row.nproc * row.threads}"
         same = f"{'bp' if row.program == ANCHOR else row.program}-1x1"
-        vs_bp = f"{speed[key] / speed[reference]:.2f}" if reference in speed else "-"
         speedup = speed[key] / speed[same] if same in speed else None
-        busy, sent = per_rank(result)
-        efficiency = f"{speedup / row.nproc:.2f}" if speedup is not None and row.nproc > 1 else "-"
-        lines.append(f"| {row.label} | {speed[key]:.1f} | {vs_bp} | {'-' if speedup is None else f'{speedup:.2f}'} | "
-                     f"{busy} | {sent} | {last['test_acc']:.4f} | {efficiency} |")
-        placement = result.get("placement") or (last.get("parallel") or {}).get("placement")
+        efficiency = spread(speedup / row.nproc) if speedup is not None and row.nproc > 1 else "-"
+        busy, sent = per_rank(runs[-1])
+        accuracy = spread(np.array([run["epochs"][-1]["test_acc"] for run in runs]), ".4f")
+        lines.append(f"| {row.label} | {spread(speed[key], '.1f')} | "
+                     f"{spread(speed[key] / speed[reference]) if reference in speed else '-'} | "
+                     f"{'-' if speedup is None else spread(speedup)} | {busy} | {sent} | {accuracy} | {efficiency} |")
+        placement = runs[-1].get("placement") or (last.get("parallel") or {}).get("placement")
         if placement:
             notes.append(f"- {row.label}: placement {' | '.join(', '.join(names) for names in placement)}"
-                         f"{'; ' + result['schedule'] if 'schedule' in result else ''}")
-    lines += ["", *notes, "", *targets(speed)]
+                         f"{'; ' + runs[-1]['schedule'] if 'schedule' in runs[-1] else ''}")
+    lines += ["", *notes, "", *targets(speed, args.row_table)]
     return "\n".join(lines)
+
+
+def spread(values: np.ndarray, fmt: str = ".2f") -> str:
+    """The mean of one figure per round, with the std when there are several rounds."""
+    if len(values) == 1:
+        return f"{values[0]:{fmt}}"
+    return f"{np.mean(values):{fmt}} ± {np.std(values, ddof=1):{fmt}}"
 
 
 def projected(model: Path, bp_images_per_s: float, args) -> list[str]:
@@ -170,32 +204,40 @@ def per_rank(result: dict) -> tuple[str, str]:
             " / ".join(f"{r['bytes_sent'] / max(r['steps'], 1) / 2**20:.2f}" for r in ranks))
 
 
-def targets(speed: dict[str, float]) -> list[str]:
-    """The issue's targets for stage-parallel dbl (K=2, and K=8 where it ran), checked on these numbers."""
-    return _targets(speed, "dbl", "dbl K=2") + _targets(speed, "dbl8", "dbl K=8")
-
-
-def _targets(speed: dict[str, float], program: str, what_ran: str) -> list[str]:
-    stages = speed.get(f"{program}-stages-2x1")
-    if stages is None:
-        return []
-    checks = [(f"{program}-1x1", 1.7, "the same program in one process with one thread"),
-              ("bp-1x2", None, "single-process bp with two threads"),
-              ("bp-data-2x1", None, "bp data-parallel on two processes"),
-              ("pipelining-2x1", None, "bp pipelined by torch.distributed.pipelining")]
+def targets(speed: dict[str, np.ndarray], row_table: dict[str, Row]) -> list[str]:
+    """The issue's targets for every stage-parallel dbl row that ran, checked on these numbers: a
+    ratio per round, their mean (± std); "met" by the mean, and a mean inside one std of the target
+    is said to be no difference."""
     lines = []
-    for key, factor, what in checks:  # factor None: faster than
-        if key in speed:
-            ratio = stages / speed[key]
-            met = ratio > 1 if factor is None else ratio >= factor
-            wanted = "faster than" if factor is None else f">= {factor:g} x"
-            lines.append(f"- target: stage-parallel {what_ran} {wanted} {what}: {ratio:.2f} x "
-                         f"({'met' if met else 'NOT met'})")
-    if f"{program}-1x1" in speed:
-        efficiency = stages / speed[f"{program}-1x1"] / 2
-        lines.append(f"- target: pipeline efficiency >= 0.85: {efficiency:.2f} "
-                     f"({'met' if efficiency >= 0.85 else 'NOT met'})")
+    for key, row in row_table.items():
+        if row.parallel == "stages" and key in speed:
+            lines += _targets(speed, row.program, row.label.split(" stage-parallel")[0])
     return lines
+
+
+def _targets(speed: dict[str, np.ndarray], program: str, what_ran: str) -> list[str]:
+    stages = speed[f"{program}-stages-2x1"]
+    checks = [(f"{program}-1x1", 1.7, "the same program in one process with one thread"),
+              ("bp-1x2", 1.0, "single-process bp with two threads"),
+              ("bp-data-2x1", 1.0, "bp data-parallel on two processes"),
+              ("pipelining-2x1", 1.0, "bp pipelined by torch.distributed.pipelining")]
+    lines = []
+    for key, target, what in checks:
+        if key in speed:
+            lines.append(_check(f"stage-parallel {what_ran} {'faster than' if target == 1.0 else f'>= {target:g} x'} "
+                                f"{what}", stages / speed[key], target, "x"))
+    if f"{program}-1x1" in speed:
+        lines.append(_check(f"stage-parallel {what_ran} pipeline efficiency >= 0.85",
+                            stages / speed[f"{program}-1x1"] / 2, 0.85, ""))
+    return lines
+
+
+def _check(what: str, ratios: np.ndarray, target: float, unit: str) -> str:
+    mean = float(np.mean(ratios))
+    verdict = "met" if (mean > target if target == 1.0 else mean >= target) else "NOT met"
+    if len(ratios) > 1 and abs(mean - target) < np.std(ratios, ddof=1):
+        verdict += ", within one std of the target: no difference shown"
+    return f"- target: {what}: {spread(ratios)}{' ' + unit if unit else ''} ({verdict})"
 
 
 def main() -> None:
@@ -205,7 +247,11 @@ def main() -> None:
     parser.add_argument("--data", default=f"cifar10:{SHARED_ZIP}")
     parser.add_argument("--limit", type=int, default=4000, help="samples per split (0: all)")
     parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: 0.1; VGG-11-BN 0.01]")
-    parser.add_argument("--rows", default=",".join(ROWS), help=f"comma-separated subset of: {', '.join(ROWS)}")
+    parser.add_argument("--rows", help=f"comma-separated subset of: {', '.join(ROWS)}, and the --k2-cuts rows "
+                                       "dbl@I-1x1, dbl@I-stages-2x1 (I: the cut's place in that list, from 0) "
+                                       "[default: all]")
+    parser.add_argument("--k2-cuts", default="", help="comma-separated cut points: dbl K=2 cut at each, as more rows")
+    parser.add_argument("--repeats", type=int, default=1, help="rounds of all rows, one after the other")
     parser.add_argument("--pipeline-schedule", choices=SCHEDULES, default="gpipe",
                         help="the torch.distributed.pipelining anchor's schedule")
     parser.add_argument("--micro-batches", type=int, default=4, help="the anchor's micro-batches per batch")
@@ -216,8 +262,10 @@ def main() -> None:
                         help="take the rows already in DIR/parallel_<model>.json instead of training them again")
     args = parser.parse_args()
     args.limit = args.limit or None
-    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-    unknown = [r for r in args.rows if r not in ROWS]
+    args.k2_cuts = [c.strip() for c in args.k2_cuts.split(",") if c.strip()]
+    args.row_table = {**ROWS, **k2_rows(args.k2_cuts)}
+    args.rows = [r.strip() for r in args.rows.split(",") if r.strip()] if args.rows else list(args.row_table)
+    unknown = [r for r in args.rows if r not in args.row_table]
     if unknown:
         raise SystemExit(f"unknown rows: {', '.join(unknown)}")
     with tempfile.TemporaryDirectory() as tmp:
