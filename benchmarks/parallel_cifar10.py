@@ -14,7 +14,7 @@ defaults (SGD nesterov, cosine; lr 0.1, VGG-11-BN 0.01). dbl K=2 is compiled wit
 boundaries (`--boundary-policy fixed`: the blocks stay where the processes are). Columns: images/s
 of the last epoch; its ratio to single-process bp with the same total threads (processes x
 threads); the speed-up over the same program in one process with one thread; the share of the
-epoch each rank computed (the runtime's `parallel.ranks[].busy_share`); bytes each rank sent per
+epoch each rank computed (the runtime's `parallel.ranks[].busy_share`, mean over rounds); bytes each rank sent per
 step (DDP: the ring all-reduce's 2 (N - 1) / N x the gradient bytes, the model's figure); test
 accuracy after the same epochs; pipeline efficiency = that speed-up / processes (the throughput
 over N x one process's on one thread). `--k2-cuts` adds, for each cut point given (`inspect MODEL`;
@@ -101,6 +101,8 @@ def run_row(row: Row, programs: dict[str, Path], run_dir: Path, model_name: str,
                 "bytes_sent_per_step": summary["bytes_sent_per_step"],
                 "schedule": f"{summary['schedule']}, {summary['micro_batches']} micro-batches"}
     extra = ("--nproc", str(row.nproc), "--parallel", row.parallel) if row.parallel else ()
+    if row.parallel == "stages" and args.max_in_flight:
+        extra += ("--max-in-flight", str(args.max_in_flight))
     row_args = argparse.Namespace(**{**vars(args), "threads": row.threads})
     return {"epochs": train_run(programs[row.program], run_dir, row_args, extra)}
 
@@ -155,7 +157,7 @@ def render(name: str, results: dict[str, list[dict]], args) -> str:
         same = f"{'bp' if row.program == ANCHOR else row.program}-1x1"
         speedup = speed[key] / speed[same] if same in speed else None
         efficiency = spread(speedup / row.nproc) if speedup is not None and row.nproc > 1 else "-"
-        busy, sent = per_rank(runs[-1])
+        busy, sent = per_rank(runs)
         accuracy = spread(np.array([run["epochs"][-1]["test_acc"] for run in runs]), ".4f")
         lines.append(f"| {row.label} | {spread(speed[key], '.1f')} | "
                      f"{spread(speed[key] / speed[reference]) if reference in speed else '-'} | "
@@ -192,16 +194,17 @@ def projected(model: Path, bp_images_per_s: float, args) -> list[str]:
             f"{rows['ddp_bp']['speedup_vs_bp_1_worker']:.2f} x"]
 
 
-def per_rank(result: dict) -> tuple[str, str]:
-    """(busy shares, MiB sent per step), one figure per rank, from the runtime's ``parallel`` record
-    (the anchor: its bytes per step, no busy share)."""
-    if "bytes_sent_per_step" in result:
-        return "-", " / ".join(f"{b / 2**20:.2f}" for b in result["bytes_sent_per_step"])
-    ranks = (result["epochs"][-1].get("parallel") or {}).get("ranks")
-    if not ranks:
+def per_rank(runs: list[dict]) -> tuple[str, str]:
+    """(busy shares, mean over the rounds; MiB sent per step), one figure per rank, from the runtime's
+    ``parallel`` records (the anchor: its bytes per step, no busy share)."""
+    if "bytes_sent_per_step" in runs[-1]:
+        return "-", " / ".join(f"{b / 2**20:.2f}" for b in runs[-1]["bytes_sent_per_step"])
+    per_round = [(run["epochs"][-1].get("parallel") or {}).get("ranks") for run in runs]
+    if not all(per_round):
         return "-", "-"
-    return (" / ".join(f"{r['busy_share']:.2f}" for r in ranks),
-            " / ".join(f"{r['bytes_sent'] / max(r['steps'], 1) / 2**20:.2f}" for r in ranks))
+    busy = np.mean([[r["busy_share"] for r in ranks] for ranks in per_round], axis=0)
+    return (" / ".join(f"{b:.2f}" for b in busy),
+            " / ".join(f"{r['bytes_sent'] / max(r['steps'], 1) / 2**20:.2f}" for r in per_round[-1]))
 
 
 def targets(speed: dict[str, np.ndarray], row_table: dict[str, Row]) -> list[str]:
@@ -251,6 +254,8 @@ def main() -> None:
                                        "dbl@I-1x1, dbl@I-stages-2x1 (I: the cut's place in that list, from 0) "
                                        "[default: all]")
     parser.add_argument("--k2-cuts", default="", help="comma-separated cut points: dbl K=2 cut at each, as more rows")
+    parser.add_argument("--max-in-flight", type=int,
+                        help="stage-parallel rows: llcompile train --max-in-flight [default: its default]")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all rows, one after the other")
     parser.add_argument("--pipeline-schedule", choices=SCHEDULES, default="gpipe",
                         help="the torch.distributed.pipelining anchor's schedule")

@@ -47,6 +47,15 @@ def test_export_transform_inspect_verify(tmp_path):
     assert len(model_view["cut_points"]) == 10
     verified = run("verify", out)
     assert verified.returncode == 0 and verified.stdout.strip().endswith("ok")
+    # a cut inside a residual unit: listed by inspect, taken by --cuts with --inner-cuts
+    assert len(model_view["inner_cut_points"]) == 9 and "inner cut points (9)" in run("inspect", model).stdout
+    inner = tmp_path / "inner"
+    cut = model_view["inner_cut_points"][3]
+    result = run("transform", model, "-o", inner, "--cuts", cut, "--inner-cuts", "--boundary-policy", "fixed")
+    assert result.returncode == 0, result.stderr
+    assert json.loads((inner / "program.json").read_text())["cuts"] == [cut]
+    assert_user_error(run("transform", model, "-o", tmp_path / "refused", "--cuts", cut), "not a cut point")
+    assert not (tmp_path / "refused").exists()
 
 
 def test_strategies_and_models_list():

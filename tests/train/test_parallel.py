@@ -116,6 +116,20 @@ def test_a_head_warming_up_on_another_rank_trains_as_in_the_sequential_run(tmp_p
     _assert_same_run(tmp_path / "sequential", tmp_path / "parallel")
 
 
+def test_an_inner_cut_hands_skip_and_branch_to_the_next_rank(resnet_digits_model, tmp_path):
+    """ResNet-20 cut inside layer2.0 (--inner-cuts): the joined tensor goes over the wire."""
+    cut = "inner_cut./stages/layer2/layer2.0/conv2/conv/Conv"
+    program = llcompile.transform(resnet_digits_model, "dbl", cuts=[cut], boundary_policy="fixed",
+                                  inner_cuts=True).save(tmp_path / "program")
+    config = _config(data_limit=192, epochs=1)
+    train(program, config, tmp_path / "sequential", show_progress=False)
+    launch(program, config, tmp_path / "parallel", False, False, False, ParallelOptions(nproc=2))
+    _assert_same_run(tmp_path / "sequential", tmp_path / "parallel")
+    ranks = json.loads((tmp_path / "parallel" / "metrics.jsonl").read_text().splitlines()[-1])["parallel"]["ranks"]
+    # per step: a header of 8 int64, the joined [64, 32 + 32, 4, 4] float32 activation and 64 int64 labels
+    assert ranks[0]["bytes_sent"] == ranks[0]["steps"] * (8 * 8 + 64 * 64 * 4 * 4 * 4 + 64 * 8)
+
+
 RESNET_PROGRAMS = {  # both move the program after epoch 1: state regathered by name, placement redone
     "boundaries": ("dbl", dict(blocks=4, boundary_policy="schedule", boundary_schedule="1:4,2:2")),
     # balanced by forward MACs the grown prefix (3 segments) ends between two block cuts, so the cuts change;
