@@ -19,6 +19,7 @@ from llcompile.terminal import printable, printable_data
 
 
 RUN_FILE, METRICS_FILE = "run.json", "metrics.jsonl"
+UNBALANCED = 1.1  # a rank busier than this x the mean is named in a parallel run's description
 
 
 def describe(path: str | os.PathLike) -> dict:
@@ -127,7 +128,14 @@ def _render_placement(epochs: list[dict]) -> list[str]:
             for e in epochs if "parallel" in e for p in [e["parallel"]] for r in p["ranks"]]
     if not rows:
         return []
-    return ["", "ranks:"] + _table(["epoch", "mode", "rank", "stages", "busy", "busy s", "idle s", "sent MiB"], rows)
+    out = ["", "ranks:"] + _table(["epoch", "mode", "rank", "stages", "busy", "busy s", "idle s", "sent MiB"], rows)
+    last = next(e["parallel"] for e in reversed(epochs) if "parallel" in e)
+    busy = [r["busy_s"] for r in last["ranks"] if r["stages"]]
+    if last["mode"] == "stages" and len(busy) > 1 and max(busy) > UNBALANCED * sum(busy) / len(busy):
+        out.append(f"  the last epoch's busiest rank worked {max(busy) / (sum(busy) / len(busy)):.2f} x the ranks' mean: "
+                   "the pipeline goes at the pace of its slowest rank; cuts nearer the balance (inspect MODEL; "
+                   "dbl --inner-cuts adds cuts inside residual units) or --placement would even it")
+    return out
 
 
 def _table(headers: list[str], rows: list[list]) -> list[str]:

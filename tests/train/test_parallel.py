@@ -244,3 +244,16 @@ def test_bad_parallel_options_on_the_command_line_are_one_line_errors(small_dbl,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "expected stage counts" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("busy, named", [((20.0, 14.6), True), ((20.0, 19.0), False)])
+def test_inspect_names_an_unbalanced_pipeline(busy, named):
+    """inspect RUN_DIR says when one rank bounds the pipeline (busy 20 s against a mean of 17.3 s)."""
+    ranks = [{"rank": r, "stages": [f"block{r + 1}"], "busy_s": b, "idle_s": 20.5 - b, "busy_share": b / 20.5,
+              "bytes_sent": 0, "steps": 10} for r, b in enumerate(busy)]
+    epoch = {"epoch": 1, "train_loss": 1.0, "test_acc": 0.5, "epoch_time_s": 20.5, "peak_memory_mb": 100,
+             "stages": {"block1": {}, "block2": {}}, "parallel": {"mode": "stages", "world_size": 2,
+                                                                  "placement": [["block1"], ["block2"]], "ranks": ranks}}
+    text = render_text({"kind": "run", "path": "run", "program": "p", "strategy": "dbl", "options": {},
+                        "config": {}, "epochs": [epoch]})
+    assert ("busiest rank worked 1.16 x the ranks' mean" in text) is named
