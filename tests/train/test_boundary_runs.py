@@ -51,6 +51,25 @@ def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_digits_model
     assert all(not np.array_equal(final[name], after_two[name]) for name in parked)
 
 
+def test_a_schedule_moves_a_boundary_off_an_inner_cut_and_back(resnet_digits_model, tmp_path):
+    """--inner-cuts at run time: each re-emitted program joins the skip and branch at its inner cut
+    only, and the head parked at the inner cut resumes from its state."""
+    inner, unit = "inner_cut./stages/layer2/layer2.0/conv2/conv/Conv", "/stages/layer3/layer3.0/relu/Relu_output_0"
+    program = llcompile.transform(resnet_digits_model, "dbl", inner_cuts=True, boundary_policy="schedule",
+                                  boundary_schedule=f"1:{inner}+{unit},2:{unit},3:{inner}+{unit}")
+    run_dir = tmp_path / "run"
+    config = _config(epochs=2, lr_schedule="constant")
+    train(program.save(tmp_path / "program"), config, run_dir, show_progress=False)
+    after_two, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    history = train(tmp_path / "program", _config(epochs=3, lr_schedule="constant"), run_dir, resume=True,
+                    show_progress=False).history
+    assert [r["cuts"] for r in history] == [[inner, unit], [unit], [inner, unit]]
+    head = sorted(p for p in after_two if p.startswith(f"aux@{inner}."))
+    assert head  # kept, parked, through epoch 2
+    final, _ = load_checkpoint(run_dir / "checkpoint.npz")
+    assert any(not np.array_equal(final[p], after_two[p]) for p in head)  # and trained again in epoch 3
+
+
 def test_a_program_the_run_moved_away_from_is_freed(resnet_digits_model):
     """The controller keeps only the program in force (each holds a copy of the model's weights): the
     program of epoch 1 is garbage once the run has moved on, and coming back recompiles it, equal."""
