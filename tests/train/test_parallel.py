@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -257,3 +258,28 @@ def test_inspect_names_an_unbalanced_pipeline(busy, named):
     text = render_text({"kind": "run", "path": "run", "program": "p", "strategy": "dbl", "options": {},
                         "config": {}, "epochs": [epoch]})
     assert ("busiest rank worked 1.16 x the ranks' mean" in text) is named
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_two_machines_under_torchrun_equal_the_sequential_run(small_dbl, tmp_path):
+    """Two torchrun agents with a static rendezvous, as on two machines (one rank each): rank 0's
+    machine writes the whole run, the other machine's run directory is never made."""
+    subprocess.run(_cli(small_dbl, tmp_path / "reference"), check=True, timeout=300)
+    port = _free_port()
+    nodes = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1",
+                               "--node-rank", str(node), "--master-addr", "127.0.0.1", "--master-port", str(port),
+                               "-m", "llcompile", *_cli(small_dbl, tmp_path / f"node{node}")[3:]],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for node in (0, 1)]
+    outcomes = [node.communicate(timeout=300) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outcomes
+    assert "test accuracy" in outcomes[0][0] and not outcomes[1][0]
+    assert not (tmp_path / "node1").exists()
+    _assert_same_run(tmp_path / "reference", tmp_path / "node0")
+    records = [json.loads(line) for line in (tmp_path / "node0" / "metrics.jsonl").read_text().splitlines()]
+    assert len(records[-1]["parallel"]["placement"]) == 2
