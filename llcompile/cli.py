@@ -221,7 +221,8 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
               help="Local worker processes (torch.distributed); on several machines use torchrun instead.")
 @click.option("--parallel", "parallel_mode", type=click.Choice(["stages", "data"]),
-              help="stages: a pipeline of consecutive stages per rank; data: DistributedDataParallel "
+              help="stages: a pipeline of consecutive stages per rank; data: every rank on a share of each batch, "
+                   "gradients averaged (DistributedDataParallel on torch) "
                    "[default: stages for programs with several stages].")
 @click.option("--placement", callback=_parse_placement, metavar="N,N,...",
               help="stages: consecutive stages per rank, e.g. 2,1 [default: balanced by measured step time].")

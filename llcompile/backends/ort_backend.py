@@ -14,6 +14,7 @@ done here, on the ``CheckpointState`` that the training and eval sessions share:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,8 @@ class OrtStage(TrainableStage):
         self._train_outputs = _output_positions(self._module, training=True)
         self._eval_outputs = _output_positions(self._module, training=False)
         self._optimizer = make_optimizer(optimizer)
+        # set by --parallel data: averages the gradients over the ranks, in place, before the step
+        self.reduce_gradients: Callable[[dict[str, np.ndarray]], None] | None = None
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float,
                    hold: frozenset[str] = frozenset()) -> StepResult:
@@ -129,7 +132,10 @@ class OrtStage(TrainableStage):
     def _apply_optimizer(self, lr: float, hold: frozenset[str]) -> None:
         parameters = self._state.parameters
         values = {name: parameters[name].data for name in self._params if name not in hold}
-        for name, value in self._optimizer.step(values, self.gradients(), lr).items():
+        gradients = self.gradients()
+        if self.reduce_gradients is not None:
+            self.reduce_gradients(gradients)
+        for name, value in self._optimizer.step(values, gradients, lr).items():
             parameters[name].data = value
 
     def _update_running_stats(self, outputs: tuple[np.ndarray, ...], batch: int) -> None:

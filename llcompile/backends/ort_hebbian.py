@@ -65,6 +65,10 @@ class OrtHebbianStage(TrainableStage):
     def state(self) -> dict[str, np.ndarray]:
         return {name: value.copy() for name, value in self._store.items()}
 
+    def updated_weights(self) -> dict[str, np.ndarray]:
+        """The weights a step's ``HebbianUpdate`` rewrites, by name (copies)."""
+        return {name: self._store[name].copy() for name in self._updates}
+
     def _run(self, session, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:
             return session.run(outputs, feeds)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 import llcompile
@@ -194,9 +195,10 @@ def test_a_killed_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(resn
     _assert_same_run(tmp_path / "reference", run_dir)
 
 
-def test_data_parallel_equals_the_sequential_run_without_batch_statistics(tmp_path):
-    """Without BatchNormalization, the mean of the two half-batch gradients DDP averages is the
-    full batch's gradient: the weights equal the sequential run's up to float rounding."""
+@pytest.mark.parametrize("backend", ["torch", "ort"])
+def test_data_parallel_equals_the_sequential_run_without_batch_statistics(tmp_path, backend):
+    """Without BatchNormalization, the mean of the two half-batch gradients the ranks average is
+    the full batch's gradient: the weights equal the sequential run's up to float rounding."""
     import torch
     from torch import nn
 
@@ -205,7 +207,7 @@ def test_data_parallel_equals_the_sequential_run_without_batch_statistics(tmp_pa
     torch.manual_seed(0)
     mlp = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.ReLU(), nn.Linear(32, 10))
     program = llcompile.transform(export(mlp, tmp_path / "mlp.onnx", input_shape=(1, 8, 8)), "bp").save(tmp_path / "bp")
-    config = _config(data_limit=256)  # 4 batches of 64 a epoch: every rank's share is 32
+    config = _config(data_limit=256, backend=backend)  # 4 batches of 64 a epoch: every rank's share is 32
     train(program, config, tmp_path / "sequential", show_progress=False)
     result = launch(program, config, tmp_path / "parallel", False, False, False, ParallelOptions(nproc=2))
     arrays_a, _ = load_checkpoint(tmp_path / "sequential" / "checkpoint.npz")
@@ -221,6 +223,32 @@ def test_data_parallel_equals_the_sequential_run_without_batch_statistics(tmp_pa
     assert [r["bytes_sent"] for r in parallel["ranks"]] == [4 * 4 * (64 * 32 + 32 + 32 * 10 + 10)] * 2
 
 
+def test_data_parallel_on_ort_trains_what_it_trains_on_torch(tmp_path):
+    """A Hebbian prefix and two blocks with BatchNormalization, every rank on half of each batch:
+    ORT's gradients averaged by one all-reduce, the Hebbian weights averaged after each update and
+    rank 0's running statistics kept give the state DDP gives on torch, to float rounding."""
+    import torch
+
+    from llcompile.models import export
+
+    torch.manual_seed(0)
+    model = export("small_cnn", tmp_path / "small_cnn.onnx", input_shape=(1, 8, 8))
+    program = llcompile.transform(model, "dbl-hebbian", prefix=1, blocks=2, hebbian_lr=0.01)
+    hebbian_weight = next(iter(program.stages[0].updates))
+    initial = next(onnx.numpy_helper.to_array(tensor) for tensor in program.stages[0].model.graph.initializer
+                   if tensor.name == hebbian_weight)
+    program = program.save(tmp_path / "program")
+    runs = {backend: launch(program, _config(backend=backend, data_limit=256), tmp_path / backend, False, False,
+                            False, ParallelOptions(nproc=2, mode="data")) for backend in ("torch", "ort")}
+    arrays = {backend: load_checkpoint(tmp_path / backend / "checkpoint.npz")[0] for backend in runs}
+    assert set(arrays["torch"]) == set(arrays["ort"])
+    for name, value in arrays["torch"].items():
+        np.testing.assert_allclose(arrays["ort"][name], value, rtol=1e-3, atol=1e-5, err_msg=name)
+    assert np.abs(arrays["ort"][hebbian_weight] - initial).max() > 1e-3  # the prefix learned (100 x the tolerance)
+    sent = [[rank["bytes_sent"] for rank in run.history[-1]["parallel"]["ranks"]] for run in runs.values()]
+    assert sent[0] == sent[1] and min(sent[0]) > 0  # the same gradients and weights reduced
+
+
 @pytest.mark.parametrize("reduced, ranks, sent", [(1000, 1, 0), (1000, 2, 1000), (1000, 4, 1500), (1024, 8, 1792)])
 def test_ring_allreduce_sends_2_n_minus_1_over_n_of_the_bytes(reduced, ranks, sent):
     assert ring_allreduce_bytes(reduced, ranks) == sent
@@ -230,7 +258,6 @@ def test_ring_allreduce_sends_2_n_minus_1_over_n_of_the_bytes(reduced, ranks, se
     (ParallelOptions(nproc=2, placement=(1, 1)), {}, "--placement 1,1 does not fit"),
     (ParallelOptions(nproc=2, placement=(0, 3)), {}, "--placement 0,3 does not fit"),
     (ParallelOptions(nproc=4), {}, "needs a stage per rank"),
-    (ParallelOptions(nproc=2, mode="data"), {"backend": "ort"}, "--parallel data needs --backend torch"),
     (ParallelOptions(nproc=2, mode="data", placement=(1, 2)), {}, "--placement applies to --parallel stages only"),
     (ParallelOptions(nproc=2, mode="data"), {"batch_size": 3}, "fewer than 2 samples per rank"),
 ])

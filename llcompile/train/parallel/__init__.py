@@ -5,8 +5,8 @@ what every rank runs (also under ``torchrun``); ``options.py`` checks the option
 program; ``team.py`` is what the ranks share (the run directory's inputs, evaluation, epoch
 sums, every stage's state); ``placement.py`` groups consecutive stages onto ranks;
 ``transport.py`` sends activations and labels to the next rank; ``pipeline.py`` trains the
-stages as a pipeline (``--parallel stages``), ``data_parallel.py`` with DistributedDataParallel
-(``--parallel data``).
+stages as a pipeline (``--parallel stages``), ``data_parallel.py`` on shares of each batch
+(``--parallel data``: DistributedDataParallel on torch, an all-reduce of the gradients on ort).
 """
 
 from llcompile.train.parallel.launch import launch

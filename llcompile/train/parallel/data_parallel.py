@@ -1,7 +1,9 @@
 """``--parallel data``: every rank trains every stage on its share of each batch (DistributedDataParallel).
 
 Each batch of ``--batch-size`` is split over the ranks, so an epoch has as many steps (and the
-same learning-rate schedule) as the sequential run; DDP averages the gradients. The result is
+same learning-rate schedule) as the sequential run. On torch DDP averages the gradients; on ort,
+where the gradients are numpy arrays between ORT's backward and the numpy optimizer step, one
+all-reduce of them all does (the same as one DDP bucket). The result is
 close to, not equal to, the sequential run's: BatchNormalization sees each rank's share only,
 and rank 0's running statistics are the ones kept. A Hebbian stage's new weights are averaged
 over the ranks after every step.
@@ -15,10 +17,13 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from llcompile.backends.base import TrainableStage
+from llcompile.backends.ort_backend import OrtStage
+from llcompile.backends.ort_hebbian import OrtHebbianStage
 from llcompile.backends.torch_backend import HebbianTorchStage, TorchStage
 from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.loop import EpochSums, EpochWork, progress_bar, show_step, train_loader
@@ -73,13 +78,32 @@ class DataParallel(RankTeam):
             if isinstance(stage, TorchStage):
                 # broadcast_buffers=False: only rank 0 evaluates, so forward must not wait for the others
                 stage.runner = DistributedDataParallel(stage.runner, device_ids=device_ids, broadcast_buffers=False)
+            elif isinstance(stage, OrtStage):
+                stage.reduce_gradients = self._average_arrays
         self._wrapped = stages
 
-    def _average_hebbian_weights(self, stage: HebbianTorchStage) -> None:
-        for parameter in stage.updated:
-            wire = parameter.data.to(self.device)
-            dist.all_reduce(wire)
-            parameter.data.copy_(wire / self.world_size)
+    def _average_hebbian_weights(self, stage: HebbianTorchStage | OrtHebbianStage) -> None:
+        if isinstance(stage, OrtHebbianStage):
+            weights = stage.updated_weights()
+            self._average_arrays(weights)
+            stage.load_state(weights)
+            return
+        with torch.no_grad():
+            for parameter, mean in zip(stage.updated, self._mean_over_ranks([p.data for p in stage.updated])):
+                parameter.copy_(mean)
+
+    def _average_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace every array of ``arrays`` by its mean over the ranks."""
+        means = self._mean_over_ranks([torch.from_numpy(array) for array in arrays.values()])
+        for name, mean in zip(list(arrays), means):
+            arrays[name] = mean.numpy()
+
+    def _mean_over_ranks(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """Each tensor's mean over the ranks, by one all-reduce of them all flattened into one buffer."""
+        flat = torch.cat([tensor.reshape(-1) for tensor in tensors]).to(self.device)
+        dist.all_reduce(flat)
+        flat /= self.world_size
+        return [part.view_as(tensor) for part, tensor in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
 
 def ring_allreduce_bytes(reduced: int, world_size: int) -> int:
@@ -89,7 +113,11 @@ def ring_allreduce_bytes(reduced: int, world_size: int) -> int:
 
 
 def _reduced_bytes(stage: TrainableStage) -> int:
-    """Bytes all-reduced per step for ``stage``: its gradients (DDP), or its Hebbian weights."""
+    """Bytes all-reduced per step for ``stage``: its gradients, or its Hebbian weights."""
+    if isinstance(stage, OrtHebbianStage):
+        return sum(array.nbytes for array in stage.updated_weights().values())
+    if isinstance(stage, OrtStage):
+        return sum(array.nbytes for array in stage.gradients().values())
     if isinstance(stage, HebbianTorchStage):
         tensors = stage.updated
     else:

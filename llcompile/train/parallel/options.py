@@ -34,9 +34,6 @@ class ParallelOptions:
         else:
             if self.placement is not None:
                 raise LLCompileError("--placement applies to --parallel stages only")
-            if config.backend != "torch":
-                raise LLCompileError("--parallel data needs --backend torch (DistributedDataParallel); "
-                                     "use --parallel stages with ort")
             if config.batch_size < 2 * world_size:
                 raise LLCompileError(f"--parallel data splits each batch over the ranks: --batch-size "
                                      f"{config.batch_size} leaves fewer than 2 samples per rank of {world_size}")
