@@ -172,22 +172,29 @@ def _worker_pid(parent: int, rank: int) -> int | None:
 
 
 @pytest.mark.slow
-def test_a_killed_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(resnet_digits_model, tmp_path):
+@pytest.mark.parametrize("sent, reported", [
+    (signal.SIGKILL, "rank 1 failed (killed by SIGKILL)"),  # as the OOM killer would
+    # a rank that stops answering: its peer waits out --timeout (then the agent's 30 s grace for the stopped process)
+    (signal.SIGSTOP, "rank 0 failed (exit code 1: TimeoutError: no answer from another rank within --timeout 10 s"),
+], ids=["killed", "stopped"])
+def test_a_lost_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(resnet_digits_model, tmp_path, sent,
+                                                                         reported):
     program = llcompile.transform(resnet_digits_model, "dbl", blocks=4).save(tmp_path / "dbl")
     subprocess.run(_cli(program, tmp_path / "reference"), check=True, timeout=300)
-    run_dir = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(program, run_dir, "--nproc", "2"), stderr=subprocess.PIPE, text=True)
+    run_dir = tmp_path / "lost"
+    proc = subprocess.Popen(_cli(program, run_dir, "--nproc", "2", "--timeout", "10"), stderr=subprocess.PIPE,
+                            text=True)
     start = time.time()
     while not (run_dir / "metrics.jsonl").exists():  # inside the second epoch
         assert proc.poll() is None and time.time() - start < 300, "the run made no progress"
         time.sleep(0.05)
     pid = _worker_pid(proc.pid, rank=1)
     assert pid is not None
-    os.kill(pid, signal.SIGKILL)  # as the OOM killer would
+    os.kill(pid, sent)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 2
     lines = stderr.strip().splitlines()
-    assert len(lines) == 1 and "rank 1 failed (killed by SIGKILL)" in lines[0]
+    assert len(lines) == 1 and reported in lines[0]
     assert "the last complete checkpoint is epoch 1" in lines[0]
     resumed = subprocess.run(_cli(program, run_dir, "--nproc", "2", "--resume"), capture_output=True, text=True,
                              timeout=300)

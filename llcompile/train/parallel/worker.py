@@ -66,5 +66,14 @@ def run_worker(program_dir: Path, config: TrainConfig, run_dir: Path, resume: bo
     except Exception as exc:
         if os.environ.get("LLCOMPILE_DEBUG"):
             raise
+        if _peer_timed_out(exc):
+            exc = TimeoutError(f"no answer from another rank within --timeout {options.timeout_s:g} s "
+                               f"(a rank hung, was stopped or lost its link)")
         ErrorHandler().record_exception(exc)
         sys.exit(1)
+
+
+def _peer_timed_out(exc: Exception) -> bool:
+    """A send, receive or collective that waited out the process group's timeout (gloo raises a
+    RuntimeError that says so; NCCL's watchdog ends the process itself)."""
+    return isinstance(exc, (RuntimeError, dist.DistError)) and "timed out" in str(exc).lower()
