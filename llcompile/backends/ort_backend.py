@@ -39,7 +39,7 @@ class OrtBackend(Backend):
     name = "ort"
 
     def __init__(self, device: str = "cpu", cache_dir: str | Path | None = None) -> None:
-        self.device = _checked_device(device)
+        self.device = checked_device(device)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     def build(self, program: Program, optimizer: OptimizerConfig) -> list[TrainableStage]:
@@ -170,7 +170,7 @@ def _quiet_session_options() -> onnxruntime.SessionOptions:
     return options
 
 
-def _checked_device(device: str) -> str:
+def checked_device(device: str) -> str:
     kind = device.split(":")[0]
     if kind == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         raise LLCompileError(NO_CUDA)

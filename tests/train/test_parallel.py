@@ -274,6 +274,18 @@ def test_bad_parallel_options_are_refused_before_any_process_starts(small_dbl, t
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("gpus, fragment", [(0, "no usable CUDA device"), (1, "2 ranks on this machine need 2 CUDA "
+                                                                          "devices, it has 1")])
+def test_cuda_ranks_need_a_gpu_each_before_any_process_starts(small_dbl, tmp_path, monkeypatch, gpus, fragment):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: gpus > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: gpus)
+    with pytest.raises(LLCompileError, match=fragment):
+        launch(small_dbl, _config(device="cuda"), tmp_path / "run", False, False, False, ParallelOptions(nproc=2))
+    assert not (tmp_path / "run").exists()
+
+
 def test_bad_parallel_options_on_the_command_line_are_one_line_errors(small_dbl, tmp_path):
     proc = subprocess.run(_cli(small_dbl, tmp_path / "run", "--nproc", "2", "--placement", "2,x"),
                           capture_output=True, text=True, timeout=120)

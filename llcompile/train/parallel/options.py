@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
+import torch
+
+from llcompile.backends import ort_backend, torch_backend
 from llcompile.errors import LLCompileError
 from llcompile.program import Program
 from llcompile.train.config import TrainConfig
@@ -37,6 +41,12 @@ class ParallelOptions:
             if config.batch_size < 2 * world_size:
                 raise LLCompileError(f"--parallel data splits each batch over the ranks: --batch-size "
                                      f"{config.batch_size} leaves fewer than 2 samples per rank of {world_size}")
+        if config.device.startswith("cuda"):
+            {"torch": torch_backend, "ort": ort_backend}[config.backend].checked_device(config.device)
+            local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+            if torch.cuda.device_count() < local_ranks:
+                raise LLCompileError(f"--device cuda gives each rank a GPU of its own: {local_ranks} ranks on this "
+                                     f"machine need {local_ranks} CUDA devices, it has {torch.cuda.device_count()}")
         return replace(self, mode=mode)
 
 
