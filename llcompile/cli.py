@@ -210,7 +210,8 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--torch-mode", type=click.Choice(["eager", "script", "compile"]), default="eager", show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch [default: torch's].")
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch, and for each onnxruntime session with --backend ort "
+                   "[default: the library's; with --nproc, the cores shared among the ranks].")
 @click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
               help="Where metrics, checkpoints and the trained model go [default: PROGRAM_DIR/run].")
 @click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")

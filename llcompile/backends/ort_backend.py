@@ -38,15 +38,17 @@ NO_CUDA = "the installed onnxruntime-training has no CUDA support; use --backend
 class OrtBackend(Backend):
     name = "ort"
 
-    def __init__(self, device: str = "cpu", cache_dir: str | Path | None = None) -> None:
+    def __init__(self, device: str = "cpu", cache_dir: str | Path | None = None, threads: int = 0) -> None:
         self.device = checked_device(device)
+        self.threads = threads  # per session; 0: every core
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
     def build(self, program: Program, optimizer: OptimizerConfig) -> list[TrainableStage]:
         if self.device != "cpu" and any(stage.updates is not None for stage in program.stages):
             raise LLCompileError("the ort backend runs Hebbian stages on the CPU only; use --backend torch")
-        return [OrtHebbianStage(stage) if stage.updates is not None else
-                OrtStage(stage, classifier_logits_name(stage, program), optimizer, self.device, self.cache_dir)
+        return [OrtHebbianStage(stage, self.threads) if stage.updates is not None else
+                OrtStage(stage, classifier_logits_name(stage, program), optimizer, self.device, self.cache_dir,
+                         self.threads)
                 for stage in program.stages]
 
     def to_batch(self, x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -61,7 +63,7 @@ class OrtStage(TrainableStage):
     plus the numpy optimizer; ``logits`` is the tensor whose argmax is the stage's prediction."""
 
     def __init__(self, stage: Stage, logits: str, optimizer: OptimizerConfig, device: str = "cpu",
-                 cache_dir: Path | None = None) -> None:
+                 cache_dir: Path | None = None, threads: int = 0) -> None:
         self.name = stage.name
         self._output = stage.output
         self._logits = logits
@@ -76,7 +78,7 @@ class OrtStage(TrainableStage):
         try:
             self._state = CheckpointState.load_checkpoint(str(directory / CHECKPOINT))
             self._module = Module(directory / TRAINING_MODEL, self._state, directory / EVAL_MODEL, device=device,
-                                  session_options=_quiet_session_options())
+                                  session_options=_session_options(threads))
         except Exception as exc:  # ORT raises RuntimeError or its own Fail types
             raise ort_error(f"stage {self.name}: onnxruntime-training cannot load its training graph", exc) from exc
         self._train_outputs = _output_positions(self._module, training=True)
@@ -164,9 +166,10 @@ def _output_positions(module: Module, training: bool) -> dict[str, int]:
     return {name: names.index(name) for name in names}
 
 
-def _quiet_session_options() -> onnxruntime.SessionOptions:
+def _session_options(threads: int) -> onnxruntime.SessionOptions:
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
+    options.intra_op_num_threads = threads
     return options
 
 

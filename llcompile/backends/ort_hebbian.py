@@ -20,7 +20,7 @@ from llcompile.verify import session, with_training_mode
 
 
 class OrtHebbianStage(TrainableStage):
-    def __init__(self, stage: Stage):
+    def __init__(self, stage: Stage, threads: int = 0):
         self.name = stage.name
         self._input, self._lr_input, self._output = stage.input, stage.lr_input, stage.output
         self._updates = dict(stage.updates)
@@ -30,7 +30,8 @@ class OrtHebbianStage(TrainableStage):
                        for t in stage.model.graph.initializer if t.name in set(state_names)}
         stat_outputs = [name for s in self._stats for name in (s.new_mean, s.new_var)]
         self._train_outputs = [self._output, *self._updates.values(), *stat_outputs]
-        self._train = session(_with_state_inputs(stage.model, self._store, self._train_outputs))
+        self._threads = threads
+        self._train = session(_with_state_inputs(stage.model, self._store, self._train_outputs), threads)
         # the steps without an update (--hebbian-every): the activation and BN statistics only (ORT
         # drops the rest); built on first use, since a session has its own memory arena
         self._model = stage.model
@@ -38,7 +39,7 @@ class OrtHebbianStage(TrainableStage):
         self._forward = None
         # the eval graph returns the activation only: ORT then drops the update computation
         self._eval = session(_with_state_inputs(with_training_mode(stage.model, training=False), self._store,
-                                                [self._output]))
+                                                [self._output]), threads)
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float, update: bool = True) -> StepResult:
         """``lr`` is the localized learning rate; BN uses (and updates) batch statistics. Without
@@ -51,7 +52,8 @@ class OrtHebbianStage(TrainableStage):
             self._store.update(zip(self._updates, new_weights))
         else:
             if self._forward is None:
-                self._forward = session(_with_state_inputs(self._model, self._store, self._forward_outputs))
+                self._forward = session(_with_state_inputs(self._model, self._store, self._forward_outputs),
+                                        self._threads)
             output, *new_stats = self._run(self._forward, self._forward_outputs, feeds)
         for stats, new_mean, new_var in zip(self._stats, new_stats[0::2], new_stats[1::2]):
             new_var = unbiased_running_var(new_var, self._store[stats.var], stats, len(x))

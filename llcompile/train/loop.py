@@ -166,7 +166,7 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     dataset = load_dataset(config.data, tuple(program.input["shape"][1:]), program.num_classes, config.data_limit)
     if len(dataset.train_y) < 2:
         raise LLCompileError(f"the training split has {len(dataset.train_y)} sample(s); training needs at least 2")
-    backend = make_backend(config.backend, config.device, config.torch_mode)
+    backend = make_backend(config.backend, config.device, config.torch_mode, config.threads)
     stages = backend.build(program, config.optimizer)
     arrays, progress = team.share(lambda: _prepare_run_dir(run_dir, program_dir, config, resume, force))
     controller = None

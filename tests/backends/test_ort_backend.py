@@ -1,5 +1,7 @@
 """The onnxruntime-training backend: torch's optimizers, gradients, BN statistics, state, parity."""
 
+import os
+
 import numpy as np
 import onnx
 import onnxruntime
@@ -387,3 +389,26 @@ def test_held_parameters_stay_and_both_backends_agree_after(backend, program, op
     assert set(ort_state) == set(torch_state)
     for name, value in ort_state.items():
         np.testing.assert_allclose(value, torch_state[name], rtol=1e-4, atol=1e-6, err_msg=name)
+
+
+def _threads_started_by(build_and_step) -> int:
+    before = len(os.listdir("/proc/self/task"))
+    kept = build_and_step()  # the sessions hold their thread pools while they live
+    started = len(os.listdir("/proc/self/task")) - before
+    del kept
+    return started
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts the threads in /proc")
+def test_threads_bound_the_operator_threads_of_every_session(model_path, tmp_path):
+    """--threads reaches onnxruntime: one thread starts no operator thread pool in any session (the
+    training, eval and Hebbian ones); two start one for each."""
+    program = llcompile.transform(model_path, "dbl-hebbian", prefix=1, blocks=2)
+
+    def build_and_step(threads):
+        stages = OrtBackend(cache_dir=tmp_path, threads=threads).build(program, SGD_CONFIG)
+        train_chain(stages, *batch(), 0.01)
+        return stages
+
+    assert _threads_started_by(lambda: build_and_step(1)) == 0
+    assert _threads_started_by(lambda: build_and_step(2)) >= 3  # Hebbian train and eval, two training Modules
