@@ -6,7 +6,7 @@ data`, DDP); and the anchor, the torch module's plain backprop pipelined over tw
 torch.distributed.pipelining (benchmarks/pipelining_bp.py, GPipe by default).
 
     ./dev bench parallel_cifar10 [--models resnet20,vgg11_bn] [--epochs 2] [--limit 4000]
-                                 [--rows bp-1x1,...] [--k2-cuts CUT,...] [--repeats R]
+                                 [--rows bp-1x1,...] [--k2-cuts CUT,...] [--repeats R] [--backend ort]
                                  [--out DIR] [--reuse-runs DIR]
 
 Every row is its own process group, one after the other, all at batch 128 with llcompile train's
@@ -21,7 +21,8 @@ over N x one process's on one thread). `--k2-cuts` adds, for each cut point give
 an inner cut compiles with `--inner-cuts`), dbl K=2 cut there in one process and stage-parallel.
 `--repeats R` runs the whole list of rows R times, round after round, so that every row meets the
 same load: a figure is then the mean ± std over the rounds, a ratio the mean ± std of the ratios
-within each round. Below the table, what the cost model projects
+within each round. `--backend ort` trains every llcompile row on onnxruntime-training (the anchor
+is torch's and is left out). Below the table, what the cost model projects
 for the same 2 workers (`llcompile report --workers 2`, calibrated on the bp 1 x 1 row). Writes
 DIR/parallel_<model>.md and .json (after every row, so that --reuse-runs DIR can render again or
 resume without training what is there).
@@ -100,7 +101,9 @@ def run_row(row: Row, programs: dict[str, Path], run_dir: Path, model_name: str,
         return {"epochs": summary["epochs"], "placement": summary["placement"],
                 "bytes_sent_per_step": summary["bytes_sent_per_step"],
                 "schedule": f"{summary['schedule']}, {summary['micro_batches']} micro-batches"}
-    extra = ("--nproc", str(row.nproc), "--parallel", row.parallel) if row.parallel else ()
+    extra = ("--backend", args.backend)
+    if row.parallel:
+        extra += ("--nproc", str(row.nproc), "--parallel", row.parallel)
     if row.parallel == "stages" and args.max_in_flight:
         extra += ("--max-in-flight", str(args.max_in_flight))
     row_args = argparse.Namespace(**{**vars(args), "threads": row.threads})
@@ -143,7 +146,7 @@ def render(name: str, results: dict[str, list[dict]], args) -> str:
     rounds = min(len(runs) for runs in results.values())
     repeated = f", mean ± std over {rounds} rounds" if rounds > 1 else ""
     lines = [f"### {name}: CIFAR-10 ({data}), {args.epochs} epoch(s), batch 128, SGD nesterov lr {args.lr:g} cosine, "
-             f"torch backend, CPU{repeated}\n",
+             f"{args.backend} backend, CPU{repeated}\n",
              "| run | images/s | vs 1-process bp, same threads | vs same program, 1 process x 1 thread | "
              "busy share per rank | MiB sent per step per rank | test acc | pipeline efficiency |",
              "|---|---|---|---|---|---|---|---|"]
@@ -257,6 +260,8 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int,
                         help="stage-parallel rows: llcompile train --max-in-flight [default: its default]")
     parser.add_argument("--repeats", type=int, default=1, help="rounds of all rows, one after the other")
+    parser.add_argument("--backend", choices=("torch", "ort"), default="torch",
+                        help="llcompile train --backend of every row but the torch.distributed.pipelining anchor")
     parser.add_argument("--pipeline-schedule", choices=SCHEDULES, default="gpipe",
                         help="the torch.distributed.pipelining anchor's schedule")
     parser.add_argument("--micro-batches", type=int, default=4, help="the anchor's micro-batches per batch")
@@ -273,6 +278,9 @@ def main() -> None:
     unknown = [r for r in args.rows if r not in args.row_table]
     if unknown:
         raise SystemExit(f"unknown rows: {', '.join(unknown)}")
+    if args.backend != "torch" and any(args.row_table[r].program == ANCHOR for r in args.rows):
+        raise SystemExit("the torch.distributed.pipelining anchor trains on torch: leave it out of --rows "
+                         "with --backend ort")
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models.split(","):
             benchmark_model(name, Path(tmp), args)
