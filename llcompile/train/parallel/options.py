@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from llcompile.backends import ort_backend, torch_backend
+from llcompile.backends import make_backend
 from llcompile.errors import LLCompileError
 from llcompile.program import Program
 from llcompile.train.config import TrainConfig
@@ -42,7 +42,7 @@ class ParallelOptions:
                 raise LLCompileError(f"--parallel data splits each batch over the ranks: --batch-size "
                                      f"{config.batch_size} leaves fewer than 2 samples per rank of {world_size}")
         if config.device.startswith("cuda"):
-            {"torch": torch_backend, "ort": ort_backend}[config.backend].checked_device(config.device)
+            make_backend(config.backend, config.device, config.torch_mode)  # refuses a device it lacks
             local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
             if torch.cuda.device_count() < local_ranks:
                 raise LLCompileError(f"--device cuda gives each rank a GPU of its own: {local_ranks} ranks on this "
