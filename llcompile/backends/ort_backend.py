@@ -39,7 +39,7 @@ class OrtBackend(Backend):
     name = "ort"
 
     def __init__(self, device: str = "cpu", cache_dir: str | Path | None = None, threads: int = 0) -> None:
-        self.device = checked_device(device)
+        self.device = _checked_device(device)
         self.threads = threads  # per session; 0: every core
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
 
@@ -173,7 +173,7 @@ def _session_options(threads: int) -> onnxruntime.SessionOptions:
     return options
 
 
-def checked_device(device: str) -> str:
+def _checked_device(device: str) -> str:
     kind = device.split(":")[0]
     if kind == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         raise LLCompileError(NO_CUDA)

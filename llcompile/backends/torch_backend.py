@@ -31,7 +31,7 @@ class TorchBackend(Backend):
     def __init__(self, device: str | torch.device = "cpu", mode: str = "eager"):
         if mode not in MODES:
             raise LLCompileError(f"unknown torch backend mode {mode!r}; choose one of: {', '.join(MODES)}")
-        self.device = checked_device(device)
+        self.device = _checked_device(device)
         self.mode = mode
 
     def build(self, program: Program, optimizer: OptimizerConfig) -> list[TrainableStage]:
@@ -68,7 +68,7 @@ class TorchBackend(Backend):
         return module
 
 
-def checked_device(device: str | torch.device) -> torch.device:
+def _checked_device(device: str | torch.device) -> torch.device:
     try:
         checked = torch.device(device)
     except RuntimeError:
