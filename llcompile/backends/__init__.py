@@ -8,8 +8,8 @@ from llcompile.errors import LLCompileError
 BACKENDS = ("torch", "ort")
 
 
-def make_backend(name: str, device: str = "cpu", torch_mode: str = "eager", threads: int = 0) -> Backend:
-    """``threads``: the ort backend's threads per session (0: onnxruntime's default, every core); torch
+def make_backend(name: str, device: str = "cpu", torch_mode: str = "eager", threads: int | None = None) -> Backend:
+    """``threads``: the ort backend's threads per session (None: onnxruntime's default, every core); torch
     takes its count from ``torch.set_num_threads``, for the whole process."""
     if name == "torch":
         from llcompile.backends.torch_backend import TorchBackend
@@ -20,7 +20,7 @@ def make_backend(name: str, device: str = "cpu", torch_mode: str = "eager", thre
             raise LLCompileError("--torch-mode applies to the torch backend only")
         from llcompile.backends.ort_backend import OrtBackend
 
-        return OrtBackend(device=device, threads=threads)
+        return OrtBackend(device=device, threads=threads or 0)
     raise LLCompileError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")
 
 
