@@ -31,6 +31,7 @@ from llcompile.backends.ort_hebbian import OrtHebbianStage
 from llcompile.errors import LLCompileError
 from llcompile.ort_errors import ort_error
 from llcompile.program import Program, Stage
+from llcompile.verify import session_options
 
 NO_CUDA = "the installed onnxruntime-training has no CUDA support; use --backend torch for GPU training"
 
@@ -78,7 +79,7 @@ class OrtStage(TrainableStage):
         try:
             self._state = CheckpointState.load_checkpoint(str(directory / CHECKPOINT))
             self._module = Module(directory / TRAINING_MODEL, self._state, directory / EVAL_MODEL, device=device,
-                                  session_options=_session_options(threads))
+                                  session_options=session_options(threads))
         except Exception as exc:  # ORT raises RuntimeError or its own Fail types
             raise ort_error(f"stage {self.name}: onnxruntime-training cannot load its training graph", exc) from exc
         self._train_outputs = _output_positions(self._module, training=True)
@@ -164,13 +165,6 @@ def _output_positions(module: Module, training: bool) -> dict[str, int]:
     module.train(training)
     names = module.output_names()
     return {name: names.index(name) for name in names}
-
-
-def _session_options(threads: int) -> onnxruntime.SessionOptions:
-    options = onnxruntime.SessionOptions()
-    options.log_severity_level = 3
-    options.intra_op_num_threads = threads
-    return options
 
 
 def _checked_device(device: str) -> str:

@@ -411,4 +411,5 @@ def test_threads_bound_the_operator_threads_of_every_session(model_path, tmp_pat
         return stages
 
     assert _threads_started_by(lambda: build_and_step(1)) == 0
-    assert _threads_started_by(lambda: build_and_step(2)) >= 3  # Hebbian train and eval, two training Modules
+    # a pool thread for each session: the Hebbian train and eval ones, each training Module's two
+    assert _threads_started_by(lambda: build_and_step(2)) >= 3

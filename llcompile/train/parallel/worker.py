@@ -51,8 +51,8 @@ def run_worker(program_dir: Path, config: TrainConfig, run_dir: Path, resume: bo
         else:
             device = torch.device("cpu")
         if not config.threads:  # the ranks of a machine share its cores (loop.train applies --threads)
-            config = replace(config, threads=max(1, (os.cpu_count() or 1) // int(os.environ.get("LOCAL_WORLD_SIZE",
-                                                                                                   "1"))))
+            local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+            config = replace(config, threads=max(1, (os.cpu_count() or 1) // local_ranks))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo",
                                 timeout=timedelta(seconds=options.timeout_s))
         try:
