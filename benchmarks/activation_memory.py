@@ -18,7 +18,7 @@ import torch
 
 import llcompile
 from llcompile.models import export
-from llcompile.report import cost_program
+from llcompile.cost import cost_program
 from llcompile.report.saved_tensors import measure_saved_bytes
 
 

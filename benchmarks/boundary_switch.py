@@ -20,7 +20,7 @@ import torch
 
 import llcompile
 from llcompile.backends import OptimizerConfig, make_backend
-from llcompile.compiler import recompile
+from llcompile.compiler.transform import recompile
 from llcompile.models import export
 
 

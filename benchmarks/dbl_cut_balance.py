@@ -27,11 +27,11 @@ import torch
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.torch_backend import TorchBackend
-from llcompile.block_costs import ELEMENT_OP_MACS
+from llcompile.backends.torch.backend import TorchBackend
+from llcompile.cost.block_costs import ELEMENT_OP_MACS
 from llcompile.models import export
 from llcompile.passes.inner_cuts import JoinInnerCutsPass
-from llcompile.report.cost_model import cost_program
+from llcompile.cost.cost_model import cost_program
 
 
 def block_seconds(programs: list[llcompile.Program], shape: list[int], batch_size: int,

@@ -24,9 +24,9 @@ import torch
 
 import llcompile
 from llcompile.backends import OptimizerConfig
-from llcompile.backends.torch_backend import TorchBackend
+from llcompile.backends.torch.backend import TorchBackend
 from llcompile.models import export
-from llcompile.report.cost_model import cost_program
+from llcompile.cost.cost_model import cost_program
 
 
 def _step(stages, x, y, update: bool) -> list[float]:

@@ -27,7 +27,7 @@ import torch
 
 import llcompile
 from llcompile.backends import OptimizerConfig
-from llcompile.backends.torch_backend import TorchBackend
+from llcompile.backends.torch.backend import TorchBackend
 from llcompile.models import export
 
 SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg.zip"
@@ -46,7 +46,7 @@ def strategies(epochs: int) -> dict[str, tuple[str, dict]]:
 
 def train_run(program: Path, run_dir: Path, args, extra: tuple[str, ...] = (), seed: int = 0) -> list[dict]:
     """One `llcompile train` process (``extra``: more of its flags); the epoch records of its metrics.jsonl."""
-    command = [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", args.data,
+    command = [sys.executable, "-m", "llcompile", "train", str(program), "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", "128", "--threads", str(args.threads),
                "--run-dir", str(run_dir), "--quiet", "--seed", str(seed), "--force", "--lr", str(args.lr), *extra]
     if args.limit:

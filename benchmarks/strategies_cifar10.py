@@ -34,10 +34,10 @@ from pathlib import Path
 import torch
 
 import llcompile
-from llcompile.compiler import recompile
+from llcompile.compiler.transform import recompile
 from llcompile.models import build, export
-from llcompile.report.cost_model import cost_program
-from llcompile.strategies import get_strategy
+from llcompile.cost.cost_model import cost_program
+from llcompile.compiler.strategies import get_strategy
 from local_sgd_cifar10 import SHARED_ZIP, train_run  # the same `llcompile train` process per cell
 
 # peak SGD learning rate per model when --lr is not given: VGG-11-BN diverges here at 0.05 and
@@ -75,7 +75,7 @@ CELLS = {
     "dbl fixed K=4 augmented d=0.1": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1, **FIXED}),
     "dbl adaptive K=4 augmented d=0.1": ("dbl", {"blocks": 4, "aux_head": "augmented", "aux_depth": 0.1,
                                                  "boundary_policy": "adaptive"}),
-    # boundaries over all cut points (llcompile.moving_boundaries); cheaper heads
+    # boundaries over all cut points (llcompile.policies.moving_boundaries); cheaper heads
     "dbl progressive K=8 fc": ("dbl", {"blocks": 8, "boundary_policy": "progressive"}),
     "dbl sliding K=4 fc": ("dbl", {"blocks": 4, "boundary_policy": "sliding"}),
     "dbl fixed K=8 fc pool2": ("dbl", {"blocks": 8, "aux_pool": 2, **FIXED}),

@@ -24,7 +24,7 @@ import torch
 
 import llcompile
 from llcompile.backends import OptimizerConfig
-from llcompile.backends.torch_backend import TorchBackend
+from llcompile.backends.torch.backend import TorchBackend
 from llcompile.data import BatchLoader, load_dataset, measure_loader_throughput
 from llcompile.models import build, export
 
@@ -32,7 +32,7 @@ SHARED_ZIP = Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-
 
 
 def train_run(program: Path, run_dir: Path, backend: str, args) -> dict:
-    command = [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", args.data,
+    command = [sys.executable, "-m", "llcompile", "train", str(program), "--data", args.data,
                "--epochs", str(args.epochs), "--batch-size", "128", "--backend", backend, "--threads",
                str(args.threads), "--run-dir", str(run_dir), "--quiet", "--format", "json", "--seed", "0"]
     if args.limit:

@@ -2,10 +2,10 @@
 
 import pytest
 
-from llcompile.adaptive_boundaries import BlockSignal, decide
-from llcompile.boundary_policy import BoundaryPolicy
+from llcompile.policies.adaptive_boundaries import BlockSignal, decide
+from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
-from llcompile.settling import layers_settled
+from llcompile.policies.settling import layers_settled
 
 CANDIDATES = ["a", "b", "c"]
 

@@ -5,7 +5,7 @@ import re
 import pytest
 
 import llcompile
-from llcompile.passes.graph_builder import value_named
+from llcompile.frontend.graph_builder import value_named
 from tests.fixtures.token_models import export_tiny
 
 
@@ -75,7 +75,7 @@ def test_parameter_roles_cover_biases_and_scale_layers():
     import onnx_ir as ir
     from onnx import TensorProto, helper, numpy_helper
 
-    from llcompile.analysis import parameter_roles
+    from llcompile.analysis.structure import parameter_roles
 
     inits = {"w": np.ones((4, 3)), "b": np.ones(3), "scale": np.ones(3), "shift": np.ones(3), "two": np.array(2.0),
              "bn_s": np.ones(3), "bn_b": np.ones(3), "bn_m": np.zeros(3), "bn_v": np.ones(3)}
@@ -100,7 +100,7 @@ def test_parameter_roles_of_a_transformer_and_an_input_normalisation():
     import onnx_ir as ir
     from onnx import TensorProto, helper, numpy_helper
 
-    from llcompile.analysis import parameter_roles
+    from llcompile.analysis.structure import parameter_roles
 
     inits = {"mean": np.ones(4), "std": np.ones(4), "w": np.ones((4, 4)), "token": np.ones((1, 1, 4)),
              "pos": np.ones((1, 3, 4)), "ln_s": np.ones(4), "ln_b": np.ones(4), "gamma": np.ones(4),

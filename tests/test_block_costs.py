@@ -11,11 +11,13 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
-from llcompile.analysis import analyze
-from llcompile.block_costs import ELEMENT_OP_MACS, SegmentCosts, segment_coster
+from llcompile.analysis.structure import analyze
+from llcompile.analysis.segment_costs import SegmentCosts
+from llcompile.cost.block_costs import ELEMENT_OP_MACS, segment_coster
 from llcompile.errors import LLCompileError
-from llcompile.importer import canonicalize
-from llcompile.report.cost_model import cost_program
+from llcompile.frontend.importer import canonicalize
+from llcompile.cost.cost_model import cost_program
+from llcompile.compiler.transform import transform
 from tests.fixtures.cnn_graphs import CnnSpec, UnitSpec, build_cnn
 
 
@@ -55,7 +57,7 @@ def test_hand_counted_mlp_cut_moves_with_the_training_macs():
     Forward MACs: max(128, 40) = 128 < max(160, 8) = 160 cuts after layer 0; training MACs:
     376 < 448 cuts after layer 1."""
     model = canonicalize(_mlp([8, 16, 2, 4]))
-    costs = segment_coster("train-macs", {})(model, analyze(model))
+    costs = segment_coster("train-macs", {}, transform)(model, analyze(model))
     assert costs.criterion == "train-macs"
     assert [costs.block(0, 0), costs.block(1, 2)] == [448, 88]
     assert [costs.block(0, 1), costs.block(2, 2)] == [376, 16]
@@ -85,7 +87,7 @@ def test_block_costs_equal_the_cost_model_of_every_split(criterion, heads):
     each block's cost is what the cost model charges that stage of the program those cuts make."""
     model = canonicalize(build_cnn(SPEC))
     analysis = analyze(model)
-    costs = segment_coster(criterion, heads)(model, analysis)
+    costs = segment_coster(criterion, heads, transform)(model, analysis)
     count = len(analysis.segments)
     for parts in (2, 3):
         for starts in itertools.combinations(range(1, count), parts - 1):
@@ -99,7 +101,7 @@ def test_block_costs_equal_the_cost_model_of_every_split(criterion, heads):
 def test_dbl_hebbian_balances_the_segments_after_the_prefix():
     model = canonicalize(build_cnn(SPEC))
     analysis = analyze(model)
-    costs = segment_coster("train-cost", {})(model, analysis)
+    costs = segment_coster("train-cost", {}, transform)(model, analysis)
     program = llcompile.transform(model, "dbl-hebbian", prefix=1, blocks=2)
     count = len(analysis.segments)
     best = min(range(2, count), key=lambda i: max(costs.block(1, i - 1), costs.block(i, count - 1)))
@@ -112,14 +114,14 @@ def test_a_cut_without_an_aux_head_falls_back_to_forward_macs():
     block-per-segment program cannot be costed, so the blocks are balanced by forward MACs, and the
     program says so."""
     model = canonicalize(build_cnn(SPEC))
-    costs = segment_coster("train-cost", {"aux_pool": 4})(model, analyze(model))
+    costs = segment_coster("train-cost", {"aux_pool": 4}, transform)(model, analyze(model))
     assert costs.criterion == "macs"
     assert costs.alone == [float(s.macs) for s in analyze(model).segments]
 
 
 def test_unknown_criterion_is_a_clear_error():
     with pytest.raises(LLCompileError, match="unknown --balance-by 'flops'"):
-        segment_coster("flops", {})
+        segment_coster("flops", {}, transform)
 
 
 def test_default_is_train_cost_and_recompile_keeps_an_old_program_on_forward_macs():
@@ -128,5 +130,5 @@ def test_default_is_train_cost_and_recompile_keeps_an_old_program_on_forward_mac
     assert program.options["balance_by"] == "train-cost"
     old = llcompile.transform(model, "dbl", blocks=3, balance_by="macs")
     del old.options["balance_by"]  # written before --balance-by existed
-    assert llcompile.compiler.recompile(old).cuts == llcompile.transform(model, "dbl", blocks=3,
+    assert llcompile.compiler.transform.recompile(old).cuts == llcompile.transform(model, "dbl", blocks=3,
                                                                          balance_by="macs").cuts

@@ -3,7 +3,7 @@
 import pytest
 
 import llcompile
-from llcompile.boundary_policy import BoundaryPolicy, ScheduleEntry
+from llcompile.policies.boundary_policy import BoundaryPolicy, ScheduleEntry
 from llcompile.errors import LLCompileError
 
 

@@ -11,7 +11,7 @@ from tests.fixtures import legacy_models as legacy
 
 
 def run(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "llcompile.cli", *map(str, args)], capture_output=True,
+    return subprocess.run([sys.executable, "-m", "llcompile", *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=300)
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 import llcompile
-from llcompile.verify import relative_error, run_model, run_stage_chain
+from llcompile.compiler.verify import relative_error, run_model, run_stage_chain
 from tests.fixtures.cnn_graphs import build_cnn, cnn_specs
 
 STRATEGY_OPTIONS = [("bp", {}), ("dbl", {"blocks": 2}), ("dbl", {"blocks": 3, "aux_head": "conv"}),

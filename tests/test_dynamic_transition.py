@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from llcompile.learning_mode import LearningMode, dynamic_prefix
+from llcompile.policies.learning_mode import LearningMode, dynamic_prefix
 from llcompile.train.lr_schedule import learning_rate
 
 MODE = LearningMode(learning_mode="dynamic", start_epoch=2, max_prefix=3, update_threshold=0.5, prefix_step=2)

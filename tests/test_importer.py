@@ -5,8 +5,8 @@ import onnx
 import pytest
 
 import llcompile
-from llcompile.importer import MAX_OPSET, MIN_OPSET
-from llcompile.verify import relative_error, run_model
+from llcompile.frontend.importer import MAX_OPSET, MIN_OPSET
+from llcompile.compiler.verify import relative_error, run_model
 from tests.fixtures import legacy_models as legacy
 
 
@@ -34,7 +34,7 @@ def test_legacy_program_matches_the_source_at_batch_one(save_model, tmp_path):
     path = save_model(legacy.legacy_caffe_style(opset=8))
     program = llcompile.transform(path, "dbl", blocks=2)
     program.save(tmp_path / "prog")
-    from llcompile.verify import verify_program
+    from llcompile.compiler.verify import verify_program
 
     errors = verify_program(tmp_path / "prog")
     assert max(errors.values()) < 1e-5
@@ -121,7 +121,7 @@ def test_torch_exports_of_every_form(zoo_file, mode, tmp_path):
     x = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
     source = onnx.load(path)
     if mode == "training":  # the source runs BN on batch statistics; compare in inference form
-        from llcompile.verify import with_training_mode
+        from llcompile.frontend.canonical.training_mode import with_training_mode
         source = with_training_mode(source, training=False)
     assert relative_error(run_model(program.eval_model, x), run_model(source, x)) < 1e-4
 

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from llcompile.analysis import analyze
-from llcompile.compiler import transform
+from llcompile.analysis.structure import analyze
+from llcompile.compiler.transform import transform
 from llcompile.errors import LLCompileError
-from llcompile.importer import load
-from llcompile.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
+from llcompile.frontend.importer import load
+from llcompile.policies.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
 
 EPOCHS = range(1, 9)
 

@@ -11,7 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 import llcompile
-from llcompile.verify import verify_program
+from llcompile.compiler.verify import verify_program
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 FAST = ["squeezenet", "shufflenet", "inception_v1", "inception_v2"]

@@ -2,9 +2,9 @@
 
 import pytest
 
-from llcompile.boundary_policy import BoundaryPolicy
+from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
-from llcompile.moving_boundaries import Move, choose, progressive_moves, sliding_moves
+from llcompile.policies.moving_boundaries import Move, choose, progressive_moves, sliding_moves
 
 CUT_POINTS = ["c1", "c2", "c3", "c4", "c5", "c6"]
 

@@ -1,6 +1,6 @@
 """ort_message: the gist of onnxruntime's exception text on one line."""
 
-from llcompile.ort_errors import ort_message
+from llcompile.util.ort_errors import ort_message
 
 
 def test_a_kernel_failure_inside_a_training_step_keeps_the_node_and_the_kernels_message():

@@ -12,13 +12,13 @@ from onnx import external_data_helper, numpy_helper
 
 import llcompile
 from llcompile.errors import LLCompileError
-from llcompile.importer import canonicalize
-from llcompile.inspection import describe
-from llcompile.program import Program
+from llcompile.frontend.importer import canonicalize
+from llcompile.cli.inspection import describe
+from llcompile.program.program import Program
 from llcompile.report.measured import read_run
 from llcompile.train.config import TrainConfig
 from llcompile.train.loop import train
-from llcompile.verify import verify_program
+from llcompile.compiler.verify import verify_program
 from tests.fixtures import legacy_models as lm
 from tests.test_cli import assert_user_error, run
 

@@ -3,8 +3,8 @@
 import pytest
 
 import llcompile
-from llcompile.passes.graph_builder import value_named
-from llcompile.readout import CLASS_TOKEN, MEAN, Readout, is_token_tensor, model_readout
+from llcompile.frontend.graph_builder import value_named
+from llcompile.analysis.readout import CLASS_TOKEN, MEAN, Readout, is_token_tensor, model_readout
 from tests.fixtures.token_models import export_tiny
 
 

@@ -8,7 +8,7 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
-from llcompile.verify import verify_program
+from llcompile.compiler.verify import verify_program
 from tests.fixtures import legacy_models as legacy
 
 

@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 import llcompile
 from llcompile.backends import make_backend
 from llcompile.backends.base import OptimizerConfig
-from llcompile.importer import canonicalize
-from llcompile.program import Program
-from llcompile.verify import verify_program
+from llcompile.frontend.importer import canonicalize
+from llcompile.program.program import Program
+from llcompile.compiler.verify import verify_program
 from tests.fixtures.cnn_graphs import build_cnn, cnn_specs
 from tests.fixtures.hostile_names import renamed
 

@@ -13,9 +13,9 @@ from torch import nn
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.passes.graph_builder import value_named
+from llcompile.frontend.graph_builder import value_named
 from llcompile.train import TrainConfig, train
-from llcompile.verify import relative_error, run_model, run_stage_chain
+from llcompile.compiler.verify import relative_error, run_model, run_stage_chain
 from tests.reference import softmax_cross_entropy
 
 DIM, CLASSES, SHAPE = 32, 10, (3, 16, 16)

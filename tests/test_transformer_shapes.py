@@ -6,8 +6,8 @@ import onnx_ir as ir
 import pytest
 
 import llcompile
-from llcompile.passes.graph_builder import value_named
-from llcompile.verify import session
+from llcompile.frontend.graph_builder import value_named
+from llcompile.util.ort_session import session
 from tests.fixtures.token_models import INPUT_SHAPE, export_tiny
 
 

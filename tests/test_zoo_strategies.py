@@ -6,7 +6,8 @@ import pytest
 
 import llcompile
 from llcompile.models import list_models
-from llcompile.verify import relative_error, run_model, run_stage_chain, with_training_mode
+from llcompile.compiler.verify import relative_error, run_model, run_stage_chain
+from llcompile.frontend.canonical.training_mode import with_training_mode
 from tests.reference import softmax_cross_entropy
 
 STRATEGIES = [("bp", {}), ("dbl", {"blocks": 3}), ("dbl", {"blocks": 2, "aux_head": "conv"}),

@@ -12,13 +12,13 @@ def make_backend(name: str, device: str = "cpu", torch_mode: str = "eager", thre
     """``threads``: the ort backend's threads per session (None: onnxruntime's default, every core); torch
     takes its count from ``torch.set_num_threads``, for the whole process."""
     if name == "torch":
-        from llcompile.backends.torch_backend import TorchBackend
+        from llcompile.backends.torch.backend import TorchBackend
 
         return TorchBackend(device=device, mode=torch_mode)
     if name == "ort":
         if torch_mode != "eager":
             raise LLCompileError("--torch-mode applies to the torch backend only")
-        from llcompile.backends.ort_backend import OrtBackend
+        from llcompile.backends.ort.backend import OrtBackend
 
         return OrtBackend(device=device, threads=threads or 0)
     raise LLCompileError(f"unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}")

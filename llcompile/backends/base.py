@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from llcompile.program import Program, Stage
+from llcompile.program.program import Program, Stage
 
 
 @dataclass(frozen=True)

@@ -18,16 +18,14 @@ from pathlib import Path
 
 import numpy as np
 
+from llcompile.util.cache_dir import cache_root
+
 # bump when the arrays written for the same source change (layout, order, dtype)
 CACHE_FORMAT = 1
 ARRAY_NAMES = ("train_x", "train_y", "test_x", "test_y")
 META_FILE = "meta.json"
 
 Arrays = dict[str, np.ndarray]
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("LLCOMPILE_CACHE") or Path.home() / ".cache" / "llcompile")
 
 
 def file_fingerprint(path: Path) -> list:

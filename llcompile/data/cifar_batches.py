@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from llcompile.errors import LLCompileError
-from llcompile.paths import inside
+from llcompile.util.paths import inside
 
 IMAGE_SHAPE = (3, 32, 32)
 TEST_FILE = "test_batch"

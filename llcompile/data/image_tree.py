@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from llcompile.errors import LLCompileError
-from llcompile.paths import inside
+from llcompile.util.paths import inside
 
 SPLITS = ("train", "test")
 TREE_LAYOUT = "train/<class>/* and test/<class>/*"

@@ -5,10 +5,10 @@ passes (partition, aux heads, loss) write the training plan into the model.
 """
 
 from llcompile.passes.aux_heads import AuxHeadsPass
-from llcompile.passes.training_mode import TrainingModePass
-from llcompile.passes.dynamic_batch import DynamicBatchPass
-from llcompile.passes.flatten_view import FlattenViewPass
-from llcompile.passes.fold_constants import FoldConstantsPass
+from llcompile.frontend.canonical.training_mode import TrainingModePass
+from llcompile.frontend.canonical.dynamic_batch import DynamicBatchPass
+from llcompile.frontend.canonical.flatten_view import FlattenViewPass
+from llcompile.frontend.canonical.fold_constants import FoldConstantsPass
 from llcompile.passes.hebbian import HebbianPass
 from llcompile.passes.model_loss import ModelLossPass
 from llcompile.passes.partition import PartitionPass

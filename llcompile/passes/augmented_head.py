@@ -34,9 +34,9 @@ import math
 
 import onnx_ir as ir
 
-from llcompile.analysis import ModelAnalysis
+from llcompile.analysis.structure import ModelAnalysis
 from llcompile.errors import LLCompileError
-from llcompile.passes.graph_builder import GraphBuilder
+from llcompile.frontend.graph_builder import GraphBuilder
 
 DEFAULT_AUX_DEPTH = 0.1  # measured: docs/results.md#boundaries
 

@@ -7,14 +7,14 @@ import zlib
 import numpy as np
 import onnx_ir as ir
 
-from llcompile.analysis import analyze, parameter_roles
+from llcompile.analysis.structure import analyze, parameter_roles
 from llcompile.errors import LLCompileError
 from llcompile.passes.augmented_head import DEFAULT_AUX_DEPTH, check_depth, copy_segments, select_segments
-from llcompile.passes.dynamic_batch import BATCH_DIM
-from llcompile.passes.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, subsample_batch,
+from llcompile.frontend.canonical.dynamic_batch import BATCH_DIM
+from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, subsample_batch,
                                              uniform_fan_in, value_named)
-from llcompile.plan import require_plan
-from llcompile.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
+from llcompile.program.plan import require_plan
+from llcompile.analysis.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
 
 HEAD_PREFIX = "aux@"
 AUX_HEAD_KINDS = {

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from llcompile.analysis import analyze
+from llcompile.analysis.structure import analyze
 from llcompile.errors import LLCompileError
-from llcompile.naming import NameScope
+from llcompile.frontend.naming import NameScope
 from llcompile.passes import hebbian_function
-from llcompile.passes.graph_builder import GraphBuilder, subsample_batch
-from llcompile.plan import require_plan
+from llcompile.frontend.graph_builder import GraphBuilder, subsample_batch
+from llcompile.program.plan import require_plan
 
 ACTIVATIONS = {
     "pre": "the layer's own output (before normalisation and nonlinearity)",

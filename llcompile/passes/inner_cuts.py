@@ -18,9 +18,9 @@ from __future__ import annotations
 import numpy as np
 import onnx_ir as ir
 
-from llcompile.analysis import data_dependent_nodes, data_input, is_parametric
-from llcompile.naming import NameScope
-from llcompile.plan import require_plan
+from llcompile.analysis.structure import data_dependent_nodes, data_input, is_parametric
+from llcompile.frontend.naming import NameScope
+from llcompile.program.plan import require_plan
 
 INNER_CUT_KEY = "llcompile.inner_cut"
 INNER_CUT_PREFIX = "inner_cut."  # the joined tensor of the inner cut before layer L is "inner_cut.L"

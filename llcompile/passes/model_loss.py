@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import onnx_ir as ir
 
-from llcompile.passes.graph_builder import GraphBuilder, add_cross_entropy, labels_input, value_named
-from llcompile.plan import require_plan
+from llcompile.frontend.graph_builder import GraphBuilder, add_cross_entropy, labels_input, value_named
+from llcompile.program.plan import require_plan
 
 MODEL_LOSS = "loss"
 

@@ -6,11 +6,11 @@ from collections.abc import Callable
 
 import onnx_ir as ir
 
-from llcompile.analysis import ModelAnalysis, Segment, analyze
-from llcompile.block_costs import SegmentCoster, forward_macs
+from llcompile.analysis.segment_costs import SegmentCoster, forward_mac_costs
+from llcompile.analysis.structure import ModelAnalysis, Segment, analyze
 from llcompile.errors import LLCompileError
-from llcompile.naming import NameScope
-from llcompile.plan import HEBBIAN_STAGE, LABELS, Plan, StagePlan
+from llcompile.frontend.naming import NameScope
+from llcompile.program.plan import HEBBIAN_STAGE, LABELS, Plan, StagePlan
 
 
 def min_max_partition(count: int, parts: int, group_cost: Callable[[int, int], float]) -> list[tuple[int, int]]:
@@ -40,12 +40,13 @@ class PartitionPass(ir.passes.InPlacePass):
 
     ``prefix`` > 0 puts the first ``prefix`` segments into a forward-only ``hebbian`` stage
     (HebbianPass rewrites it) and partitions the segments after it into the K blocks. Without
-    ``cuts``, the blocks minimise the largest block cost by ``coster`` (``llcompile.block_costs``);
+    ``cuts``, the blocks minimise the largest block cost by ``coster`` (forward MACs, or the compiler's
+    training cost: ``llcompile.cost.block_costs``);
     the plan's options name the criterion it used (``balance_by``).
     """
 
     def __init__(self, blocks: int | None = None, cuts: list[str] | None = None, prefix: int = 0,
-                 coster: SegmentCoster = forward_macs):
+                 coster: SegmentCoster = forward_mac_costs):
         super().__init__()
         if blocks is not None and cuts is not None and blocks != len(cuts) + 1:
             raise LLCompileError(f"--blocks {blocks} disagrees with {len(cuts)} --cuts (that is {len(cuts) + 1} blocks)")

@@ -7,7 +7,7 @@ import io
 import json
 
 from llcompile.report.tables import Table, header_lines, report_tables, shape
-from llcompile.terminal import printable_data
+from llcompile.util.terminal import printable_data
 
 FORMATS = ("table", "json", "csv", "markdown", "html")
 

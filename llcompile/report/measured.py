@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 
 from llcompile.errors import LLCompileError
-from llcompile.paths import inside
+from llcompile.util.paths import inside
 
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.jsonl"

@@ -27,11 +27,11 @@ from dataclasses import dataclass
 
 import onnx_ir as ir
 
-from llcompile.analysis import ModelAnalysis, Segment
+from llcompile.analysis.structure import ModelAnalysis, Segment
 from llcompile.errors import LLCompileError
 from llcompile.passes.partition import min_max_partition
-from llcompile.report.autograd import FLOAT_BYTES
-from llcompile.report.cost_model import cost_program
+from llcompile.cost.autograd import FLOAT_BYTES
+from llcompile.cost.cost_model import cost_program
 from llcompile.report.programs import BASELINE
 
 DEFAULT_LINK_GBPS = 10.0  # 10 Gigabit Ethernet
@@ -65,7 +65,7 @@ def attach_projection(report: dict, model: ir.Model, analysis: ModelAnalysis, se
     compute = [batch * macs / rate for macs in segment_macs]
 
     def dbl_program_macs(cuts: list[str]) -> list[int]:
-        from llcompile.compiler import transform
+        from llcompile.compiler.transform import transform
 
         options = {**(settings.dbl_options or {}), "cuts": cuts, "blocks": None}
         program = transform(model, "dbl", **options)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import onnx_ir as ir
 
-from llcompile.analysis import ModelAnalysis, analyze
+from llcompile.analysis.structure import ModelAnalysis, analyze
 from llcompile.errors import LLCompileError
-from llcompile.importer import load
-from llcompile.program import EVAL_MODEL_FILE, Program, is_program_dir
-from llcompile.strategies import get_strategy
+from llcompile.frontend.importer import load
+from llcompile.program.program import EVAL_MODEL_FILE, Program, is_program_dir
+from llcompile.compiler.strategies import get_strategy
 
 BASELINE = "bp"
 PREFIX_OPTION = "prefix"  # the Hebbian prefix length of local-sgd / dbl-hebbian, in leading segments
@@ -130,7 +130,7 @@ def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -
         kind = "program"
         most = program.options.get("max_prefix")
         if most is not None and program.options.get("prefix", 0) < most:  # the prefix grows while it trains
-            from llcompile.compiler import recompile
+            from llcompile.compiler.transform import recompile
 
             program = recompile(program, prefix=most)
             notes.append(f"{program.strategy}: costed at its largest Hebbian prefix ({most} segments), which "
@@ -177,7 +177,7 @@ def _program_label(program: Program) -> str:
 
 
 def _compile(model: ir.Model, spec: StrategySpec) -> Program:
-    from llcompile.compiler import transform
+    from llcompile.compiler.transform import transform
 
     try:
         return transform(model, spec.name, **spec.options)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from llcompile.atomic import atomic_write, atomic_write_text
+from llcompile.util.atomic import atomic_write, atomic_write_text
 from llcompile.errors import LLCompileError
 from llcompile.report.formats import render_csv, render_json, render_markdown, render_text
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import os
 
-from llcompile.report.cost_model import OPTIMIZER_SLOTS, ProgramCost, cost_program
+from llcompile.cost.cost_model import OPTIMIZER_SLOTS, ProgramCost, cost_program
 from llcompile.report.programs import BASELINE, ReportInput, StrategySpec, resolve
-from llcompile.report.traffic import offchip_traffic
+from llcompile.cost.traffic import offchip_traffic
 from llcompile.version import __version__
 
 REPORT_VERSION = 1

@@ -8,7 +8,7 @@ activations kept for its backward pass. torch is imported only when this is call
 
 from __future__ import annotations
 
-from llcompile.program import Program
+from llcompile.program.program import Program
 
 
 def measure_saved_bytes(program: Program, batch_size: int, seed: int = 0) -> list[int]:
@@ -16,7 +16,7 @@ def measure_saved_bytes(program: Program, batch_size: int, seed: int = 0) -> lis
     import torch
 
     from llcompile.backends.base import OptimizerConfig
-    from llcompile.backends.torch_backend import TorchBackend, TorchStage
+    from llcompile.backends.torch.backend import TorchBackend, TorchStage
 
     torch.manual_seed(seed)
     stages = TorchBackend("cpu").build(program, OptimizerConfig())

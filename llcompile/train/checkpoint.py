@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llcompile.atomic import atomic_write
+from llcompile.util.atomic import atomic_write
 from llcompile.errors import LLCompileError
 
 PROGRESS_KEY = "__progress__"

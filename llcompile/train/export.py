@@ -8,8 +8,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from llcompile.atomic import atomic_write
-from llcompile.program import Program
+from llcompile.util.atomic import atomic_write
+from llcompile.program.program import Program
 
 
 def trained_eval_model(program: Program, state: dict[str, np.ndarray]) -> onnx.ModelProto:

@@ -12,23 +12,22 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, TypeVar
 
 import numpy as np
 import onnx_ir as ir
 import torch
 
-from llcompile.analysis import analyze
-from llcompile.atomic import atomic_write_text
+from llcompile.analysis.structure import analyze
+from llcompile.util.atomic import atomic_write_text
 from llcompile.backends import make_backend
 from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import BatchLoader, Dataset, load_dataset
 from llcompile.errors import LLCompileError
-from llcompile.paths import inside
-from llcompile.program import Program
-from llcompile.strategies import boundary_policy_of, learning_mode_of
+from llcompile.util.paths import inside
+from llcompile.program.program import Program
+from llcompile.compiler.strategies import boundary_policy_of, learning_mode_of
 from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
 from llcompile.train.config import TrainConfig
 from llcompile.train.export import save_trained_model
@@ -36,6 +35,7 @@ from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.memory import PeakMemoryMonitor, release_freed_memory
 from llcompile.train.metrics import write_metrics
 from llcompile.train.progress import EpochProgress, print_epoch
+from llcompile.train.epoch import EpochSums, EpochWork, T, Team
 from llcompile.train.step import step_lr, train_stage
 from llcompile.train.transition import ProgramController, update_norms
 
@@ -43,79 +43,10 @@ CHECKPOINT = "checkpoint.npz"
 EPOCH_START = "epoch_start/"  # checkpoint arrays: the layer weights when the epoch began
 RUN_FILE = "run.json"
 TRAINED_MODEL = "trained_model.onnx"
-T = TypeVar("T")
 
 
 class TrainingInterrupted(LLCompileError):
     exit_code = 130
-
-
-@dataclass
-class EpochSums:
-    """Running sums of the epoch in progress (kept in checkpoints taken mid-epoch)."""
-
-    loss: dict[str, float] = field(default_factory=dict)
-    correct: dict[str, float] = field(default_factory=dict)
-    samples: int = 0
-    seconds: float = 0.0
-    peak_memory_bytes: int = 0
-
-    def add(self, stage: str, loss: float, correct: float, batch: int) -> None:
-        self.loss[stage] = self.loss.get(stage, 0.0) + loss * batch
-        self.correct[stage] = self.correct.get(stage, 0) + correct
-
-
-@dataclass
-class EpochWork:
-    """What one epoch trains: the program's stages on the epoch's batches from ``start_step``."""
-
-    program: Program
-    stages: list[TrainableStage]
-    backend: Backend
-    dataset: Dataset
-    config: TrainConfig
-    controller: ProgramController | None
-    epoch: int
-    start_step: int
-    steps_per_epoch: int
-    sums: EpochSums
-
-    def hebbian(self, lr: float, step: int) -> tuple[float, bool]:
-        """A Hebbian stage's localized rate at SGD rate ``lr``, and whether it updates its weights at
-        ``step`` of the epoch (``hebbian_every``); a Hebbian prefix has a controller."""
-        return (self.controller.hebbian_lr(lr, self.config.base_lr),
-                self.controller.hebbian_updates_at(self.epoch * self.steps_per_epoch + step))
-
-    def held(self, stage_index: int, step: int) -> frozenset[str]:
-        """The parameters stage ``stage_index`` leaves unchanged at ``step`` of the epoch: its block's,
-        while its aux head, new to the run, warms up (``head_warmup``); none otherwise."""
-        plan = self.program.stages[stage_index]
-        if (self.controller is None or plan.head is None
-                or plan.output not in self.controller.warming_cuts(self.epoch, step, self.steps_per_epoch)):
-            return frozenset()
-        return frozenset(plan.params) - frozenset(plan.head["params"])
-
-
-class Team(Protocol):
-    """How the processes of a run share it: ``SingleProcess``, or the ranks of a parallel run
-    (``llcompile/train/parallel/``). After ``train_epoch`` every process holds every stage's state."""
-
-    writes: bool  # this process writes the run directory
-
-    def share(self, compute: Callable[[], T]) -> T:
-        """``compute()`` once (on rank 0), its result (or its LLCompileError) in every process."""
-
-    def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
-        """Train the epoch, adding to ``work.sums``; None, or the step a Ctrl-C stopped it at."""
-
-    def test_accuracy(self, stages: list[TrainableStage], backend: Backend, dataset: Dataset,
-                      batch_size: int) -> float: ...
-
-    def describe(self) -> dict:
-        """Fields this team adds to the epoch's metrics record."""
-
-    def interrupt(self) -> DeferredInterrupt:
-        """What Ctrl-C does: stop at the next step boundary (one process), or end the rank at once."""
 
 
 class SingleProcess:

@@ -7,7 +7,7 @@ import io
 import json
 from pathlib import Path
 
-from llcompile.atomic import atomic_write_text
+from llcompile.util.atomic import atomic_write_text
 
 
 def flatten(record: dict, prefix: str = "") -> dict:

@@ -12,8 +12,7 @@ from typing import Callable, TextIO
 
 from tqdm import tqdm
 
-from llcompile.inspection import epoch_changes
-from llcompile.terminal import printable
+from llcompile.util.terminal import printable
 
 NO_TTY_INTERVAL_S = 30.0  # a two-minute epoch shows a few lines, a short one none besides its epoch line
 
@@ -60,3 +59,22 @@ def print_epoch(record: dict, stream: TextIO | None = None) -> None:
             f"test acc {record['test_acc']:.4f}  {record['epoch_time_s']:.1f}s "
             f"{record['images_per_s']:.0f} img/s  peak {record['peak_memory_mb']:.0f} MiB  [loss/acc {stages}]")
     tqdm.write(printable("; ".join([line, *epoch_changes(record)])), file=stream or sys.stderr)
+
+
+def epoch_changes(record: dict, cuts: bool = False) -> list[str]:
+    """What moved at the start of the epoch of ``record`` and why; with ``cuts``, where the block
+    boundaries now are."""
+    changes = []
+    if "transition" in record:
+        t = record["transition"]
+        changes.append(f"Hebbian prefix {t['from']} -> {t['to']} ({t['reason']})")
+    if "boundary_change" in record:
+        b = record["boundary_change"]
+        # from/to are the boundaries between blocks trained by gradient: one block more than cuts
+        before, after = len(b["from"]) + 1, len(b["to"]) + 1
+        what = f"blocks {before} -> {after}" if before != after else "block boundaries moved"
+        at = f"{' at' if before != after else ' to'} {', '.join(b['to'])}" if cuts and b["to"] else ""
+        warmup = b.get("head_warmup")
+        warming = f"; the new heads train alone for {warmup['epochs']:g} epoch(s) first" if warmup else ""
+        changes.append(f"{what}{at} ({b['reason']}{warming})")
+    return changes

@@ -8,17 +8,15 @@ another rank, and a run resumed from any checkpoint continues exactly as the uni
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from llcompile.backends.base import TrainableStage
 from llcompile.train.config import TrainConfig
+from llcompile.train.epoch import EpochWork
 from llcompile.train.lr_schedule import learning_rate
-
-if TYPE_CHECKING:
-    from llcompile.train.loop import EpochWork
 
 
 def step_lr(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:

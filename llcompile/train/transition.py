@@ -1,7 +1,7 @@
 """What changes between epochs: the Hebbian prefix (LoCal+SGD) and the block boundaries (DBL).
 
-``ProgramController`` decides each epoch's Hebbian prefix (``llcompile.learning_mode``) and block
-boundaries (``llcompile.boundary_policy``), keeps the weak-supervision factor, and hands the loop
+``ProgramController`` decides each epoch's Hebbian prefix (``llcompile.policies.learning_mode``) and block
+boundaries (``llcompile.policies.boundary_policy``), keeps the weak-supervision factor, and hands the loop
 the program for them (re-emitted with ``recompile`` when they move). Its state is plain JSON, kept in
 checkpoints, so a resumed run decides exactly as the uninterrupted one.
 """
@@ -15,15 +15,15 @@ import math
 import numpy as np
 import onnx_ir as ir
 
-from llcompile.adaptive_boundaries import BlockSignal, decide
-from llcompile.analysis import analyze
-from llcompile.boundary_policy import POLICY_SETTINGS, BoundaryPolicy
-from llcompile.compiler import recompile
-from llcompile.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
-from llcompile.moving_boundaries import choose, progressive_moves, sliding_moves
-from llcompile.program import Program
-from llcompile.report.cost_model import cost_program
-from llcompile.settling import layers_settled, per_unit_lr
+from llcompile.policies.adaptive_boundaries import BlockSignal, decide
+from llcompile.analysis.structure import analyze
+from llcompile.policies.boundary_policy import POLICY_SETTINGS, BoundaryPolicy
+from llcompile.compiler.transform import recompile
+from llcompile.policies.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
+from llcompile.policies.moving_boundaries import choose, progressive_moves, sliding_moves
+from llcompile.program.program import Program
+from llcompile.cost.cost_model import cost_program
+from llcompile.policies.settling import layers_settled, per_unit_lr
 
 ACTIVATION_BATCH = 128  # kept activations grow linearly with the batch: any size gives the same shares
 

@@ -14,9 +14,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig, TrainableStage
-from llcompile.backends.ort_hebbian import OrtHebbianStage
-from llcompile.backends.torch_backend import TorchBackend
-from llcompile.program import Program
+from llcompile.backends.ort.hebbian import OrtHebbianStage
+from llcompile.backends.torch.backend import TorchBackend
+from llcompile.program.program import Program
 
 CLASSES = 3
 BACKENDS = ("torch", "ort")

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from onnx import numpy_helper
 
 import llcompile
-from llcompile.analysis import analyze
+from llcompile.analysis.structure import analyze
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.ort_hebbian import OrtHebbianStage
-from llcompile.backends.torch_backend import HebbianTorchStage, TorchBackend
-from llcompile.importer import load
-from llcompile.program import Program
+from llcompile.backends.ort.hebbian import OrtHebbianStage
+from llcompile.backends.torch.backend import HebbianTorchStage, TorchBackend
+from llcompile.frontend.importer import load
+from llcompile.program.program import Program
 from tests.reference import hebbian_update
 
 LR = 0.05

@@ -8,10 +8,10 @@ import pytest
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.ort_backend import OrtBackend
-from llcompile.backends.torch_backend import TorchBackend
+from llcompile.backends.ort.backend import OrtBackend
+from llcompile.backends.torch.backend import TorchBackend
 from llcompile.models import export
-from llcompile.verify import relative_error, run_model
+from llcompile.compiler.verify import relative_error, run_model
 from tests.backends.torch_reference import matching_gradient, reference_gradients
 from tests.fixtures.modern_blocks import INPUT_SHAPE, NUM_CLASSES, build
 

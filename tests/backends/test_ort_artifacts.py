@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.training.api import CheckpointState, Module
 
-from llcompile.backends.ort_artifacts import CHECKPOINT, EVAL_MODEL, TRAINING_MODEL, stage_artifacts
+from llcompile.backends.ort.artifacts import CHECKPOINT, EVAL_MODEL, TRAINING_MODEL, stage_artifacts
 
 CHANNELS, CLASSES, BATCH = 4, 5, 6
 

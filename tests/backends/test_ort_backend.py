@@ -10,14 +10,16 @@ import torch
 from onnx import helper, numpy_helper
 
 import llcompile
-from llcompile.backends import ort_artifacts
+from llcompile.backends.ort import artifacts as ort_artifacts
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.numpy_optimizers import AdamW, SGD
-from llcompile.backends.ort_backend import OrtBackend, OrtStage
+from llcompile.backends.ort.numpy_optimizers import AdamW, SGD
+from llcompile.backends.ort.backend import OrtBackend, OrtStage
 from llcompile.errors import LLCompileError
 from llcompile.models import build
-from llcompile.program import Stage
-from llcompile.verify import run_model, session, with_training_mode
+from llcompile.program.program import Stage
+from llcompile.compiler.verify import run_model
+from llcompile.util.ort_session import session
+from llcompile.frontend.canonical.training_mode import with_training_mode
 from tests.backends.chain import train_chain
 
 INPUT_SHAPE = (3, 16, 16)
@@ -313,7 +315,7 @@ def test_twenty_steps_match_the_torch_backend(backend, program, kind, optimizer)
     accumulation-order rounding (~1e-7), and training feeds the differences back through the
     weights, so they can grow over the 20 steps (measured here: still ~3e-7 at step 20).
     """
-    torch_backend_module = pytest.importorskip("llcompile.backends.torch_backend")
+    torch_backend_module = pytest.importorskip("llcompile.backends.torch.backend")
     prog = program(kind)
     torch_backend = torch_backend_module.TorchBackend(device="cpu", mode="eager")
     ort_stages, torch_stages = backend.build(prog, optimizer), torch_backend.build(prog, optimizer)
@@ -332,7 +334,7 @@ def test_heads_on_a_batch_subset_match_the_torch_backend(backend, program):
     """Heads on every 3rd sample (their BN running variance from the subset's count of values, as
     torch's), over 5 steps on a batch of 16: the same losses, scaled correct counts and state (every
     weight, BN statistic and optimizer slot) on both backends."""
-    torch_backend_module = pytest.importorskip("llcompile.backends.torch_backend")
+    torch_backend_module = pytest.importorskip("llcompile.backends.torch.backend")
     prog = program("dbl-conv-subset")
     torch_backend = torch_backend_module.TorchBackend(device="cpu", mode="eager")
     ort_stages, torch_stages = backend.build(prog, SGD_CONFIG), torch_backend.build(prog, SGD_CONFIG)
@@ -365,7 +367,7 @@ def test_held_parameters_stay_and_both_backends_agree_after(backend, program, op
     for 3: the held ones unchanged and without optimizer slots after the first 3 steps, on both
     backends; the same losses and state on both at the end (AdamW: the bias correction of a
     parameter first updated at step 4 counts the stage's 4 steps on both, not its own 1)."""
-    torch_backend_module = pytest.importorskip("llcompile.backends.torch_backend")
+    torch_backend_module = pytest.importorskip("llcompile.backends.torch.backend")
     prog = program("dbl-conv")
     plan = prog.stages[0]
     hold = frozenset(plan.params) - frozenset(plan.head["params"])

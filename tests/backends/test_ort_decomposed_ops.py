@@ -12,9 +12,9 @@ import pytest
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.ort_backend import OrtBackend
-from llcompile.backends.torch_backend import TorchBackend
-from llcompile.importer import canonicalize
+from llcompile.backends.ort.backend import OrtBackend
+from llcompile.backends.torch.backend import TorchBackend
+from llcompile.frontend.importer import canonicalize
 from tests.backends.chain import train_chain
 from tests.fixtures.legacy_models import activation_cnn, legacy_caffe_style
 

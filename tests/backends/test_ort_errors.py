@@ -8,9 +8,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.ort_artifacts import stage_artifacts
-from llcompile.backends.ort_backend import OrtBackend
-from llcompile.backends.ort_hebbian import OrtHebbianStage
+from llcompile.backends.ort.artifacts import stage_artifacts
+from llcompile.backends.ort.backend import OrtBackend
+from llcompile.backends.ort.hebbian import OrtHebbianStage
 from llcompile.errors import LLCompileError
 
 

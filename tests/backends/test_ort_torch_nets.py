@@ -15,8 +15,8 @@ from onnx import numpy_helper
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.ort_backend import OrtBackend
-from llcompile.backends.torch_backend import TorchBackend
+from llcompile.backends.ort.backend import OrtBackend
+from llcompile.backends.torch.backend import TorchBackend
 from tests.backends.chain import train_chain
 from tests.fixtures.torch_nets import INPUT_SHAPE, NETS, build_net, export_net
 

@@ -8,9 +8,9 @@ import torch
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.torch_backend import TorchBackend
+from llcompile.backends.torch.backend import TorchBackend
 from llcompile.errors import LLCompileError
-from llcompile.importer import canonicalize
+from llcompile.frontend.importer import canonicalize
 from llcompile.models import export
 from tests.fixtures import legacy_models as lm
 from tests.backends.chain import train_chain

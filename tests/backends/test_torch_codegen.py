@@ -21,12 +21,14 @@ from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
 from llcompile.backends.base import classifier_logits_name
-from llcompile.backends.torch_codegen import _EMITTERS, build_module
+from llcompile.backends.torch.codegen import _EMITTERS, build_module
 from llcompile.errors import LLCompileError
-from llcompile.importer import canonicalize
+from llcompile.frontend.importer import canonicalize
 from llcompile.models import build, export
-from llcompile.ops import SUPPORTED_OPS
-from llcompile.verify import relative_error, session, with_training_mode
+from llcompile.frontend.ops import SUPPORTED_OPS
+from llcompile.compiler.verify import relative_error
+from llcompile.util.ort_session import session
+from llcompile.frontend.canonical.training_mode import with_training_mode
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.cnn_graphs import build_cnn, cnn_specs
 

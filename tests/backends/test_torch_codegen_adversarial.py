@@ -16,11 +16,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig, classifier_logits_name
-from llcompile.backends.torch_backend import TorchBackend
-from llcompile.backends.torch_codegen import build_module
+from llcompile.backends.torch.backend import TorchBackend
+from llcompile.backends.torch.codegen import build_module
 from llcompile.errors import LLCompileError
-from llcompile.importer import canonicalize
-from llcompile.verify import relative_error, run_model, session, with_training_mode
+from llcompile.frontend.importer import canonicalize
+from llcompile.compiler.verify import relative_error, run_model
+from llcompile.util.ort_session import session
+from llcompile.frontend.canonical.training_mode import with_training_mode
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.hostile_names import HOSTILE_NAMES, PAYLOAD_FILE, renamed
 

@@ -21,9 +21,9 @@ from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.ort_backend import OrtBackend
-from llcompile.backends.torch_backend import TorchBackend
-from llcompile.verify import relative_error, run_model
+from llcompile.backends.ort.backend import OrtBackend
+from llcompile.backends.torch.backend import TorchBackend
+from llcompile.compiler.verify import relative_error, run_model
 
 BATCH, TOKENS, DIM, CLASSES = 3, 4, 6, 5
 NO_DECAY = OptimizerConfig(name="sgd", momentum=0.0, nesterov=False, weight_decay=0.0)

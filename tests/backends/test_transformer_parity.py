@@ -14,9 +14,9 @@ import torch
 
 import llcompile
 from llcompile.backends.base import OptimizerConfig
-from llcompile.backends.ort_backend import OrtBackend
-from llcompile.backends.torch_backend import TorchBackend
-from llcompile.verify import relative_error, run_model
+from llcompile.backends.ort.backend import OrtBackend
+from llcompile.backends.torch.backend import TorchBackend
+from llcompile.compiler.verify import relative_error, run_model
 from tests.backends.torch_reference import matching_gradient, reference_gradients
 from tests.fixtures.attention_graphs import EXPORTS, INPUT_SHAPE, NUM_CLASSES
 

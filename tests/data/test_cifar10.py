@@ -13,7 +13,7 @@ from PIL import Image
 
 from llcompile.data import cifar10 as cifar10_module
 from llcompile.data import load_dataset
-from llcompile.data.cache import cache_root
+from llcompile.util.cache_dir import cache_root
 from llcompile.data.decode import decode_images
 from llcompile.data.image_tree import list_zip_tree
 from tests.data.builders import image_files, write_python_batches, write_zip

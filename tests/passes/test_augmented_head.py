@@ -18,15 +18,16 @@ import onnx_ir as ir
 import pytest
 
 import llcompile
-from llcompile.analysis import ModelAnalysis, Segment
+from llcompile.analysis.structure import ModelAnalysis, Segment
 from llcompile.backends.base import OptimizerConfig
 from llcompile.errors import LLCompileError
 from llcompile.passes.augmented_head import select_segments
 from llcompile.passes.aux_heads import AuxHeadsPass
 from llcompile.passes.partition import PartitionPass
-from llcompile.plan import Plan
-from llcompile.report import cost_program
-from llcompile.verify import session, with_training_mode
+from llcompile.program.plan import Plan
+from llcompile.cost import cost_program
+from llcompile.util.ort_session import session
+from llcompile.frontend.canonical.training_mode import with_training_mode
 from tests.backends.chain import train_chain
 from tests.fixtures import legacy_models as lm
 
@@ -188,8 +189,8 @@ def small_resnet(zoo_file):
 
 
 def test_both_backends_train_it_alike(small_resnet, tmp_path_factory):
-    from llcompile.backends.ort_backend import OrtBackend
-    from llcompile.backends.torch_backend import TorchBackend
+    from llcompile.backends.ort.backend import OrtBackend
+    from llcompile.backends.torch.backend import TorchBackend
 
     program = _dbl_by_macs(small_resnet, blocks=3, aux_head="augmented", aux_depth=0.5)
     assert _heads(program) == [[4, 5, 7, 9], [7, 8, 9], None]
@@ -281,7 +282,7 @@ def test_depth_is_only_recorded_for_augmented(resnet20):
     (["-s", "local-sgd", "--aux-depth", "0.5"], "takes no --aux-depth"),
 ])
 def test_cli_errors_are_one_line_exit_2(tmp_path, save_model, monkeypatch, capsys, args, fragment):
-    from llcompile.cli import main
+    from llcompile.cli.commands import main
 
     model = save_model(lm.small_cnn())
     monkeypatch.setattr(sys, "argv", ["llcompile", "transform", str(model), "-o", str(tmp_path / "out"), *args])

@@ -8,20 +8,20 @@ import onnx_ir as ir
 import pytest
 import torch
 
-from llcompile.analysis import analyze
-from llcompile.compiler import transform
-from llcompile.inspection import describe_program, render_text
+from llcompile.analysis.structure import analyze
+from llcompile.compiler.transform import transform
+from llcompile.cli.inspection import describe_program, render_text
 from llcompile.models import export
-from llcompile.readout import is_token_tensor
+from llcompile.analysis.readout import is_token_tensor
 from llcompile.errors import LLCompileError
-from llcompile.importer import load
-from llcompile.passes.graph_builder import value_named
-from llcompile.importer import canonicalize
+from llcompile.frontend.importer import load
+from llcompile.frontend.graph_builder import value_named
+from llcompile.frontend.importer import canonicalize
 from llcompile.passes.aux_heads import AuxHeadsPass
 from llcompile.passes.model_loss import ModelLossPass
 from llcompile.passes.partition import PartitionPass
-from llcompile.plan import Plan
-from llcompile.verify import session as ort_session
+from llcompile.program.plan import Plan
+from llcompile.util.ort_session import session as ort_session
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.token_models import INPUT_SHAPE, export_tiny
 

@@ -9,8 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from llcompile.errors import LLCompileError
-from llcompile.passes.decompose_for_ort import REWRITES, DecomposeForOrtPass
-from llcompile.verify import session as ort_session
+from llcompile.backends.ort.decompose import REWRITES, DecomposeForOrtPass
+from llcompile.util.ort_session import session as ort_session
 
 # HardSigmoid with its defaults, with MobileNetV3's (torch's) constants, HardSwish, PRelu with a
 # per-channel slope ([3, 1] against x [N, 3, 4]), one along the last axis and a single one; Elu

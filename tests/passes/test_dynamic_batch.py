@@ -11,12 +11,12 @@ from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
 from llcompile.errors import LLCompileError
-from llcompile.importer import canonicalize
-from llcompile.passes.training_mode import TrainingModePass
+from llcompile.frontend.importer import canonicalize
+from llcompile.frontend.canonical.training_mode import TrainingModePass
 from llcompile.models import export
-from llcompile.passes.dynamic_batch import BATCH_DIM, DynamicBatchPass
-from llcompile.verify import run_model
-from llcompile.verify import session as ort_session
+from llcompile.frontend.canonical.dynamic_batch import BATCH_DIM, DynamicBatchPass
+from llcompile.compiler.verify import run_model
+from llcompile.util.ort_session import session as ort_session
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.attention_graphs import INPUT_SHAPE, tiny_vit
 

@@ -8,9 +8,9 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from llcompile.importer import canonicalize
-from llcompile.passes.flatten_view import FlattenViewPass
-from llcompile.verify import session as ort_session
+from llcompile.frontend.importer import canonicalize
+from llcompile.frontend.canonical.flatten_view import FlattenViewPass
+from llcompile.util.ort_session import session as ort_session
 from tests.fixtures import legacy_models as lm
 
 SHAPE_OPS = {"Shape", "Gather", "Unsqueeze", "Concat", "Constant"}

@@ -4,8 +4,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from llcompile.errors import LLCompileError
-from llcompile.passes.fold_constants import FoldConstantsPass
-from llcompile.verify import run_model
+from llcompile.frontend.canonical.fold_constants import FoldConstantsPass
+from llcompile.compiler.verify import run_model
 
 
 def _model(nodes, initializers, out_shape=(2, 4)):

@@ -10,18 +10,18 @@ import onnx_ir as ir
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from llcompile.analysis import analyze
-from llcompile.compiler import recompile, transform
+from llcompile.analysis.structure import analyze
+from llcompile.compiler.transform import recompile, transform
 from llcompile.errors import LLCompileError
-from llcompile.importer import load
+from llcompile.frontend.importer import load
 from llcompile.passes import hebbian_function
-from llcompile.passes.graph_builder import value_named
+from llcompile.frontend.graph_builder import value_named
 from llcompile.passes.hebbian import HebbianPass
 from llcompile.passes.partition import PartitionPass
-from llcompile.plan import Plan
-from llcompile.program import Program
-from llcompile.verify import session as ort_session
-from llcompile.verify import verify_program
+from llcompile.program.plan import Plan
+from llcompile.program.program import Program
+from llcompile.util.ort_session import session as ort_session
+from llcompile.compiler.verify import verify_program
 from tests.fixtures.token_models import INPUT_SHAPE, export_tiny
 from tests.reference import dense_hebbian_update, hebbian_update
 

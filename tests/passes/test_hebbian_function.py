@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from llcompile.backends.torch_hebbian import hebbian_update as torch_hebbian_update
+from llcompile.backends.torch.hebbian import hebbian_update as torch_hebbian_update
 from llcompile.passes import hebbian_function
 from tests.reference import hebbian_update as reference_update
 

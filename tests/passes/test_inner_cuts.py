@@ -9,7 +9,7 @@ import onnxruntime as ort
 import pytest
 
 import llcompile
-from llcompile.analysis import analyze
+from llcompile.analysis.structure import analyze
 from llcompile.errors import LLCompileError
 from llcompile.passes import PartitionPass, TrainingModePass
 from llcompile.passes.inner_cuts import INNER_CUT_KEY, DropUnusedInnerCutsPass, JoinInnerCutsPass

@@ -7,13 +7,13 @@ import onnx
 import onnx_ir as ir
 import pytest
 
-from llcompile.importer import canonicalize
+from llcompile.frontend.importer import canonicalize
 from llcompile.passes.aux_heads import AuxHeadsPass
-from llcompile.passes.training_mode import TrainingModePass
+from llcompile.frontend.canonical.training_mode import TrainingModePass
 from llcompile.passes.model_loss import ModelLossPass
 from llcompile.passes.partition import PartitionPass
-from llcompile.plan import Plan
-from llcompile.verify import session as ort_session
+from llcompile.program.plan import Plan
+from llcompile.util.ort_session import session as ort_session
 from tests.fixtures import legacy_models as lm
 from tests.reference import softmax_cross_entropy
 

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from llcompile.analysis import analyze
+from llcompile.analysis.structure import analyze
 from llcompile.errors import LLCompileError
-from llcompile.importer import canonicalize
+from llcompile.frontend.importer import canonicalize
 from llcompile.passes.partition import PartitionPass, min_max_partition
-from llcompile.plan import Plan
+from llcompile.program.plan import Plan
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.cnn_graphs import CnnSpec, UnitSpec, build_cnn
 

@@ -7,8 +7,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import llcompile
-from llcompile.passes.static_shape_dims import StaticShapeDimsPass
-from llcompile.verify import run_model
+from llcompile.frontend.canonical.static_shape_dims import StaticShapeDimsPass
+from llcompile.compiler.verify import run_model
 from tests.fixtures.attention_graphs import EXPORTS, INPUT_SHAPE
 
 
@@ -64,7 +64,7 @@ def test_every_attention_tensor_has_static_dims_but_the_batch(tiny_vit_file, kin
     path, _ = tiny_vit_file(kind)
     model = llcompile.load(path)
     token_ops = {"Expand", "Concat"} if kind.startswith("torchscript") else set()
-    checked = [v for node in llcompile.analysis.data_dependent_nodes(model.graph) for v in node.outputs
+    checked = [v for node in llcompile.analysis.structure.data_dependent_nodes(model.graph) for v in node.outputs
                if v.dtype == ir.DataType.FLOAT and node.op_type not in token_ops]
     assert len(checked) > 50
     for value in checked:

@@ -10,8 +10,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from llcompile.errors import LLCompileError
-from llcompile.importer import canonicalize
-from llcompile.passes.training_mode import TrainingModePass
+from llcompile.frontend.importer import canonicalize
+from llcompile.frontend.canonical.training_mode import TrainingModePass
 from tests.fixtures import legacy_models as lm
 
 C = 3

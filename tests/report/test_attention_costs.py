@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 import llcompile
-from llcompile.macs import element_ops
-from llcompile.report import cost_program
+from llcompile.analysis.macs import element_ops
+from llcompile.cost import cost_program
 from llcompile.report.saved_tensors import measure_saved_bytes
 from tests.fixtures.attention_graphs import EXPORTS, INPUT_SHAPE
 

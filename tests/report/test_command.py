@@ -9,7 +9,7 @@ import sys
 import pytest
 
 import llcompile
-from llcompile.cli import main
+from llcompile.cli.commands import main
 
 SPECS = ["-s", "dbl:cuts=u1.out", "-s", "local-sgd:prefix=1"]
 LABELS = ["bp", "dbl:cuts=u1.out", "local-sgd:prefix=1"]

@@ -11,7 +11,7 @@ import dataclasses
 import pytest
 
 import llcompile
-from llcompile.report import cost_program
+from llcompile.cost import cost_program
 from llcompile.report.saved_tensors import measure_saved_bytes
 
 CONV0, CONV2, FC = 6912, 4608, 80

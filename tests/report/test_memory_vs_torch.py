@@ -9,7 +9,7 @@ so the peaks, their ratios to bp and their ordering agree exactly.
 import pytest
 
 import llcompile
-from llcompile.report import cost_program
+from llcompile.cost import cost_program
 from llcompile.report.saved_tensors import measure_saved_bytes
 
 BATCH = 4

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import llcompile
-from llcompile.boundary_policy import BoundaryPolicy
+from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
-from llcompile.inspection import describe, render_text
+from llcompile.cli.inspection import describe, render_text
 from llcompile.train import train
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.transition import ProgramController
@@ -115,7 +115,7 @@ def test_adaptive_merges_a_boundary_then_restores_it(resnet_digits_model, tmp_pa
 
 
 def test_adaptive_merges_only_within_the_activation_budget(resnet_digits_model, tmp_path):
-    from llcompile.report.cost_model import cost_program
+    from llcompile.cost.cost_model import cost_program
 
     program = llcompile.transform(resnet_digits_model, "dbl", boundary_policy="adaptive", merge_gain=1.0,
                                   activation_budget=0.6)
@@ -194,7 +194,7 @@ def test_inspect_run_dir_shows_the_boundary_history(resnet_digits_model, tmp_pat
     assert table == {1: 2, 2: 2, 3: 1}
     changes = re.findall(r"epoch (\d+): blocks (\d+) -> (\d+)", text)
     assert changes and all((table[int(e) - 1], table[int(e)]) == (int(a), int(b)) for e, a, b in changes)
-    result = subprocess.run([sys.executable, "-m", "llcompile.cli", "inspect", str(tmp_path / "run"), "--format",
+    result = subprocess.run([sys.executable, "-m", "llcompile", "inspect", str(tmp_path / "run"), "--format",
                              "json"], capture_output=True, text=True)
     assert result.returncode == 0 and json.loads(result.stdout)["epochs"][2]["boundary_change"]["to"] == []
 

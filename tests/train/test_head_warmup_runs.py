@@ -6,8 +6,8 @@ from onnx import numpy_helper
 
 import llcompile
 import llcompile.train.loop as loop
-from llcompile.boundary_policy import BoundaryPolicy
-from llcompile.inspection import describe, render_text
+from llcompile.policies.boundary_policy import BoundaryPolicy
+from llcompile.cli.inspection import describe, render_text
 from llcompile.train import train
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.transition import ProgramController

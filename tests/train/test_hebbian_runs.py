@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import llcompile
-from llcompile.backends.torch_backend import HebbianTorchStage
-from llcompile.learning_mode import LearningMode
+from llcompile.backends.torch.backend import HebbianTorchStage
+from llcompile.policies.learning_mode import LearningMode
 from llcompile.train import train
 from llcompile.train.transition import ProgramController
 from tests.backends.dense_hebbian import BACKENDS, dense_program, hebbian_stage

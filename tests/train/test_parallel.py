@@ -15,7 +15,7 @@ import pytest
 
 import llcompile
 from llcompile.errors import LLCompileError
-from llcompile.inspection import describe, render_text
+from llcompile.cli.inspection import describe, render_text
 from llcompile.train import TrainConfig, train
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.parallel import ParallelOptions, launch
@@ -65,8 +65,8 @@ def test_balance_groups_consecutive_stages_by_cost():
 def test_placement_falls_back_to_macs_when_measuring_runs_out_of_memory(small_dbl, monkeypatch):
     import torch
 
-    from llcompile.program import Program
-    from llcompile.train.loop import EpochSums, EpochWork
+    from llcompile.program.program import Program
+    from llcompile.train.epoch import EpochSums, EpochWork
     from llcompile.train.parallel import placement
 
     def out_of_memory(work):

@@ -81,7 +81,7 @@ def test_metrics_files(tmp_path):
 
 
 def test_cli_offers_exactly_the_schedules_the_runtime_knows():
-    from llcompile.cli import train as train_command
+    from llcompile.cli.commands import train as train_command
     from llcompile.train.lr_schedule import SCHEDULES
 
     options = {param.name: param for param in train_command.params}

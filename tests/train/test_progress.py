@@ -60,7 +60,7 @@ def test_the_epoch_line_names_what_moved_and_why():
 
 def test_json_alone_on_stdout_and_epoch_lines_on_stderr_without_a_terminal(digits_programs, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "llcompile.cli", "train", str(digits_programs["dbl"]), "--data", "digits", "--epochs",
+        [sys.executable, "-m", "llcompile", "train", str(digits_programs["dbl"]), "--data", "digits", "--epochs",
          "2", "--batch-size", "64", "--threads", "1", "--run-dir", str(tmp_path / "run"), "--format", "json"],
         capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr

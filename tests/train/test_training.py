@@ -14,7 +14,7 @@ import llcompile
 from llcompile.data import BatchLoader, load_dataset
 from llcompile.train import TrainConfig, train
 from llcompile.train.checkpoint import load_checkpoint
-from llcompile.verify import session
+from llcompile.util.ort_session import session
 
 
 def _config(**overrides) -> TrainConfig:
@@ -74,7 +74,7 @@ def _onnxruntime_correct(trained_model, dataset) -> tuple[int, int]:
 
 
 def _run_cli(program, run_dir, *extra):
-    return [sys.executable, "-m", "llcompile.cli", "train", str(program), "--data", "digits", "--epochs", "3",
+    return [sys.executable, "-m", "llcompile", "train", str(program), "--data", "digits", "--epochs", "3",
             "--batch-size", "32", "--lr", "0.05", "--threads", "1", "--quiet", "--run-dir", str(run_dir), *extra]
 
 
@@ -149,7 +149,7 @@ def test_resume_refuses_other_settings(digits_programs, tmp_path):
     ("imagenet", "unknown"),
 ])
 def test_bad_data_is_a_one_line_error(digits_programs, tmp_path, spec, fragment):
-    result = subprocess.run([sys.executable, "-m", "llcompile.cli", "train", str(digits_programs["bp"]),
+    result = subprocess.run([sys.executable, "-m", "llcompile", "train", str(digits_programs["bp"]),
                              "--data", spec, "--run-dir", str(tmp_path / "run"), "--quiet"],
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "Traceback" not in result.stderr

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 import llcompile
 import llcompile.train.loop as loop
-from llcompile.cli import cli
+from llcompile.cli.commands import cli
 from llcompile.train import TrainConfig, train
 
 

@@ -22,11 +22,12 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from llcompile.backends.base import TrainableStage
-from llcompile.backends.ort_backend import OrtStage
-from llcompile.backends.ort_hebbian import OrtHebbianStage
-from llcompile.backends.torch_backend import HebbianTorchStage, TorchStage
+from llcompile.backends.ort.backend import OrtStage
+from llcompile.backends.ort.hebbian import OrtHebbianStage
+from llcompile.backends.torch.backend import HebbianTorchStage, TorchStage
 from llcompile.train.interrupt import DeferredInterrupt
-from llcompile.train.loop import EpochSums, EpochWork, progress_bar, show_step, train_loader
+from llcompile.train.epoch import EpochSums, EpochWork
+from llcompile.train.loop import progress_bar, show_step, train_loader
 from llcompile.train.memory import PeakMemoryMonitor
 from llcompile.train.parallel.team import RankTeam
 from llcompile.train.step import step_lr, train_stage

@@ -17,7 +17,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError, P
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from llcompile.errors import LLCompileError
-from llcompile.program import Program
+from llcompile.program.program import Program
 from llcompile.train.checkpoint import load_checkpoint
 from llcompile.train.config import TrainConfig
 from llcompile.train.loop import CHECKPOINT, TRAINED_MODEL, RunResult, TrainingInterrupted

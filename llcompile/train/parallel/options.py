@@ -9,7 +9,7 @@ import torch
 
 from llcompile.backends import make_backend
 from llcompile.errors import LLCompileError
-from llcompile.program import Program
+from llcompile.program.program import Program
 from llcompile.train.config import TrainConfig
 
 MODES = ("stages", "data")

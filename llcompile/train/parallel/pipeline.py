@@ -13,7 +13,8 @@ import time
 import torch
 
 from llcompile.train.interrupt import DeferredInterrupt
-from llcompile.train.loop import EpochSums, EpochWork, progress_bar, show_step, train_loader
+from llcompile.train.epoch import EpochSums, EpochWork
+from llcompile.train.loop import progress_bar, show_step, train_loader
 from llcompile.train.memory import PeakMemoryMonitor
 from llcompile.train.parallel.placement import balance, groups, stage_costs
 from llcompile.train.parallel.team import RankTeam

@@ -13,8 +13,9 @@ from functools import cache
 
 import torch
 
-from llcompile.report.cost_model import cost_program
-from llcompile.train.loop import EpochWork, train_loader
+from llcompile.cost.cost_model import cost_program
+from llcompile.train.epoch import EpochWork
+from llcompile.train.loop import train_loader
 from llcompile.train.step import step_lr, train_stage
 
 PROBE_STEPS = 3  # the first is a warm-up and not counted

@@ -19,7 +19,8 @@ from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import Dataset
 from llcompile.errors import LLCompileError
 from llcompile.train.interrupt import DeferredInterrupt
-from llcompile.train.loop import EpochSums, evaluate
+from llcompile.train.epoch import EpochSums
+from llcompile.train.loop import evaluate
 from llcompile.train.parallel.options import ParallelOptions
 
 T = TypeVar("T")

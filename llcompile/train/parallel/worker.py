@@ -19,7 +19,7 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import ErrorHandler
 
 from llcompile.errors import LLCompileError
-from llcompile.program import Program
+from llcompile.program.program import Program
 from llcompile.train.config import TrainConfig
 from llcompile.train.loop import train
 from llcompile.train.parallel.data_parallel import DataParallel

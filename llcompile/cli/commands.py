@@ -1,0 +1,375 @@
+"""The `llcompile` command: a thin click layer over the Python API."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from llcompile.version import __version__
+from llcompile.backends import BACKENDS
+from llcompile.cost.block_costs import BALANCE_CRITERIA, DEFAULT_BALANCE, ELEMENT_OP_MACS
+from llcompile.policies.boundary_policy import POLICIES
+from llcompile.cli.parsing import parse_csv
+from llcompile.errors import LLCompileError
+from llcompile.policies.learning_mode import MODES, SCHEDULES, WEAK_SUPERVISION
+from llcompile.passes.aux_heads import AUX_HEAD_KINDS
+from llcompile.passes.hebbian import ACTIVATIONS
+from llcompile.passes.hebbian_function import RULES
+from llcompile.cli.report import report as report_command
+from llcompile.util.terminal import printable
+
+FORMATS = click.Choice(["text", "json"])
+
+
+def _parse_placement(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected stage counts per rank like 2,1, got {value!r}") from None
+
+
+def _parse_input_shape(_ctx, _param, value: str | None) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    try:
+        dims = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected integers like 3,32,32, got {value!r}") from None
+    if len(dims) != 3 or min(dims) < 1:
+        raise click.BadParameter(f"expected C,H,W with positive sizes, got {value!r}")
+    return dims
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="llcompile")
+def cli() -> None:
+    """Compile an ONNX model into a cheaper training program (block-local, Hebbian) and inspect it.
+
+    \b
+    Typical use:
+      llcompile models export resnet20 -o resnet20.onnx
+      llcompile transform resnet20.onnx -o out/ --strategy dbl --blocks 4
+      llcompile inspect out/
+    """
+
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
+              help="Program directory to write (refused if it exists, unless --force).")
+@click.option("-s", "--strategy", default="dbl", show_default=True, help="See `llcompile strategies`.")
+@click.option("-k", "--blocks", type=click.IntRange(min=1), help="dbl: number of blocks [default: 4].")
+@click.option("--cuts", callback=parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
+@click.option("--balance-by", type=click.Choice(BALANCE_CRITERIA),
+              help=f"dbl: what --blocks balances: forward MACs, the cost model's training MACs, or those plus its "
+                   f"element ops at {ELEMENT_OP_MACS} MACs each [default: {DEFAULT_BALANCE}].")
+@click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
+@click.option("--aux-depth", type=click.FloatRange(0, 1, min_open=True),
+              help="augmented aux head: fraction of the later segments it copies [default: 0.1].")
+@click.option("--aux-pool", type=click.IntRange(min=1),
+              help="aux heads on feature maps: average-pool to P x P instead of globally [default: global]; "
+                   "token tensors are reduced whole (refused if every cut point is one).")
+@click.option("--aux-width", type=click.FloatRange(0, 1, min_open=True),
+              help="conv aux head: its hidden channels as a fraction of the block's [default: 1].")
+@click.option("--aux-subsample", type=click.IntRange(min=1),
+              help="aux heads: train on every k-th sample of the batch only (about 1/k of their cost) "
+                   "[default: 1, the whole batch].")
+@click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
+@click.option("--inner-cuts", is_flag=True, default=None,
+              help="dbl: also cut inside residual units (between a unit's convolutions; the skip and the branch "
+                   "cross the boundary as one joined tensor): finer blocks to balance, for stage-parallel training "
+                   "[default: off; see `inspect MODEL`].")
+@click.option("--boundary-policy", type=click.Choice(POLICIES),
+              help="dbl, dbl-hebbian: how block boundaries move during training [default: adaptive].")
+@click.option("--boundary-schedule", metavar="EPOCH:K|CUT+CUT,...",
+              help="schedule policy: from each (1-based) EPOCH on, K blocks or these cuts, e.g. 1:4,4:2.")
+@click.option("--merge-gain", type=click.FloatRange(-1, 1),
+              help="adaptive: merge a boundary whose next block's head gains less training accuracy than this "
+                   "[default: 0.01].")
+@click.option("--settle-threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="adaptive, progressive, sliding: layers have settled (adaptive restores a boundary, the others "
+                   "move one) when they move less than this fraction of their peak ||dW||/||W|| per epoch per unit "
+                   "learning rate [default: 0.5].")
+@click.option("--min-blocks", type=click.IntRange(min=1),
+              help="adaptive, progressive, sliding: never merge below this [default: 2].")
+@click.option("--boundary-patience", type=click.IntRange(min=1),
+              help="adaptive: epochs a merged boundary stays merged at least; progressive, sliding: epochs between "
+                   "two moves at least [default: 2].")
+@click.option("--activation-budget", type=click.FloatRange(0, 1, min_open=True),
+              help="adaptive, progressive, sliding: move only while the peak of activations kept for backward stays "
+                   "within this "
+                   "fraction of end-to-end backprop's (cost model) [default: 0.7].")
+@click.option("--head-warmup", type=click.FloatRange(min=0), metavar="EPOCHS",
+              help="schedule, adaptive, sliding: an aux head that appears during the run trains alone for this "
+                   "many epochs, its block's weights held, before its loss updates the block [default: 0].")
+@click.option("--prefix", type=click.IntRange(min=0),
+              help="local-sgd, dbl-hebbian: segments in the Hebbian prefix at the start [default: 0, all on SGD].")
+@click.option("--hebbian-rule", type=click.Choice(list(RULES)), help="local-sgd, dbl-hebbian: [default: oja].")
+@click.option("--hebbian-activation", type=click.Choice(list(ACTIVATIONS)),
+              help="local-sgd, dbl-hebbian: the y of the rule, before or after BN+activation [default: post].")
+@click.option("--hebbian-subsample", type=click.IntRange(min=1),
+              help="local-sgd, dbl-hebbian: the update reads every k-th sample of the batch (k times fewer MACs) "
+                   "[default: 1].")
+@click.option("--learning-mode", type=click.Choice(MODES),
+              help="How the prefix grows between epochs: a schedule of the epoch, or the transition layer's "
+                   "update norms [default: static].")
+@click.option("--schedule", type=click.Choice(SCHEDULES), help="static: shape of the prefix over epochs [default: linear].")
+@click.option("--start-epoch", type=click.IntRange(min=1), help="First epoch with a Hebbian prefix [default: 2].")
+@click.option("--ramp-epochs", type=click.IntRange(min=1),
+              help="static: epochs from --start-epoch to the maximum prefix [default: 2].")
+@click.option("--max-prefix", type=click.IntRange(min=0),
+              help="Largest prefix, in segments [default: the longest with at most half the forward MACs].")
+@click.option("--update-threshold", type=click.FloatRange(0, 1, min_open=True),
+              help="dynamic: a layer has settled when its ||dW||/||W|| per epoch, per unit of the epoch's mean "
+                   "learning rate, is below this fraction of its peak [default: 0.5].")
+@click.option("--prefix-step", type=click.IntRange(min=1),
+              help="dynamic: most segments the transition moves per epoch [default: 2].")
+@click.option("--hebbian-lr", type=click.FloatRange(min=0),
+              help="Localized learning rate at the SGD schedule's peak; it follows that schedule [default: 1e-4].")
+@click.option("--hebbian-every", type=click.IntRange(min=1),
+              help="Update the localized weights at every k-th step only; the other steps run the prefix forward "
+                   "[default: 4].")
+@click.option("--weak-supervision", type=click.Choice(WEAK_SUPERVISION),
+              help="loss-trend: scale the localized rate down when the training loss rises [default: loss-trend].")
+@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),
+              help="loss-trend: the factor per rising epoch [default: 0.5].")
+@click.option("--force", is_flag=True, help="Replace an existing output directory.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+def transform(model, out_dir, strategy, force, fmt, **options) -> None:
+    """Compile MODEL.onnx into a training program directory."""
+    from llcompile.compiler.transform import transform as compile_model
+    from llcompile.cli.inspection import describe_program, render_text
+    from llcompile.program.program import check_output_dir
+
+    check_output_dir(out_dir, force)  # before compiling, which can take a while
+    program = compile_model(model, strategy, **options)
+    program.save(out_dir, force=force)
+    description = describe_program(program)
+    if fmt == "json":
+        click.echo(json.dumps({"program_dir": os.fspath(out_dir), **description}, indent=2))
+    else:
+        click.echo(render_text(description))
+        click.echo(f"\nwrote {out_dir}")
+
+
+@cli.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+@click.option("--code", is_flag=True, help="For a program: the torch backend's forward of each stage, "
+              "each line with its ONNX node.")
+def inspect(path, fmt, code) -> None:
+    """Show a model's layers, cut points and segments, or a program's stages."""
+    from llcompile.cli.inspection import describe, render_text, stage_code
+
+    if code:
+        click.echo(stage_code(path))
+        return
+    description = describe(path)
+    click.echo(json.dumps(description, indent=2) if fmt == "json" else render_text(description))
+
+
+@cli.command()
+@click.argument("program_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--model", type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="Source model to compare with [default: the path recorded in program.json].")
+@click.option("--batch-size", default=4, show_default=True, type=click.IntRange(min=1))
+@click.option("--tolerance", default=1e-4, show_default=True, help="Largest relative error accepted.")
+def verify(program_dir, model, batch_size, tolerance) -> None:
+    """Check that a program's stages, chained, compute what the source model computes."""
+    from llcompile.compiler.verify import verify_program
+
+    result = verify_program(program_dir, model, batch_size=batch_size)
+    for check, error in result.items():
+        click.echo(f"{check:<40} relative error {error:.2e}")
+    worst = max(result.values())
+    if worst > tolerance:
+        raise LLCompileError(f"program differs from its source model: relative error {worst:.2e} > {tolerance:g}")
+    click.echo("ok")
+
+
+@cli.command()
+@click.argument("program_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--data", required=True, help="cifar10:PATH | digits | mnist1d | synthetic[:N].")
+@click.option("--epochs", default=10, show_default=True, type=click.IntRange(min=1))
+@click.option("--batch-size", default=128, show_default=True, type=click.IntRange(min=1))
+@click.option("--lr", type=click.FloatRange(min=0, min_open=True), help="Peak learning rate [default: 0.1 sgd, 1e-3 adamw].")
+@click.option("--optimizer", type=click.Choice(["sgd", "adamw"]), default="sgd", show_default=True)
+@click.option("--momentum", default=0.9, show_default=True, type=click.FloatRange(0, 1))
+@click.option("--nesterov/--no-nesterov", default=True, show_default=True)
+@click.option("--weight-decay", default=5e-4, show_default=True, type=click.FloatRange(min=0))
+@click.option("--lr-schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
+@click.option("--warmup-epochs", default=0.0, show_default=True, type=click.FloatRange(min=0),
+              help="Raise the lr linearly over the first W epochs (may be a fraction), then follow --lr-schedule.")
+@click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+@click.option("--torch-mode", type=click.Choice(["eager", "script", "compile"]), default="eager", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--threads", type=click.IntRange(min=1), help="CPU threads for torch, and for each onnxruntime session with --backend ort "
+                   "[default: the library's; with --nproc, the cores shared among the ranks].")
+@click.option("--run-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Where metrics, checkpoints and the trained model go [default: PROGRAM_DIR/run].")
+@click.option("--resume", is_flag=True, help="Continue the run in --run-dir from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Replace an existing run in --run-dir.")
+@click.option("--data-limit", type=click.IntRange(min=1), help="Use at most N samples per split (smoke tests).")
+@click.option("--quiet", is_flag=True, help="No progress bars or per-epoch lines.")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True, help="Format of the final summary.")
+@click.option("--nproc", default=1, show_default=True, type=click.IntRange(min=1),
+              help="Local worker processes (torch.distributed); on several machines use torchrun instead.")
+@click.option("--parallel", "parallel_mode", type=click.Choice(["stages", "data"]),
+              help="stages: a pipeline of consecutive stages per rank; data: every rank on a share of each batch, "
+                   "gradients averaged (DistributedDataParallel on torch) "
+                   "[default: stages for programs with several stages].")
+@click.option("--placement", callback=_parse_placement, metavar="N,N,...",
+              help="stages: consecutive stages per rank, e.g. 2,1 [default: balanced by measured step time].")
+@click.option("--max-in-flight", default=2, show_default=True, type=click.IntRange(min=1),
+              help="stages: batches sent on but not yet taken by the next rank.")
+@click.option("--timeout", default=300, show_default=True, type=click.IntRange(min=1),
+              help="Seconds a silent peer may take before the parallel run ends.")
+def train(program_dir, data, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, lr_schedule,
+          warmup_epochs, backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt,
+          nproc, parallel_mode, placement, max_in_flight, timeout) -> None:
+    """Train a compiled program (from `transform`) on a data set.
+
+    \b
+    Under torchrun (RANK, WORLD_SIZE, ... set) this process is one rank of a parallel run:
+      torchrun --nnodes M --nproc-per-node N ... -m llcompile train PROG ...
+    """
+    from llcompile.backends.base import OptimizerConfig
+    from llcompile.train import TrainConfig
+    from llcompile.train import train as run_training
+    from llcompile.train.loop import TRAINED_MODEL, RunResult
+    from llcompile.train.parallel import ParallelOptions, launch, launched_by_torchrun, run_worker
+
+    config = TrainConfig(
+        data=data, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
+        optimizer=OptimizerConfig(name=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay),
+        backend=backend, device=device, torch_mode=torch_mode, seed=seed, threads=threads, data_limit=data_limit)
+    run_dir = run_dir or program_dir / "run"
+    options = ParallelOptions(nproc=nproc, mode=parallel_mode, placement=placement, max_in_flight=max_in_flight,
+                              timeout_s=timeout)
+    if launched_by_torchrun():
+        outcome = run_worker(program_dir, config, run_dir, resume, force, not quiet, options)
+        if "error" in outcome:
+            raise LLCompileError(outcome["error"])
+        if "history" not in outcome:  # not rank 0: rank 0 reports
+            return
+        result = RunResult(run_dir=run_dir, history=outcome["history"], trained_model=run_dir / TRAINED_MODEL)
+    elif nproc > 1:
+        result = launch(program_dir, config, run_dir, resume, force, not quiet, options)
+    else:
+        if parallel_mode or placement:
+            raise LLCompileError("--parallel and --placement need --nproc 2 or more (or torchrun)")
+        result = run_training(program_dir, config, run_dir, resume=resume, force=force, show_progress=not quiet)
+    summary = {"run_dir": str(result.run_dir), "test_acc": result.test_accuracy,
+               "trained_model": str(result.trained_model), "epochs": result.history}
+    if fmt == "json":
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        last = result.history[-1]
+        click.echo(f"test accuracy {last['test_acc']:.4f} after {last['epoch']} epochs; "
+                   f"trained model {result.trained_model}; metrics {result.run_dir / 'metrics.jsonl'}")
+
+
+@cli.command()
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+def strategies(fmt) -> None:
+    """List the strategies `transform` knows."""
+    from llcompile.compiler.strategies import STRATEGIES
+
+    if fmt == "json":
+        click.echo(json.dumps({s.name: {"description": s.description, "options": list(s.options)}
+                               for s in STRATEGIES.values()}, indent=2))
+        return
+    width = max(len(name) for name in STRATEGIES)
+    for s in STRATEGIES.values():
+        click.echo(f"{s.name:<{width}}  {s.description}")
+
+
+@cli.group()
+def models() -> None:
+    """The model zoo: reference networks exported to ONNX."""
+
+
+@models.command("list")
+@click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
+def models_list(fmt) -> None:
+    """List the zoo's models."""
+    from llcompile.models import list_models
+
+    zoo = list_models()
+    if fmt == "json":
+        click.echo(json.dumps(zoo, indent=2))
+        return
+    width = max(len(name) for name in zoo)
+    for name, description in zoo.items():
+        click.echo(f"{name:<{width}}  {description}")
+
+
+@models.command("export")
+@click.argument("name")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--num-classes", default=10, show_default=True, type=click.IntRange(min=2))
+@click.option("--input-shape", callback=_parse_input_shape, help="C,H,W of one sample [default: 3,32,32].")
+@click.option("--mode", type=click.Choice(["training", "eval", "eval-unfolded", "dynamo"]), default="training",
+              show_default=True, help="Export form; `training` keeps BatchNormalization trainable.")
+@click.option("--opset", default=17, show_default=True, type=click.IntRange(14, 21))
+@click.option("--seed", default=0, show_default=True, help="Weight initialisation seed.")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def models_export(name, output, num_classes, input_shape, mode, opset, seed, force) -> None:
+    """Export zoo model NAME to an ONNX file."""
+    import torch
+
+    from llcompile.models import export, list_models
+
+    if name not in list_models():
+        raise LLCompileError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    if output.exists() and not force:
+        raise LLCompileError(f"{output} already exists (use --force to overwrite it)")
+    if mode == "dynamo" and opset < 18:
+        raise LLCompileError(f"--mode dynamo exports opset 18 or newer, not {opset}")
+    torch.manual_seed(seed)
+    try:
+        export(name, output, num_classes=num_classes, input_shape=input_shape or (3, 32, 32), mode=mode, opset=opset)
+    except OSError as exc:
+        raise LLCompileError(f"cannot write {output}: {exc.strerror or exc}") from None
+    click.echo(f"wrote {output}")
+
+
+def main() -> None:
+    """Entry point: user errors are one line on stderr with exit code 2, never a traceback."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.ClickException as exc:  # usage errors included: one line, like every other error
+        click.echo(f"llcompile: error: {printable(exc.format_message())}", err=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except LLCompileError as exc:
+        click.echo(f"llcompile: error: {printable(exc)}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except Exception as exc:  # a bug in llcompile, not in the input: one line unless asked
+        if os.environ.get("LLCOMPILE_DEBUG"):
+            raise
+        while exc.__cause__ is not None:  # the pass manager wraps errors: report the innermost
+            exc = exc.__cause__
+        message = str(exc).splitlines()[0] if str(exc) else ""
+        click.echo(f"llcompile: internal error: {type(exc).__name__}: {printable(message)} "
+                   "(set LLCOMPILE_DEBUG=1 for the traceback)", err=True)
+        sys.exit(1)
+
+
+cli.add_command(report_command)
+
+
+if __name__ == "__main__":
+    main()

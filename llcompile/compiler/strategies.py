@@ -1,0 +1,147 @@
+"""Strategies: named pipelines of passes, each with its options and defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import onnx_ir as ir
+
+from llcompile.cost.block_costs import DEFAULT_BALANCE, ProgramCompiler, segment_coster
+from llcompile.policies.boundary_policy import BoundaryPolicy
+from llcompile.errors import LLCompileError
+from llcompile.policies.learning_mode import LearningMode
+from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
+from llcompile.passes.inner_cuts import DropUnusedInnerCutsPass, JoinInnerCutsPass
+
+DEFAULT_DBL_BLOCKS = 4
+
+
+@dataclass(frozen=True)
+class Strategy:
+    name: str
+    description: str
+    # build(compile_program, **options): compile_program is the compiler's own transform, which the
+    # partition's block coster compiles a copy of the model with
+    build: Callable[..., list[ir.passes.PassBase]]
+    options: tuple[str, ...] = ()  # the transform options this strategy reads
+
+
+def _bp(_compile_program: ProgramCompiler) -> list[ir.passes.PassBase]:
+    return [PartitionPass(blocks=1), ModelLossPass()]
+
+
+def _blocks_with_heads(compile_program: ProgramCompiler, prefix: int, blocks: int | None = None, cuts: list[str] | None = None,
+                       balance_by: str | None = None, aux_head: str | None = None, aux_depth: float | None = None,
+                       aux_pool: int | None = None, aux_width: float | None = None,
+                       aux_subsample: int | None = None,
+                       seed: int | None = None) -> tuple[PartitionPass, AuxHeadsPass]:
+    """The partition into K DBL blocks (default DEFAULT_DBL_BLOCKS) after ``prefix`` segments, balanced
+    by ``balance_by`` (a block's training cost depends on its head), or at ``cuts``; and the pass
+    giving them aux heads."""
+    heads = {"aux_head": aux_head, "aux_depth": aux_depth, "aux_pool": aux_pool, "aux_width": aux_width,
+             "aux_subsample": aux_subsample, "seed": seed}
+    if blocks is None and cuts is None:
+        blocks = DEFAULT_DBL_BLOCKS
+    coster = segment_coster(balance_by or DEFAULT_BALANCE, {k: v for k, v in heads.items() if v is not None},
+                            compile_program)
+    return (PartitionPass(blocks=blocks, cuts=cuts, prefix=prefix, coster=coster),
+            AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth, pool=aux_pool, width=aux_width,
+                         subsample=aux_subsample))
+
+
+# the policies that walk every cut point of the model; they do not know the inner ones
+POLICIES_OVER_ALL_CUTS = ("progressive", "sliding")
+
+
+def _dbl(compile_program: ProgramCompiler, inner_cuts: bool = False, **options) -> list[ir.passes.PassBase]:
+    policy = BoundaryPolicy.from_options({k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options})
+    partition, aux_heads = _blocks_with_heads(compile_program, 0, **options)
+    if not inner_cuts:
+        return [partition, aux_heads, ModelLossPass()]
+    if policy.boundary_policy in POLICIES_OVER_ALL_CUTS:
+        raise LLCompileError(f"--inner-cuts works with the fixed, schedule and adaptive boundary policies, "
+                             f"not {policy.boundary_policy!r}")
+    return [JoinInnerCutsPass(), partition, DropUnusedInnerCutsPass(), aux_heads, ModelLossPass()]
+
+
+BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settle_threshold", "min_blocks",
+                    "boundary_patience", "activation_budget", "head_warmup")
+HEAD_OPTIONS = ("blocks", "cuts", "balance_by", "aux_head", "aux_depth", "aux_pool", "aux_width", "aux_subsample",
+                "seed")
+DBL_OPTIONS = HEAD_OPTIONS + BOUNDARY_OPTIONS
+# dbl only: with a Hebbian prefix, the prefix counts segments, which inner cuts would renumber
+INNER_CUT_OPTIONS = ("inner_cuts",)
+HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation", "hebbian_subsample")
+# read by the runtime (llcompile.policies.learning_mode), recorded in program.json; no pass uses them
+LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
+                         "prefix_step", "hebbian_lr", "hebbian_every", "weak_supervision", "lr_decay")
+
+
+def _hebbian_passes(prefix: int | None, hebbian_rule: str | None, hebbian_activation: str | None,
+                    hebbian_subsample: int | None, learning_mode: dict) -> tuple[int, HebbianPass]:
+    LearningMode.from_options(learning_mode)  # checks the values
+    return prefix or 0, HebbianPass(rule=hebbian_rule or "oja", activation=hebbian_activation or "post",
+                                    subsample=hebbian_subsample or 1)
+
+
+def _local_sgd(_compile_program: ProgramCompiler, prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
+               hebbian_subsample: int | None = None, **learning_mode) -> list[ir.passes.PassBase]:
+    prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, hebbian_subsample, learning_mode)
+    return [PartitionPass(blocks=1, prefix=prefix), hebbian, ModelLossPass()]
+
+
+def _dbl_hebbian(compile_program: ProgramCompiler, prefix: int | None = None, hebbian_rule: str | None = None, hebbian_activation: str | None = None,
+                 hebbian_subsample: int | None = None, **options) -> list[ir.passes.PassBase]:
+    heads = {k: options.pop(k) for k in HEAD_OPTIONS if k in options}
+    BoundaryPolicy.from_options({k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options})
+    prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, hebbian_subsample, options)
+    partition, aux_heads = _blocks_with_heads(compile_program, prefix, **heads)
+    return [partition, hebbian, aux_heads, ModelLossPass()]
+
+
+STRATEGIES: dict[str, Strategy] = {s.name: s for s in (
+    Strategy("bp", "end-to-end backpropagation: one stage trained with the model's own loss", _bp),
+    Strategy("dbl", f"block-wise local learning: K blocks (default {DEFAULT_DBL_BLOCKS}) at cut points, "
+                    "each trained by its own aux head; no error crosses a block boundary", _dbl,
+             DBL_OPTIONS + INNER_CUT_OPTIONS),
+    Strategy("local-sgd", "LoCal+SGD: a forward-only Hebbian prefix of --prefix segments (growing during training "
+                          "by the learning mode), the rest trained end to end by the model's loss", _local_sgd,
+             HEBBIAN_OPTIONS + LEARNING_MODE_OPTIONS),
+    Strategy("dbl-hebbian", f"a forward-only Hebbian prefix followed by K DBL blocks (default "
+                            f"{DEFAULT_DBL_BLOCKS}) with aux heads", _dbl_hebbian,
+             HEBBIAN_OPTIONS + LEARNING_MODE_OPTIONS + DBL_OPTIONS),
+)}
+
+
+def boundary_policy_of(strategy: str, options: dict) -> BoundaryPolicy | None:
+    """The boundary policy of a program's options; None for a strategy without blocks."""
+    if "boundary_policy" not in get_strategy(strategy).options:
+        return None
+    return BoundaryPolicy.from_options(options)
+
+
+def learning_mode_of(strategy: str, options: dict) -> LearningMode | None:
+    """The learning-mode settings of a program's options; None for a strategy without a prefix."""
+    if "prefix" not in get_strategy(strategy).options:
+        return None
+    return LearningMode.from_options(options)
+
+
+def build_pipeline(name: str, compile_program: ProgramCompiler, **options) -> list[ir.passes.PassBase]:
+    """The passes of strategy ``name``; options it does not take (other than None) are refused.
+    ``compile_program`` is ``llcompile.transform``, for a partition balanced by training cost."""
+    strategy = get_strategy(name)
+    given = {k: v for k, v in options.items() if v is not None}
+    foreign = sorted(set(given) - set(strategy.options))
+    if foreign:
+        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        raise LLCompileError(f"strategy {name!r} takes no {flags}")
+    return strategy.build(compile_program, **given)
+
+
+def get_strategy(name: str) -> Strategy:
+    try:
+        return STRATEGIES[name]
+    except KeyError:
+        raise LLCompileError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}") from None

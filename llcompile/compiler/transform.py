@@ -1,0 +1,91 @@
+"""The public compile entry point: ONNX model -> training Program."""
+
+from __future__ import annotations
+
+import os
+
+import onnx_ir as ir
+from onnx_ir.passes import common as ir_common
+
+from llcompile.analysis.structure import analyze
+from llcompile.compiler.emit import emit
+from llcompile.frontend.importer import file_sha256, load
+from llcompile.passes import TrainingModePass
+from llcompile.frontend.pass_pipeline import run_passes
+from llcompile.program.program import Program
+from llcompile.errors import LLCompileError
+from llcompile.compiler.strategies import boundary_policy_of, build_pipeline, get_strategy, learning_mode_of
+
+
+def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", **options) -> Program:
+    """Compile ``model`` (a path or a canonical ir.Model from ``llcompile.load``) with ``strategy``.
+
+    ``options`` are the strategy's (``llcompile strategies``); those left at None take the
+    strategy's defaults; an option the strategy does not take is an error. ``program.options``
+    records the options given, what the passes chose, and the resolved learning mode of a
+    strategy with a Hebbian prefix and the boundary policy of one with blocks.
+    """
+    program = _compile(model, strategy, options)
+    policy = boundary_policy_of(strategy, program.options)
+    for entry in policy.entries() if policy is not None else ():
+        try:  # every scheduled partition must compile: fail now, not in the middle of a run
+            recompile(program, **entry.options())
+        except LLCompileError as exc:
+            raise LLCompileError(f"--boundary-schedule entry for epoch {entry.epoch}: {exc}") from None
+    if policy is not None and policy.boundary_policy in ("progressive", "sliding"):
+        # a boundary may reach any cut point after the prefix: every one must take an aux head, so a
+        # program with a block per segment is compiled once now (the runtime emits the others lazily)
+        segments = len(analyze(ir.from_proto(program.eval_model)).segments) - program.options.get("prefix", 0)
+        try:
+            recompile(program, blocks=segments, cuts=None)
+        except LLCompileError as exc:
+            raise LLCompileError(f"--boundary-policy {policy.boundary_policy} may move a boundary to any cut "
+                                 f"point, but not every one takes an aux head: {exc}") from None
+    return program
+
+
+def _compile(model: str | os.PathLike | ir.Model, strategy: str, options: dict) -> Program:
+    options = {k: v for k, v in options.items() if v is not None}
+    passes = build_pipeline(strategy, transform, **options)
+    if isinstance(model, ir.Model):
+        source = {"path": None, "sha256": None}
+    else:
+        source = {"path": os.path.abspath(model), "sha256": file_sha256(model) if os.path.isfile(model) else None}
+        model = load(model)
+    eval_model = _clone(model)
+    run_passes([TrainingModePass(training=False), ir_common.RemoveUnusedNodesPass()], eval_model)
+    training_model = _clone(model)
+    training_model = run_passes(passes, training_model).model
+    program = emit(training_model, eval_model, strategy, options, source)
+    # the passes record what they chose (a partition its block count); keep only what the strategy takes
+    takes = get_strategy(strategy).options
+    program.options = {k: v for k, v in program.options.items() if k in takes}
+    learning_mode = learning_mode_of(strategy, program.options)
+    if learning_mode is not None:
+        segment_macs = [segment.macs for segment in analyze(eval_model).segments]
+        program.options.update(learning_mode.resolved(segment_macs).to_json())
+    policy = boundary_policy_of(strategy, program.options)
+    if policy is not None:
+        program.options.update(policy.to_json())
+    return program
+
+
+def recompile(program: Program, **changes) -> Program:
+    """``program``'s strategy compiled again from its own eval model with some options changed
+    (the runtime moves the Hebbian prefix and block boundaries this way); names of unchanged parts
+    stay. A change to None drops that option (``blocks=K, cuts=None``)."""
+    model = ir.from_proto(program.eval_model)
+    run_passes([TrainingModePass(training=True)], model)
+    names = set(get_strategy(program.strategy).options)
+    options = {k: v for k, v in {**program.options, **changes}.items() if k in names}
+    if "balance_by" in names and "balance_by" not in program.options:
+        options.setdefault("balance_by", "macs")  # a program from before --balance-by: balanced by forward MACs
+    recompiled = _compile(model, program.strategy, options)
+    recompiled.source = program.source
+    return recompiled
+
+
+def _clone(model: ir.Model) -> ir.Model:
+    """A copy whose graph can be rewritten independently (tensors are shared, not copied)."""
+    return ir.Model(model.graph.clone(), ir_version=model.ir_version, producer_name=model.producer_name,
+                    producer_version=model.producer_version, metadata_props=dict(model.metadata_props))

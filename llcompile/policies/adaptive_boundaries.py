@@ -1,0 +1,96 @@
+"""The ``adaptive`` boundary policy: which block boundaries the next epoch trains with.
+
+DBL moves its block boundaries during training by a rule that is not public
+(``../shared/ALGORITHMS.md``); this is llcompile's, from per-block signals of the epoch just
+trained. The boundaries given at transform time are the *candidates*; all start active.
+
+- **merge** (accuracy gain): block i+1 exists to improve on block i's features. When the
+  training accuracy of its head exceeds the head of block i by less than ``merge_gain``, the
+  boundary between them is not paying for itself: the greedy features at that boundary are what
+  limits the blocks after it, so the boundary is removed and the later block's error reaches the
+  earlier layers again. One merge per epoch (the boundary with the smallest gain), never below
+  ``min_blocks`` blocks, and only where the merged program's peak of activations kept for
+  backward (the cost model's, ``llcompile.report``) stays within ``activation_budget`` times the
+  end-to-end program's: the memory saving is the point of block-wise training, so the policy
+  spends the budget on the boundaries that hurt accuracy most.
+- **restore** (update norms): a merged candidate comes back once the layers before it (in its
+  current block) have settled: each one's relative update norm ``||dW|| / ||W||`` over the epoch,
+  per unit of the epoch's mean learning rate (the runtime scales them), is below
+  ``settle_threshold`` times its own peak, so it depends neither on the learning-rate scale nor on
+  its schedule. Then local learning there costs little accuracy and saves
+  the memory and the dX work again. At least ``boundary_patience`` epochs after its merge, one per
+  epoch, and only in an epoch without a merge.
+
+Every decision comes with its signals (each boundary's accuracies and gain, the block losses and
+their trend), which the runtime logs in metrics.jsonl.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from llcompile.policies.boundary_policy import BoundaryPolicy
+
+
+@dataclass(frozen=True)
+class BlockSignal:
+    """What one trained block did in the epoch: its output cut (None for the last block), the
+    training loss and accuracy of its head, and its loss the epoch before (None if unknown)."""
+
+    output: str | None
+    loss: float
+    acc: float
+    previous_loss: float | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    active: list[str]
+    reason: str
+    signals: dict
+
+
+def decide(policy: BoundaryPolicy, candidates: list[str], active: list[str], blocks: list[BlockSignal],
+           merged_at: dict[str, int], epoch: int, settled: dict[str, bool],
+           merged_activations: dict[str, float]) -> Decision:
+    """The active cuts after 1-based ``epoch``.
+
+    ``candidates`` are the cuts in model order, ``active`` those in force this epoch, ``blocks``
+    the signals of this epoch's trained blocks in order, ``merged_at`` the epoch each inactive
+    candidate was merged, ``settled`` per inactive candidate whether the layers before it have
+    settled, ``merged_activations`` per active cut the activation peak without it (x end to end's).
+    """
+    signals = {"boundaries": [_boundary_signal(before, after) for before, after in zip(blocks, blocks[1:])],
+               "loss_trend": {b.output or "final": _trend(b) for b in blocks}}
+    budget = policy.setting("activation_budget")
+    for signal in signals["boundaries"]:
+        if signal["cut"] in merged_activations:
+            signal["activations_if_merged"] = round(merged_activations[signal["cut"]], 4)
+    gains = [(s["gain"], s["cut"]) for s in signals["boundaries"]
+             if s["cut"] in active and merged_activations.get(s["cut"], 0.0) <= budget]
+    merge_gain = policy.setting("merge_gain")
+    if gains and len(active) + 1 > policy.setting("min_blocks"):
+        gain, cut = min(gains)
+        if gain < merge_gain:
+            return Decision([c for c in active if c != cut],
+                            f"merged at {cut}: the next block's head gains {gain:+.3f} accuracy "
+                            f"(< merge gain {merge_gain:g})", signals)
+    patience = policy.setting("boundary_patience")
+    for cut in candidates:
+        if cut not in active and epoch - merged_at.get(cut, 0) >= patience and settled.get(cut, False):
+            return Decision([c for c in candidates if c in active or c == cut],
+                            f"restored {cut}: the layers before it settled (update norms per unit learning rate below "
+                            f"{policy.setting('settle_threshold'):g} of their peaks)", signals)
+    return Decision(list(active), "", signals)
+
+
+def _boundary_signal(before: BlockSignal, after: BlockSignal) -> dict:
+    return {"cut": before.output, "acc_before": round(before.acc, 4), "acc_after": round(after.acc, 4),
+            "gain": round(after.acc - before.acc, 4)}
+
+
+def _trend(block: BlockSignal) -> float | None:
+    """Relative change of the block's loss over the epoch before (negative: still falling)."""
+    if block.previous_loss is None or block.previous_loss <= 0:
+        return None
+    return round(block.loss / block.previous_loss - 1.0, 4)
