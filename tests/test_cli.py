@@ -82,14 +82,14 @@ def test_missing_file(tmp_path):
 def test_not_onnx(tmp_path):
     path = tmp_path / "x.onnx"
     path.write_bytes(b"\x00\x01garbage" * 50)
-    assert_user_error(run("transform", path, "-o", tmp_path / "out"))
+    assert_user_error(run("transform", path, "-o", tmp_path / "out"), "x.onnx: not a readable ONNX model")
     assert not (tmp_path / "out").exists()
 
 
 def test_truncated(tmp_path, small_model):
     path = tmp_path / "t.onnx"
     path.write_bytes(small_model.read_bytes()[:300])
-    assert_user_error(run("inspect", path))
+    assert_user_error(run("inspect", path), "t.onnx: not a readable ONNX model")
 
 
 def test_checker_failure(tmp_path):
@@ -254,12 +254,16 @@ def test_inspect_a_directory_that_is_neither_program_nor_run(tmp_path):
                       "an ONNX model file, a program directory or a run directory")
 
 
-@pytest.mark.parametrize("content", ['{"format_version": 1}', "[1]", "not json"])
-def test_damaged_program_directory(tmp_path, content):
+@pytest.mark.parametrize("content, error", [
+    ('{"format_version": 1}', "prog: damaged program directory (KeyError: 'eval_model')"),
+    ("[1]", "prog: program format None is not supported"),
+    ("not json", "prog: not a program directory"),
+])
+def test_damaged_program_directory(tmp_path, content, error):
     (tmp_path / "prog").mkdir()
     (tmp_path / "prog" / "program.json").write_text(content)
-    assert_user_error(run("inspect", tmp_path / "prog"))
-    assert_user_error(run("verify", tmp_path / "prog"))
+    assert_user_error(run("inspect", tmp_path / "prog"), error)
+    assert_user_error(run("verify", tmp_path / "prog"), error)
 
 
 def test_verify_against_a_model_of_another_input_size_is_a_user_error(tmp_path):
