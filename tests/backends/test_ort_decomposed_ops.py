@@ -1,6 +1,6 @@
 """Nets with PRelu, Elu, Softplus, LRN or Sum train on onnxruntime-training as on torch.
 
-ORT 1.19.2 has no gradient for these ops; ``passes/decompose_for_ort.py`` rewrites them in the
+ORT 1.19.2 has no gradient for these ops; ``backends/ort/decompose.py`` rewrites them in the
 stage graphs that become ORT training artifacts.
 """
 

@@ -2,7 +2,7 @@
 
 Both failed before: MobileNetV3's HardSigmoid/HardSwish have no ORT gradient, and ResNet-D's
 AvgPool shortcut broke ORT's AveragePool gradient kernel ("Sum node 'AccumulateGrad_...' ... Can
-broadcast 0 by 0 or 1"). They are rewritten for ORT by ``passes/decompose_for_ort.py``.
+broadcast 0 by 0 or 1"). They are rewritten for ORT by ``backends/ort/decompose.py``.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Fixes for onnxruntime-training 1.19.2, applied here so that the backend gets loa
 - some ops have no gradient builder (HardSigmoid, HardSwish, PRelu, Elu, Softplus, LRN, Sum,
   ReduceMax/Min) or a wrong one (Gelu's tanh approximation), Dropout's needs its optional mask
   output, and AveragePool's gradient kernel breaks on a symbolic batch: they are rewritten into ops
-  that work (``passes/decompose_for_ort.py``);
+  that work (``backends/ort/decompose.py``);
 - SoftmaxCrossEntropyLoss's gradient needs its log_prob output, which ORT adds only in some graphs,
   and LayerNormalization's its mean and inverse-std-dev outputs: they are added here;
 - ORT 1.19 refuses IR versions above 10: the IR version is capped;
