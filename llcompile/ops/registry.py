@@ -12,12 +12,11 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import onnx_ir as ir
 
-if TYPE_CHECKING:
-    from llcompile.ops.torch_builder import Emitter
+from llcompile.ops.torch_builder import Emitter
 
 STANDARD_DOMAIN = ""
 # The standard opsets the importer brings models into, and so the ones every op is read at.
