@@ -5,7 +5,7 @@ import onnx
 import pytest
 
 import llcompile
-from llcompile.frontend.importer import MAX_OPSET, MIN_OPSET
+from llcompile.ops.registry import MAX_OPSET, MIN_OPSET
 from llcompile.compiler.verify import relative_error, run_model
 from tests.fixtures import legacy_models as legacy
 

@@ -20,6 +20,7 @@ PACKAGE = Path(llcompile.__file__).parent
 LAYERS = [
     {"errors", "version"},
     {"util"},
+    {"ops"},
     {"data", "models"},
     {"frontend"},
     {"analysis"},

@@ -3,7 +3,7 @@
 import onnx_ir as ir
 import pytest
 
-from llcompile.analysis.macs import per_sample_elements
+from llcompile.ops.elements import per_sample_elements
 
 
 def _value(dims) -> ir.Value:

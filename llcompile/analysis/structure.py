@@ -15,7 +15,7 @@ import onnx_ir as ir
 
 from llcompile.errors import LLCompileError
 from llcompile.analysis.macs import forward_macs
-from llcompile.frontend.ops import PARAMETRIC_OPS, PROBABILITY_OPS
+from llcompile.ops import PARAMETRIC_OPS, PROBABILITY_OPS
 
 
 @dataclass

@@ -29,9 +29,11 @@ import onnx_ir as ir
 
 from llcompile.analysis.structure import Layer, analyze, data_dependent_nodes, parameter_roles, weight_input
 from llcompile.errors import LLCompileError
-from llcompile.analysis.macs import element_ops, forward_macs, per_sample_elements
+from llcompile.analysis.macs import element_ops, forward_macs
+from llcompile.ops.elements import per_sample_elements
 from llcompile.program.program import Program, Stage
-from llcompile.cost.autograd import FLOAT_BYTES, NodeBackward, backward_facts
+from llcompile.cost.autograd import NodeBackward, backward_facts
+from llcompile.ops.registry import FLOAT_BYTES
 
 SGD_KINDS = ("block", "final")
 HEBBIAN_KIND = "hebbian"

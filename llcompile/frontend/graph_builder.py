@@ -52,16 +52,6 @@ def subsample_batch(b: GraphBuilder, values: dict[str, ir.Value], every: int) ->
     return subsets
 
 
-def element_dtype(value: ir.Value) -> np.dtype:
-    """``value``'s numpy element type; float32 when the graph does not say."""
-    return np.dtype(value.dtype.numpy()) if value.dtype is not None else np.dtype(np.float32)
-
-
-def constant_node(array: np.ndarray) -> ir.Node:
-    """A Constant node holding ``array`` (an unnamed node and output: the caller names them)."""
-    return ir.Node("", "Constant", [], attributes=[ir.AttrTensor("value", ir.tensor(array))])
-
-
 def value_named(graph: ir.Graph, name: str) -> ir.Value:
     """The graph input or node output called ``name``."""
     for value in graph.inputs:

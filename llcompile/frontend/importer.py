@@ -18,7 +18,6 @@ from onnx import external_data_helper, version_converter
 from onnx_ir.passes import common as ir_common
 
 from llcompile.errors import LLCompileError
-from llcompile.frontend.ops import SUPPORTED_OPS
 from llcompile.frontend.canonical.training_mode import TrainingModePass
 from llcompile.frontend.canonical.dynamic_batch import DynamicBatchPass
 from llcompile.frontend.canonical.flatten_view import FlattenViewPass
@@ -26,11 +25,9 @@ from llcompile.frontend.canonical.fold_constants import FoldConstantsPass
 from llcompile.frontend.pass_pipeline import run_passes
 from llcompile.frontend.canonical.static_shape_dims import StaticShapeDimsPass
 from llcompile.frontend.shape_inference import infer_shapes
+from llcompile.ops import SUPPORTED_OPS
+from llcompile.ops.registry import MAX_OPSET, MIN_OPSET
 
-# BatchNormalization's training_mode attribute needs opset 14.
-MIN_OPSET = 14
-# The newest opset onnxruntime(-training) 1.19 runs.
-MAX_OPSET = 21
 # onnxruntime 1.19 refuses newer IR versions ("Unsupported model IR version").
 IR_VERSION = 10
 

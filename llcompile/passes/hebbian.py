@@ -14,6 +14,7 @@ import onnx_ir as ir
 from llcompile.analysis.structure import analyze
 from llcompile.errors import LLCompileError
 from llcompile.frontend.naming import NameScope
+from llcompile.ops import hebbian as hebbian_op
 from llcompile.passes import hebbian_function
 from llcompile.frontend.graph_builder import GraphBuilder, subsample_batch
 from llcompile.program.plan import require_plan
@@ -65,7 +66,7 @@ class HebbianPass(ir.passes.InPlacePass):
         lr = ir.Value(name=NameScope(graph).fresh(LR_INPUT), shape=ir.Shape([]), type=ir.TensorType(ir.DataType.FLOAT))
         graph.inputs.append(lr)
         opset = model.opset_imports[""]
-        model.opset_imports[hebbian_function.DOMAIN] = hebbian_function.DOMAIN_VERSION
+        model.opset_imports[hebbian_function.DOMAIN] = hebbian_op.DOMAIN_VERSION
         function = hebbian_function.function(opset)
         model.functions[function.identifier()] = function
         stage.updates = {}

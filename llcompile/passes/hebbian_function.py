@@ -37,9 +37,7 @@ import onnx
 import onnx_ir as ir
 from onnx import helper
 
-DOMAIN = "ai.llcompile"
-OP_TYPE = "HebbianUpdate"
-DOMAIN_VERSION = 1
+from llcompile.ops.hebbian import DOMAIN, OP_TYPE
 # rule -> its attributes
 RULES = {
     "oja": {"decay": 1.0, "triangular": 0, "renormalize": 0, "temperature": 0.0},

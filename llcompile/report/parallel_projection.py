@@ -30,7 +30,7 @@ import onnx_ir as ir
 from llcompile.analysis.structure import ModelAnalysis, Segment
 from llcompile.errors import LLCompileError
 from llcompile.passes.partition import min_max_partition
-from llcompile.cost.autograd import FLOAT_BYTES
+from llcompile.ops.registry import FLOAT_BYTES
 from llcompile.cost.cost_model import cost_program
 from llcompile.report.programs import BASELINE
 

@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 import llcompile
 from llcompile.backends.base import OptimizerConfig, classifier_logits_name
 from llcompile.backends.torch.backend import TorchBackend
-from llcompile.backends.torch.codegen import build_module
+from llcompile.backends.torch.builder import build_module
 from llcompile.errors import LLCompileError
 from llcompile.frontend.importer import canonicalize
 from llcompile.compiler.verify import relative_error, run_model

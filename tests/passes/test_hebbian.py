@@ -14,6 +14,7 @@ from llcompile.analysis.structure import analyze
 from llcompile.compiler.transform import recompile, transform
 from llcompile.errors import LLCompileError
 from llcompile.frontend.importer import load
+from llcompile.ops import hebbian as hebbian_op
 from llcompile.passes import hebbian_function
 from llcompile.frontend.graph_builder import value_named
 from llcompile.passes.hebbian import HebbianPass
@@ -363,7 +364,7 @@ def test_pass_records_updates_lr_input_and_options(save_model):
     (node,) = _updates(model)
     assert {k: v.value for k, v in node.attributes.items() if k in ("decay", "renormalize")} == {
         "decay": 0.0, "renormalize": 1}
-    assert model.opset_imports[hebbian_function.DOMAIN] == hebbian_function.DOMAIN_VERSION
+    assert model.opset_imports[hebbian_function.DOMAIN] == hebbian_op.DOMAIN_VERSION
     assert (hebbian_function.DOMAIN, hebbian_function.OP_TYPE, "") in model.functions
     # a second run finds the updates in place and changes nothing
     assert HebbianPass()(model).modified is False

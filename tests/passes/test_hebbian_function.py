@@ -15,7 +15,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from llcompile.backends.torch.hebbian import hebbian_update as torch_hebbian_update
+from llcompile.ops.hebbian import hebbian_update as torch_hebbian_update
+from llcompile.ops import hebbian as hebbian_op
 from llcompile.passes import hebbian_function
 from tests.reference import hebbian_update as reference_update
 
@@ -33,7 +34,7 @@ def _update_model(x_shape, y_shape, w_shape, opset: int = 17, **attributes) -> o
     model = helper.make_model(graph, ir_version=10, functions=[hebbian_function.function_proto(opset)],
                               opset_imports=[helper.make_opsetid("", opset),
                                              helper.make_opsetid(hebbian_function.DOMAIN,
-                                                                 hebbian_function.DOMAIN_VERSION)])
+                                                                 hebbian_op.DOMAIN_VERSION)])
     onnx.checker.check_model(model, full_check=True)
     return model
 

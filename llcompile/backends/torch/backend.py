@@ -1,4 +1,4 @@
-"""The torch backend: each stage is a generated module (``torch_codegen``) trained by a torch optimizer.
+"""The torch backend: each stage is a generated module (``builder.py``) trained by a torch optimizer.
 
 A stage runs eagerly, as TorchScript (``mode="script"``) or through ``torch.compile``; in every
 mode the eager module keeps the mapping from ONNX names to its parameters and buffers, which
@@ -15,7 +15,8 @@ from torch import nn
 
 from llcompile.backends.base import (Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name,
                                      correct_on_batch, head_subsample)
-from llcompile.backends.torch.codegen import StageModule, build_module
+from llcompile.backends.torch.builder import build_module
+from llcompile.backends.torch.module import StageModule
 from llcompile.backends.torch.hebbian import share_state
 from llcompile.errors import LLCompileError
 from llcompile.program.program import Program, Stage

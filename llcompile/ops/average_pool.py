@@ -1,4 +1,4 @@
-"""AveragePool as a depthwise Conv with a constant kernel, for onnxruntime-training.
+"""AveragePool, and its decomposition for onnxruntime-training: a depthwise Conv with a constant kernel.
 
 ORT 1.19's AveragePoolGrad CPU kernel sizes its output from the graph's static shape of the
 pool's input (``InferOutputShapes`` in ``pool_gradient_op.cc`` reads ``dim_value``), and a
@@ -12,16 +12,46 @@ original node on ones, so ceil_mode, count_include_pad and auto_pad mean what th
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import onnx
 import onnx_ir as ir
+import torch
+import torch.nn.functional as F
 from onnx import helper
+from torch import fx
 
 from llcompile.errors import LLCompileError
-from llcompile.frontend.graph_builder import constant_node, element_dtype
+from llcompile.ops.attributes import ints_attr
+from llcompile.ops.onnx_nodes import constant_node, element_dtype
+from llcompile.ops.padding import fits_torch_pool, spatial_padding
+from llcompile.ops.registry import Backward, ElementOps, Keeps, OpFacts, Role, no_macs, register
+from llcompile.ops.torch_builder import TorchBuilder
 from llcompile.util.ort_session import session
 
 ONES_OPSET = 19  # AveragePool-19 (dilations) reads every earlier AveragePool's attributes the same way
+
+
+def _average_pool(g: TorchBuilder, node: ir.Node) -> fx.Proxy:
+    kernel = ints_attr(node, "kernel_shape", [])
+    dims = len(kernel)
+    strides = ints_attr(node, "strides", [1] * dims)
+    if any(d != 1 for d in ints_attr(node, "dilations", [1] * dims)):  # opset 19; torch has none
+        raise LLCompileError(f"AveragePool {node.name!r}: dilations are not supported")
+    ceil_mode = bool(node.attributes.get_int("ceil_mode", 0))
+    count_include_pad = bool(node.attributes.get_int("count_include_pad", 0))
+    fits = functools.partial(fits_torch_pool, kernel=kernel, dilations=[1] * dims)
+    x, padding, explicit = spatial_padding(g, node, g.x(node), kernel, 0.0, fits)
+    pool = functools.partial((F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[dims - 1], kernel_size=kernel,
+                             stride=strides, padding=padding, ceil_mode=ceil_mode,
+                             count_include_pad=count_include_pad)
+    if not explicit or count_include_pad:
+        return pool(x)
+    # Explicit zero padding would count in torch's mean: divide by the mean of a padded ones-mask.
+    ones = torch.ones_like(g.x(node).narrow(0, 0, 1).narrow(1, 0, 1))
+    padded_ones, _, _ = spatial_padding(g, node, ones, kernel, 0.0, fits)
+    return pool(x) / pool(padded_ones)
 
 
 def decompose_average_pool(node: ir.Node) -> list[ir.Node]:
@@ -94,3 +124,7 @@ def _run_on_ones(node: onnx.NodeProto, initializers: list[onnx.TensorProto], spa
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", ONES_OPSET)])
     model.ir_version = 9
     return session(model).run(None, {"x": np.ones(shape, np.float32)})[0]
+
+
+register(OpFacts("AveragePool", Role.STRUCTURAL, _average_pool, no_macs, ElementOps.PER_WINDOW, Backward(Keeps.INPUT),
+                 ort_rewrite=decompose_average_pool))
