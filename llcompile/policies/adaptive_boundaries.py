@@ -1,7 +1,7 @@
 """The ``adaptive`` boundary policy: which block boundaries the next epoch trains with.
 
-DBL moves its block boundaries during training by a rule that is not public
-(``../shared/ALGORITHMS.md``); this is llcompile's, from per-block signals of the epoch just
+DBL moves its block boundaries during training by a rule its paper does not publish; this is
+llcompile's (docs/strategies.md), from per-block signals of the epoch just
 trained. The boundaries given at transform time are the *candidates*; all start active.
 
 - **merge** (accuracy gain): block i+1 exists to improve on block i's features. When the

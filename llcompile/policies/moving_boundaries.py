@@ -2,7 +2,7 @@
 
 ``adaptive`` (``llcompile.policies.adaptive_boundaries``) only switches the boundaries chosen at transform
 time on and off. These two reach any cut point after the Hebbian prefix; both are llcompile's
-rules (DBL's own is not public, ``../shared/ALGORITHMS.md``), decided after every epoch from
+rules (DBL's paper does not publish its own; docs/strategies.md), decided after every epoch from
 whether each block's layers have *settled*: every one of them moved, over the epoch and per unit
 of the epoch's mean learning rate, by less than ``settle_threshold`` times its own peak
 (``settling.layers_settled``, the test ``adaptive`` restores by).
