@@ -15,6 +15,7 @@ from llcompile.errors import LLCompileError
 from llcompile.policies.learning_mode import LearningMode
 from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
 from llcompile.passes.inner_cuts import DropUnusedInnerCutsPass, JoinInnerCutsPass
+from llcompile.util.option_spec import flag
 
 
 @dataclass(frozen=True)
@@ -122,7 +123,7 @@ def build_pipeline(name: str, compile_program: ProgramCompiler, **options) -> li
     given = {k: v for k, v in options.items() if v is not None}
     foreign = sorted(set(given) - set(strategy.options))
     if foreign:
-        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        flags = ", ".join(flag(k) for k in foreign)
         raise LLCompileError(f"strategy {name!r} takes no {flags}")
     return strategy.build(compile_program, **given)
 

@@ -94,16 +94,17 @@ class BoundaryPolicy(DeclaredOptions):
     def __post_init__(self) -> None:
         check_values(self)
         if (self.boundary_policy == "schedule") != (self.boundary_schedule is not None):
-            raise LLCompileError("--boundary-schedule goes with --boundary-policy schedule, and it needs one")
+            raise LLCompileError(f"{flag('boundary_schedule')} goes with {flag('boundary_policy')} schedule, and it "
+                                 "needs one")
         allowed = POLICY_SETTINGS.get(self.boundary_policy, ())
         given = [name for name in SETTING_DEFAULTS if getattr(self, name) is not None and name not in allowed]
         if given:
             flags = ", ".join(flag(name) for name in given)
             readers = [p for p, names in POLICY_SETTINGS.items() if all(n in names for n in given)]
-            raise LLCompileError(f"{flags} go(es) with --boundary-policy {' or '.join(readers)}")
+            raise LLCompileError(f"{flags} go(es) with {flag('boundary_policy')} {' or '.join(readers)}")
         if self.head_warmup and self.boundary_policy not in ADDING_POLICIES:
-            raise LLCompileError(f"--head-warmup goes with --boundary-policy {', '.join(ADDING_POLICIES)} (the "
-                                 "policies that add a boundary during the run)")
+            raise LLCompileError(f"{flag('head_warmup')} goes with {flag('boundary_policy')} "
+                                 f"{', '.join(ADDING_POLICIES)} (the policies that add a boundary during the run)")
         self.entries()  # checks the schedule's syntax
 
     def to_json(self) -> dict:
