@@ -1,8 +1,11 @@
 """The adaptive boundary policy's decisions, from hand-made per-block signals."""
 
+import dataclasses
+
 import pytest
 
-from llcompile.policies.adaptive_boundaries import BlockSignal, decide
+from llcompile.policies.adaptive_boundaries import AdaptiveBoundaries
+from llcompile.policies.boundary_decision import BlockSignal, BoundaryState
 from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
 from llcompile.policies.settling import layers_settled
@@ -12,6 +15,19 @@ CANDIDATES = ["a", "b", "c"]
 
 def _blocks(*accs, outputs=("a", "b", "c")):
     return [BlockSignal(output, loss=1.0, acc=acc) for output, acc in zip([*outputs[:len(accs) - 1], None], accs)]
+
+
+def decide(policy, candidates, active, blocks, merged_at, epoch, settled, merged_activations):
+    """The adaptive policy's decision; ``merged_activations``: the activation share of each active
+    cut's merge (0 for those not given); the cuts in force when it changes nothing."""
+    def share(cuts):
+        merged = [cut for cut in active if cut not in cuts]
+        return merged_activations.get(merged[0], 0.0) if len(merged) == 1 else 0.0
+
+    decision = AdaptiveBoundaries(policy).decide(BoundaryState(
+        epoch, active=active, candidates=candidates, blocks=blocks, settled=settled, merged_at=merged_at,
+        activation_share=share))
+    return decision if decision.active is not None else dataclasses.replace(decision, active=active)
 
 
 def test_merges_the_boundary_with_the_smallest_gain_below_the_threshold():
@@ -37,6 +53,7 @@ def test_merges_only_within_the_activation_budget():
     decision = decide(policy, CANDIDATES, CANDIDATES, blocks, {}, 1, {}, {"a": 0.8, "b": 0.6, "c": 0.4})
     assert decision.active == ["a", "c"]  # merging a would keep 0.8 of bp's activations
     assert [s["activations_if_merged"] for s in decision.signals["boundaries"]] == [0.8, 0.6, 0.4]
+    assert decision.memory["merged_at"] == {"b": 1}
     assert decide(policy, CANDIDATES, CANDIDATES, blocks, {}, 1, {}, {"a": 0.8, "b": 0.9, "c": 0.4}).active == \
         CANDIDATES  # c gains +0.09: worth keeping; the others are over budget
 

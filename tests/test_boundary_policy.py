@@ -58,3 +58,17 @@ def test_adaptive_policy_is_recorded_with_its_thresholds(zoo_file, tmp_path):
     assert_user_error(run("transform", path, "-o", tmp_path / "p", "--boundary-policy", "fixed", "--merge-gain", "0.1"),
                       "--merge-gain go(es) with --boundary-policy adaptive")
     assert not (tmp_path / "p").exists()
+
+
+def test_every_policy_has_a_rule_and_the_schedule_decides_when_an_epoch_begins():
+    from llcompile.policies.boundary_decision import BoundaryState
+    from llcompile.policies.boundary_rules import BOUNDARY_RULES, boundary_rule
+    from llcompile.policies.boundary_policy import POLICIES
+
+    assert tuple(BOUNDARY_RULES) == POLICIES
+    schedule = boundary_rule(BoundaryPolicy("schedule", "2:4,3:a+b"))
+    assert schedule.decide(BoundaryState(1, ended=False)) is None  # before the first entry: the program's own
+    decision = schedule.decide(BoundaryState(3, ended=False))
+    assert decision.entry == ScheduleEntry(3, cuts=("a", "b")) and decision.reason == "schedule: cuts a, b from epoch 3"
+    assert schedule.decide(BoundaryState(3)) is None
+    assert boundary_rule(BoundaryPolicy("fixed")).decide(BoundaryState(3, ended=False)) is None

@@ -276,3 +276,37 @@ def test_verify_against_a_model_of_another_input_size_is_a_user_error(tmp_path):
     assert run("transform", small, "-o", tmp_path / "prog", "--blocks", "2").returncode == 0
     assert_user_error(run("verify", tmp_path / "prog", "--model", large), "onnxruntime cannot run",
                       "Got invalid dimensions for input")
+
+
+def test_transform_help_is_the_declared_options():
+    """Every transform option's flag, help, default, choices and range come from its declaration, and
+    the default shown is the one the Python side applies."""
+    import dataclasses
+
+    from click.testing import CliRunner
+
+    from llcompile.cli.commands import cli
+    from llcompile.compiler.options import TRANSFORM_OPTIONS
+    from llcompile.policies.boundary_policy import SETTING_DEFAULTS, BoundaryPolicy
+    from llcompile.policies.learning_mode import LearningMode
+    from llcompile.util.option_spec import flag, option_specs
+
+    help_text = " ".join(CliRunner().invoke(cli, ["transform", "--help"], terminal_width=400).output.split())
+    params = {p.name: p for p in cli.commands["transform"].params}
+    for option_class in TRANSFORM_OPTIONS:
+        for name, spec in option_specs(option_class).items():
+            param = params[name]
+            assert flag(name) in param.opts and param.help == spec.help_line()
+            assert " ".join(spec.help_line().split()) in help_text, name
+            if spec.choices is not None:
+                assert tuple(param.type.choices) == spec.choices
+            elif spec.minimum is not None:
+                assert (param.type.min, param.type.max, param.type.min_open, param.type.max_open) == \
+                    (spec.minimum, spec.maximum, spec.min_open, spec.max_open)
+    # the defaults shown are those the options resolve to
+    for field in dataclasses.fields(LearningMode):
+        shown = option_specs(LearningMode)[field.name].default
+        assert shown == field.default, field.name
+    adaptive = BoundaryPolicy("adaptive")
+    for name, spec in option_specs(BoundaryPolicy).items():
+        assert spec.default == (adaptive.setting(name) if name in SETTING_DEFAULTS else getattr(adaptive, name)), name

@@ -11,7 +11,8 @@ from llcompile.analysis.structure import analyze
 from llcompile.compiler.transform import transform
 from llcompile.errors import LLCompileError
 from llcompile.frontend.importer import load
-from llcompile.policies.learning_mode import LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
+from llcompile.policies.learning_mode import MODES, LearningMode, dynamic_prefix, static_prefix, weak_supervision_factor
+from llcompile.policies.transition_rules import PrefixDecision
 
 EPOCHS = range(1, 9)
 
@@ -204,3 +205,21 @@ def test_from_options_takes_its_own_keys_and_skips_none():
     mode = LearningMode.from_options({"schedule": "step", "max_prefix": None, "blocks": 4, "prefix": 2})
     assert mode == LearningMode(schedule="step")
     assert LearningMode.from_options(mode.to_json()) == mode
+
+
+# ---------------------------------------------------------------- the learning modes as rules
+
+
+def test_each_mode_decides_its_prefix_at_its_moment_and_both_apply_weak_supervision():
+    from llcompile.policies.transition_rules import TRANSITION_RULES, PrefixState, transition_rule
+
+    assert tuple(TRANSITION_RULES) == MODES
+    static = transition_rule(LearningMode(start_epoch=1, ramp_epochs=2, max_prefix=4))
+    assert static.decide(PrefixState(2, prefix=2, factor=1.0)) == PrefixDecision(4, "linear schedule", 1.0)
+    assert static.decide(PrefixState(2, 4, 1.0, ended=True, train_losses=[1.0, 2.0])) == \
+        PrefixDecision(None, "", 0.5)
+    dynamic = transition_rule(DYNAMIC)
+    assert dynamic.decide(PrefixState(3, prefix=0, factor=1.0)).prefix is None  # it decides after an epoch
+    after = dynamic.decide(PrefixState(2, 0, 1.0, True, _history([0.8, 0.3], [0.9, 0.4]), [1.0, 1.0], [2.0, 1.0],
+                                       LAYERS))
+    assert (after.prefix, after.factor) == (2, 1.0) and after.reason.startswith("l0 at 0.37")

@@ -2,11 +2,22 @@
 
 import pytest
 
-from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
-from llcompile.policies.moving_boundaries import Move, choose, progressive_moves, sliding_moves
+from llcompile.policies.boundary_decision import BoundaryState
+from llcompile.policies.boundary_policy import BoundaryPolicy
+from llcompile.policies.moving_boundaries import ProgressiveBoundaries, SlidingBoundaries
 
 CUT_POINTS = ["c1", "c2", "c3", "c4", "c5", "c6"]
+
+
+def progressive_moves(active, settled, min_blocks):
+    policy = ProgressiveBoundaries(BoundaryPolicy("progressive", min_blocks=min_blocks))
+    return policy.moves(active, BoundaryState(1, cut_points=CUT_POINTS, settled=settled))
+
+
+def sliding_moves(active, cut_points, settled, min_blocks):
+    policy = SlidingBoundaries(BoundaryPolicy("sliding", min_blocks=min_blocks))
+    return policy.moves(active, BoundaryState(1, cut_points=cut_points, settled=settled))
 
 
 def test_progressive_merges_the_settled_boundaries_earliest_first():
@@ -34,20 +45,29 @@ def test_sliding_onto_the_next_boundary_merges_but_not_below_min_blocks():
     assert sliding_moves(["c2", "c3"], CUT_POINTS, {"c2": True}, min_blocks=3) == []
 
 
-def test_choose_takes_the_first_move_within_the_budget_after_the_patience():
-    policy = BoundaryPolicy("sliding", activation_budget=0.5, boundary_patience=2)
-    moves = [Move(["c2", "c3"], "first"), Move(["c1", "c4"], "second")]
-    decision = choose(policy, ["c1", "c3"], moves, [0.6, 0.45], last_move=0, epoch=2, settled={"c1": True})
+def test_decide_takes_the_first_move_within_the_budget_after_the_patience():
+    policy = SlidingBoundaries(BoundaryPolicy("sliding", activation_budget=0.5, boundary_patience=2))
+    # settled c1 slides to c2, settled c3 to c4: the moves, with their activation shares
+    settled = {"c1": True, "c3": True}
+
+    def decide(shares, last_move, epoch):
+        table = {("c2", "c3"): shares[0], ("c1", "c4"): shares[1]}
+        return policy.decide(BoundaryState(epoch, active=["c1", "c3"], cut_points=CUT_POINTS, settled=settled,
+                                           last_move=last_move, activation_share=lambda cuts: table[tuple(cuts)]))
+
+    decision = decide([0.6, 0.45], last_move=0, epoch=2)
     assert decision.active == ["c1", "c4"]  # the first would keep 0.6 x bp's activations
-    assert decision.reason == "second (activations 0.45 x bp's, budget 0.5)"
-    assert decision.signals == {"settled": {"c1": True, "c3": False},
+    assert decision.reason == "slid c3 -> c4: the block before it settled (activations 0.45 x bp's, budget 0.5)"
+    assert decision.memory == {"last_move": 2}
+    assert decision.signals == {"settled": {"c1": True, "c3": True},
                                 "moves": [{"to": ["c2", "c3"], "activations": 0.6},
                                           {"to": ["c1", "c4"], "activations": 0.45}]}
     # one epoch after the last move, with patience 2: nothing moves
-    assert choose(policy, ["c1", "c3"], moves, [0.4, 0.4], last_move=2, epoch=3, settled={}).active == ["c1", "c3"]
-    assert choose(policy, ["c1", "c3"], moves, [0.4, 0.4], last_move=2, epoch=4, settled={}).active == ["c2", "c3"]
-    over = choose(policy, ["c1", "c3"], moves, [0.7, 0.8], last_move=0, epoch=5, settled={})
-    assert over.active == ["c1", "c3"] and over.reason == ""
+    assert decide([0.4, 0.4], last_move=2, epoch=3).active is None
+    assert decide([0.4, 0.4], last_move=2, epoch=4).active == ["c2", "c3"]
+    over = decide([0.7, 0.8], last_move=0, epoch=5)
+    assert over.active is None and over.reason == "" and over.memory == {}
+    assert policy.decide(BoundaryState(5, ended=False)) is None  # it decides after an epoch only
 
 
 def test_the_moving_policies_read_their_settings_only():

@@ -11,14 +11,9 @@ import click
 
 from llcompile.version import __version__
 from llcompile.backends import BACKENDS
-from llcompile.cost.block_costs import BALANCE_CRITERIA, DEFAULT_BALANCE, ELEMENT_OP_MACS
-from llcompile.policies.boundary_policy import POLICIES
-from llcompile.cli.parsing import parse_csv
+from llcompile.cli.spec_options import declared_options
+from llcompile.compiler.options import TRANSFORM_OPTIONS
 from llcompile.errors import LLCompileError
-from llcompile.policies.learning_mode import MODES, SCHEDULES, WEAK_SUPERVISION
-from llcompile.passes.aux_heads import AUX_HEAD_KINDS
-from llcompile.passes.hebbian import ACTIVATIONS
-from llcompile.passes.hebbian_function import RULES
 from llcompile.cli.report import report as report_command
 from llcompile.util.terminal import printable
 
@@ -64,81 +59,7 @@ def cli() -> None:
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(path_type=Path),
               help="Program directory to write (refused if it exists, unless --force).")
 @click.option("-s", "--strategy", default="dbl", show_default=True, help="See `llcompile strategies`.")
-@click.option("-k", "--blocks", type=click.IntRange(min=1), help="dbl: number of blocks [default: 4].")
-@click.option("--cuts", callback=parse_csv, help="dbl: comma-separated cut-point tensors (see `inspect MODEL`).")
-@click.option("--balance-by", type=click.Choice(BALANCE_CRITERIA),
-              help=f"dbl: what --blocks balances: forward MACs, the cost model's training MACs, or those plus its "
-                   f"element ops at {ELEMENT_OP_MACS} MACs each [default: {DEFAULT_BALANCE}].")
-@click.option("--aux-head", type=click.Choice(list(AUX_HEAD_KINDS)), help="dbl: aux head kind [default: fc].")
-@click.option("--aux-depth", type=click.FloatRange(0, 1, min_open=True),
-              help="augmented aux head: fraction of the later segments it copies [default: 0.1].")
-@click.option("--aux-pool", type=click.IntRange(min=1),
-              help="aux heads on feature maps: average-pool to P x P instead of globally [default: global]; "
-                   "token tensors are reduced whole (refused if every cut point is one).")
-@click.option("--aux-width", type=click.FloatRange(0, 1, min_open=True),
-              help="conv aux head: its hidden channels as a fraction of the block's [default: 1].")
-@click.option("--aux-subsample", type=click.IntRange(min=1),
-              help="aux heads: train on every k-th sample of the batch only (about 1/k of their cost) "
-                   "[default: 1, the whole batch].")
-@click.option("--seed", type=click.IntRange(min=0), help="dbl: seed of the aux-head initialisation [default: 0].")
-@click.option("--inner-cuts", is_flag=True, default=None,
-              help="dbl: also cut inside residual units (between a unit's convolutions; the skip and the branch "
-                   "cross the boundary as one joined tensor): finer blocks to balance, for stage-parallel training "
-                   "[default: off; see `inspect MODEL`].")
-@click.option("--boundary-policy", type=click.Choice(POLICIES),
-              help="dbl, dbl-hebbian: how block boundaries move during training [default: adaptive].")
-@click.option("--boundary-schedule", metavar="EPOCH:K|CUT+CUT,...",
-              help="schedule policy: from each (1-based) EPOCH on, K blocks or these cuts, e.g. 1:4,4:2.")
-@click.option("--merge-gain", type=click.FloatRange(-1, 1),
-              help="adaptive: merge a boundary whose next block's head gains less training accuracy than this "
-                   "[default: 0.01].")
-@click.option("--settle-threshold", type=click.FloatRange(0, 1, min_open=True),
-              help="adaptive, progressive, sliding: layers have settled (adaptive restores a boundary, the others "
-                   "move one) when they move less than this fraction of their peak ||dW||/||W|| per epoch per unit "
-                   "learning rate [default: 0.5].")
-@click.option("--min-blocks", type=click.IntRange(min=1),
-              help="adaptive, progressive, sliding: never merge below this [default: 2].")
-@click.option("--boundary-patience", type=click.IntRange(min=1),
-              help="adaptive: epochs a merged boundary stays merged at least; progressive, sliding: epochs between "
-                   "two moves at least [default: 2].")
-@click.option("--activation-budget", type=click.FloatRange(0, 1, min_open=True),
-              help="adaptive, progressive, sliding: move only while the peak of activations kept for backward stays "
-                   "within this "
-                   "fraction of end-to-end backprop's (cost model) [default: 0.7].")
-@click.option("--head-warmup", type=click.FloatRange(min=0), metavar="EPOCHS",
-              help="schedule, adaptive, sliding: an aux head that appears during the run trains alone for this "
-                   "many epochs, its block's weights held, before its loss updates the block [default: 0].")
-@click.option("--prefix", type=click.IntRange(min=0),
-              help="local-sgd, dbl-hebbian: segments in the Hebbian prefix at the start [default: 0, all on SGD].")
-@click.option("--hebbian-rule", type=click.Choice(list(RULES)), help="local-sgd, dbl-hebbian: [default: oja].")
-@click.option("--hebbian-activation", type=click.Choice(list(ACTIVATIONS)),
-              help="local-sgd, dbl-hebbian: the y of the rule, before or after BN+activation [default: post].")
-@click.option("--hebbian-subsample", type=click.IntRange(min=1),
-              help="local-sgd, dbl-hebbian: the update reads every k-th sample of the batch (k times fewer MACs) "
-                   "[default: 1].")
-@click.option("--learning-mode", type=click.Choice(MODES),
-              help="How the prefix grows between epochs: a schedule of the epoch, or the transition layer's "
-                   "update norms [default: static].")
-@click.option("--schedule", type=click.Choice(SCHEDULES), help="static: shape of the prefix over epochs [default: linear].")
-@click.option("--start-epoch", type=click.IntRange(min=1), help="First epoch with a Hebbian prefix [default: 2].")
-@click.option("--ramp-epochs", type=click.IntRange(min=1),
-              help="static: epochs from --start-epoch to the maximum prefix [default: 2].")
-@click.option("--max-prefix", type=click.IntRange(min=0),
-              help="Largest prefix, in segments [default: the longest with at most half the forward MACs].")
-@click.option("--update-threshold", type=click.FloatRange(0, 1, min_open=True),
-              help="dynamic: a layer has settled when its ||dW||/||W|| per epoch, per unit of the epoch's mean "
-                   "learning rate, is below this fraction of its peak [default: 0.5].")
-@click.option("--prefix-step", type=click.IntRange(min=1),
-              help="dynamic: most segments the transition moves per epoch [default: 2].")
-@click.option("--hebbian-lr", type=click.FloatRange(min=0),
-              help="Localized learning rate at the SGD schedule's peak; it follows that schedule [default: 1e-4].")
-@click.option("--hebbian-every", type=click.IntRange(min=1),
-              help="Update the localized weights at every k-th step only; the other steps run the prefix forward "
-                   "[default: 4].")
-@click.option("--weak-supervision", type=click.Choice(WEAK_SUPERVISION),
-              help="loss-trend: scale the localized rate down when the training loss rises [default: loss-trend].")
-@click.option("--lr-decay", type=click.FloatRange(0, 1, min_open=True),
-              help="loss-trend: the factor per rising epoch [default: 0.5].")
+@declared_options(*TRANSFORM_OPTIONS)
 @click.option("--force", is_flag=True, help="Replace an existing output directory.")
 @click.option("--format", "fmt", type=FORMATS, default="text", show_default=True)
 def transform(model, out_dir, strategy, force, fmt, **options) -> None:

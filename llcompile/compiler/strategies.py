@@ -7,14 +7,15 @@ from typing import Callable
 
 import onnx_ir as ir
 
+from llcompile.compiler.options import (BOUNDARY_OPTIONS, DBL_OPTIONS, DEFAULT_DBL_BLOCKS, HEAD_OPTIONS,
+                                        HEBBIAN_OPTIONS, INNER_CUT_OPTIONS, LEARNING_MODE_OPTIONS)
 from llcompile.cost.block_costs import DEFAULT_BALANCE, ProgramCompiler, segment_coster
 from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
 from llcompile.policies.learning_mode import LearningMode
 from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
 from llcompile.passes.inner_cuts import DropUnusedInnerCutsPass, JoinInnerCutsPass
-
-DEFAULT_DBL_BLOCKS = 4
+from llcompile.util.option_spec import flag
 
 
 @dataclass(frozen=True)
@@ -63,19 +64,6 @@ def _dbl(compile_program: ProgramCompiler, inner_cuts: bool = False, **options) 
         raise LLCompileError(f"--inner-cuts works with the fixed, schedule and adaptive boundary policies, "
                              f"not {policy.boundary_policy!r}")
     return [JoinInnerCutsPass(), partition, DropUnusedInnerCutsPass(), aux_heads, ModelLossPass()]
-
-
-BOUNDARY_OPTIONS = ("boundary_policy", "boundary_schedule", "merge_gain", "settle_threshold", "min_blocks",
-                    "boundary_patience", "activation_budget", "head_warmup")
-HEAD_OPTIONS = ("blocks", "cuts", "balance_by", "aux_head", "aux_depth", "aux_pool", "aux_width", "aux_subsample",
-                "seed")
-DBL_OPTIONS = HEAD_OPTIONS + BOUNDARY_OPTIONS
-# dbl only: with a Hebbian prefix, the prefix counts segments, which inner cuts would renumber
-INNER_CUT_OPTIONS = ("inner_cuts",)
-HEBBIAN_OPTIONS = ("prefix", "hebbian_rule", "hebbian_activation", "hebbian_subsample")
-# read by the runtime (llcompile.policies.learning_mode), recorded in program.json; no pass uses them
-LEARNING_MODE_OPTIONS = ("learning_mode", "schedule", "start_epoch", "ramp_epochs", "max_prefix", "update_threshold",
-                         "prefix_step", "hebbian_lr", "hebbian_every", "weak_supervision", "lr_decay")
 
 
 def _hebbian_passes(prefix: int | None, hebbian_rule: str | None, hebbian_activation: str | None,
@@ -135,7 +123,7 @@ def build_pipeline(name: str, compile_program: ProgramCompiler, **options) -> li
     given = {k: v for k, v in options.items() if v is not None}
     foreign = sorted(set(given) - set(strategy.options))
     if foreign:
-        flags = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        flags = ", ".join(flag(k) for k in foreign)
         raise LLCompileError(f"strategy {name!r} takes no {flags}")
     return strategy.build(compile_program, **given)
 

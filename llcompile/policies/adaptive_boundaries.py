@@ -1,7 +1,7 @@
 """The ``adaptive`` boundary policy: which block boundaries the next epoch trains with.
 
-DBL moves its block boundaries during training by a rule that is not public
-(``../shared/ALGORITHMS.md``); this is llcompile's, from per-block signals of the epoch just
+DBL moves its block boundaries during training by a rule its paper does not publish; this is
+llcompile's (docs/strategies.md), from per-block signals of the epoch just
 trained. The boundaries given at transform time are the *candidates*; all start active.
 
 - **merge** (accuracy gain): block i+1 exists to improve on block i's features. When the
@@ -27,61 +27,51 @@ their trend), which the runtime logs in metrics.jsonl.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from llcompile.policies.boundary_policy import BoundaryPolicy
+from llcompile.policies.boundary_decision import BlockSignal, BoundaryRule, BoundaryState, Decision
 
 
-@dataclass(frozen=True)
-class BlockSignal:
-    """What one trained block did in the epoch: its output cut (None for the last block), the
-    training loss and accuracy of its head, and its loss the epoch before (None if unknown)."""
+class AdaptiveBoundaries(BoundaryRule):
+    """Merges and restores the transform-time boundaries from per-block signals."""
 
-    output: str | None
-    loss: float
-    acc: float
-    previous_loss: float | None = None
+    from_signals = True
 
+    def decide(self, state: BoundaryState) -> Decision | None:
+        """The active cuts after the trained ``state.epoch`` (the candidates, ``state.active``,
+        ``blocks``, ``merged_at`` and ``settled`` read; the activation share of each active cut's
+        merge)."""
+        if not state.ended:
+            return None
+        policy, active, blocks = self.options, state.active, state.blocks
+        signals = {"boundaries": [_boundary_signal(before, after) for before, after in zip(blocks, blocks[1:])],
+                   "loss_trend": {b.output or "final": _trend(b) for b in blocks}}
+        merged_activations = {cut: state.activation_share([c for c in active if c != cut]) for cut in active}
+        budget = policy.setting("activation_budget")
+        for signal in signals["boundaries"]:
+            if signal["cut"] in merged_activations:
+                signal["activations_if_merged"] = round(merged_activations[signal["cut"]], 4)
+        gains = [(s["gain"], s["cut"]) for s in signals["boundaries"]
+                 if s["cut"] in active and merged_activations.get(s["cut"], 0.0) <= budget]
+        merge_gain = policy.setting("merge_gain")
+        if gains and len(active) + 1 > policy.setting("min_blocks"):
+            gain, cut = min(gains)
+            if gain < merge_gain:
+                return self._change(state, [c for c in active if c != cut],
+                                    f"merged at {cut}: the next block's head gains {gain:+.3f} accuracy "
+                                    f"(< merge gain {merge_gain:g})", signals)
+        patience = policy.setting("boundary_patience")
+        for cut in state.candidates:
+            if (cut not in active and state.epoch - state.merged_at.get(cut, 0) >= patience
+                    and state.settled.get(cut, False)):
+                return self._change(state, [c for c in state.candidates if c in active or c == cut],
+                                    f"restored {cut}: the layers before it settled (update norms per unit learning "
+                                    f"rate below {policy.setting('settle_threshold'):g} of their peaks)", signals)
+        return Decision(None, "", signals, memory={"block_losses": state.block_losses})
 
-@dataclass(frozen=True)
-class Decision:
-    active: list[str]
-    reason: str
-    signals: dict
-
-
-def decide(policy: BoundaryPolicy, candidates: list[str], active: list[str], blocks: list[BlockSignal],
-           merged_at: dict[str, int], epoch: int, settled: dict[str, bool],
-           merged_activations: dict[str, float]) -> Decision:
-    """The active cuts after 1-based ``epoch``.
-
-    ``candidates`` are the cuts in model order, ``active`` those in force this epoch, ``blocks``
-    the signals of this epoch's trained blocks in order, ``merged_at`` the epoch each inactive
-    candidate was merged, ``settled`` per inactive candidate whether the layers before it have
-    settled, ``merged_activations`` per active cut the activation peak without it (x end to end's).
-    """
-    signals = {"boundaries": [_boundary_signal(before, after) for before, after in zip(blocks, blocks[1:])],
-               "loss_trend": {b.output or "final": _trend(b) for b in blocks}}
-    budget = policy.setting("activation_budget")
-    for signal in signals["boundaries"]:
-        if signal["cut"] in merged_activations:
-            signal["activations_if_merged"] = round(merged_activations[signal["cut"]], 4)
-    gains = [(s["gain"], s["cut"]) for s in signals["boundaries"]
-             if s["cut"] in active and merged_activations.get(s["cut"], 0.0) <= budget]
-    merge_gain = policy.setting("merge_gain")
-    if gains and len(active) + 1 > policy.setting("min_blocks"):
-        gain, cut = min(gains)
-        if gain < merge_gain:
-            return Decision([c for c in active if c != cut],
-                            f"merged at {cut}: the next block's head gains {gain:+.3f} accuracy "
-                            f"(< merge gain {merge_gain:g})", signals)
-    patience = policy.setting("boundary_patience")
-    for cut in candidates:
-        if cut not in active and epoch - merged_at.get(cut, 0) >= patience and settled.get(cut, False):
-            return Decision([c for c in candidates if c in active or c == cut],
-                            f"restored {cut}: the layers before it settled (update norms per unit learning rate below "
-                            f"{policy.setting('settle_threshold'):g} of their peaks)", signals)
-    return Decision(list(active), "", signals)
+    @staticmethod
+    def _change(state: BoundaryState, active: list[str], reason: str, signals: dict) -> Decision:
+        """A move to ``active``; a candidate left out is merged since ``state.epoch`` unless it was before."""
+        merged_at = {c: state.merged_at.get(c, state.epoch) for c in state.candidates if c not in active}
+        return Decision(active, reason, signals, memory={"block_losses": state.block_losses, "merged_at": merged_at})
 
 
 def _boundary_signal(before: BlockSignal, after: BlockSignal) -> dict:

@@ -1,7 +1,7 @@
 """DBL's dynamic block boundaries: which blocks each epoch trains with.
 
-The DBL paper moves block boundaries during training but its rule is not public
-(``../shared/ALGORITHMS.md``); llcompile offers policies, recorded in program.json, applied by the
+The DBL paper moves block boundaries during training but does not publish its rule; llcompile
+offers its own policies (docs/strategies.md), recorded in program.json, applied by the
 runtime between epochs (the program is re-emitted; parameters, BN statistics, optimizer state
 and aux heads carry over by name, an aux head whose cut becomes a boundary again resumes):
 
@@ -33,18 +33,16 @@ add a boundary and refuse it.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from llcompile.errors import LLCompileError
+from llcompile.util.option_spec import DeclaredOptions, check_values, flag, option, option_specs
 
 POLICIES = ("fixed", "schedule", "adaptive", "progressive", "sliding")
-# the thresholds of the policies that decide from signals, and their defaults (docs/strategies.md says why)
-SETTING_DEFAULTS = {"merge_gain": 0.01, "settle_threshold": 0.5, "min_blocks": 2, "boundary_patience": 2,
-                    "activation_budget": 0.7}
-_MOVING = ("settle_threshold", "min_blocks", "boundary_patience", "activation_budget")
-# the thresholds each policy reads
-POLICY_SETTINGS = {"adaptive": tuple(SETTING_DEFAULTS), "progressive": _MOVING, "sliding": _MOVING}
 ADDING_POLICIES = ("schedule", "adaptive", "sliding")  # those that may add a boundary during the run
+_MOVING = ("settle_threshold", "min_blocks", "boundary_patience", "activation_budget")
+# the thresholds each policy that decides from signals reads (docs/strategies.md says why their defaults)
+POLICY_SETTINGS = {"adaptive": ("merge_gain", *_MOVING), "progressive": _MOVING, "sliding": _MOVING}
 
 
 @dataclass(frozen=True)
@@ -63,50 +61,51 @@ class ScheduleEntry:
 
 
 @dataclass(frozen=True)
-class BoundaryPolicy:
-    boundary_policy: str = "adaptive"  # chosen by measurement: docs/results.md#boundaries
-    boundary_schedule: str | None = None
-    # the policies of POLICY_SETTINGS only (None: the default in SETTING_DEFAULTS)
-    merge_gain: float | None = None  # adaptive: merge a boundary whose next block gains less accuracy than this
-    settle_threshold: float | None = None  # layers have settled below this x their peak update norm per unit lr
-    min_blocks: int | None = None  # never merge below this many blocks
-    boundary_patience: int | None = None  # adaptive: epochs a merged boundary stays merged at least; others:
-    # epochs between two moves at least
-    activation_budget: float | None = None  # no merge above this x bp's peak of kept activations
-    head_warmup: float = 0.0  # epochs a head new to the run trains alone before its block learns from it
+class BoundaryPolicy(DeclaredOptions):
+    """The boundary policy's options. The thresholds (``POLICY_SETTINGS``) are None unless given:
+    a policy that does not read one refuses it; ``setting`` resolves its default."""
+
+    boundary_policy: str = option(str, "dbl, dbl-hebbian: how block boundaries move during training",
+                                  field_default="adaptive", choices=POLICIES)  # measured: docs/results.md#boundaries
+    boundary_schedule: str | None = option(
+        str, "schedule policy: from each (1-based) EPOCH on, K blocks or these cuts, e.g. 1:4,4:2",
+        metavar="EPOCH:K|CUT+CUT,...")
+    merge_gain: float | None = option(
+        float, "adaptive: merge a boundary whose next block's head gains less training accuracy than this",
+        default=0.01, minimum=-1, maximum=1)
+    settle_threshold: float | None = option(
+        float, "adaptive, progressive, sliding: layers have settled (adaptive restores a boundary, the others "
+               "move one) when they move less than this fraction of their peak ||dW||/||W|| per epoch per unit "
+               "learning rate", default=0.5, minimum=0, maximum=1, min_open=True)
+    min_blocks: int | None = option(int, "adaptive, progressive, sliding: never merge below this", default=2,
+                                    minimum=1)
+    boundary_patience: int | None = option(
+        int, "adaptive: epochs a merged boundary stays merged at least; progressive, sliding: epochs between "
+             "two moves at least", default=2, minimum=1)
+    activation_budget: float | None = option(
+        float, "adaptive, progressive, sliding: move only while the peak of activations kept for backward stays "
+               "within this fraction of end-to-end backprop's (cost model)", default=0.7, minimum=0, maximum=1,
+        min_open=True)
+    head_warmup: float = option(
+        float, "schedule, adaptive, sliding: an aux head that appears during the run trains alone for this "
+               "many epochs, its block's weights held, before its loss updates the block", field_default=0.0,
+        minimum=0, metavar="EPOCHS")
 
     def __post_init__(self) -> None:
-        if self.boundary_policy not in POLICIES:
-            raise LLCompileError(f"--boundary-policy must be one of {', '.join(POLICIES)}")
+        check_values(self)
         if (self.boundary_policy == "schedule") != (self.boundary_schedule is not None):
-            raise LLCompileError("--boundary-schedule goes with --boundary-policy schedule, and it needs one")
+            raise LLCompileError(f"{flag('boundary_schedule')} goes with {flag('boundary_policy')} schedule, and it "
+                                 "needs one")
         allowed = POLICY_SETTINGS.get(self.boundary_policy, ())
         given = [name for name in SETTING_DEFAULTS if getattr(self, name) is not None and name not in allowed]
         if given:
-            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            flags = ", ".join(flag(name) for name in given)
             readers = [p for p, names in POLICY_SETTINGS.items() if all(n in names for n in given)]
-            raise LLCompileError(f"{flags} go(es) with --boundary-policy {' or '.join(readers)}")
-        checks = [(self.merge_gain is None or -1 <= self.merge_gain <= 1, "--merge-gain must be in [-1, 1]"),
-                  (self.settle_threshold is None or 0 < self.settle_threshold <= 1,
-                   "--settle-threshold must be in (0, 1]"),
-                  (self.min_blocks is None or self.min_blocks >= 1, "--min-blocks must be >= 1"),
-                  (self.boundary_patience is None or self.boundary_patience >= 1,
-                   "--boundary-patience must be >= 1"),
-                  (self.activation_budget is None or 0 < self.activation_budget <= 1,
-                   "--activation-budget must be in (0, 1]"),
-                  (self.head_warmup >= 0, "--head-warmup must be >= 0"),
-                  (not self.head_warmup or self.boundary_policy in ADDING_POLICIES,
-                   f"--head-warmup goes with --boundary-policy {', '.join(ADDING_POLICIES)} (the policies "
-                   "that add a boundary during the run)")]
-        for ok, message in checks:
-            if not ok:
-                raise LLCompileError(message)
+            raise LLCompileError(f"{flags} go(es) with {flag('boundary_policy')} {' or '.join(readers)}")
+        if self.head_warmup and self.boundary_policy not in ADDING_POLICIES:
+            raise LLCompileError(f"{flag('head_warmup')} goes with {flag('boundary_policy')} "
+                                 f"{', '.join(ADDING_POLICIES)} (the policies that add a boundary during the run)")
         self.entries()  # checks the schedule's syntax
-
-    @classmethod
-    def from_options(cls, options: dict) -> BoundaryPolicy:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
 
     def to_json(self) -> dict:
         """The policy with the settings it reads resolved (the others left out)."""
@@ -150,3 +149,8 @@ class BoundaryPolicy:
             if entry.epoch <= epoch:
                 current = entry
         return current
+
+
+# the default of each threshold, from its declaration
+SETTING_DEFAULTS = {name: spec.default for name, spec in option_specs(BoundaryPolicy).items()
+                    if name in POLICY_SETTINGS["adaptive"]}

@@ -3,7 +3,7 @@
 The transition point is a number of leading *segments* (``prefix``): those are localized
 (Hebbian, forward-only), everything after is trained by gradient. All layers start on SGD and
 the prefix only grows. The paper's scheduler shapes, dynamic criterion and weak-supervision
-function are not public (``../shared/ALGORITHMS.md``); these are llcompile's, each a named
+function are not published; these are llcompile's, each a named
 option with its default documented in docs/strategies.md.
 
 - ``static``: a scheduler function of the epoch (``linear``, ``step``, ``exp`` saturation)
@@ -24,10 +24,11 @@ option with its default documented in docs/strategies.md.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 
 from llcompile.errors import LLCompileError
 from llcompile.policies.settling import layers_settled, per_unit_lr
+from llcompile.util.option_spec import DeclaredOptions, check_values, option
 
 MODES = ("static", "dynamic")
 SCHEDULES = ("linear", "step", "exp")
@@ -37,44 +38,37 @@ DEFAULT_MAX_LOCALIZED_MACS = 0.5
 
 
 @dataclass(frozen=True)
-class LearningMode:
-    learning_mode: str = "static"
-    schedule: str = "linear"
-    start_epoch: int = 2  # 1-based: the first epoch whose prefix may be non-empty
-    ramp_epochs: int = 2  # static: epochs from start_epoch until max_prefix is reached
-    max_prefix: int | None = None  # None: the longest prefix with at most half the forward MACs
-    update_threshold: float = 0.5  # dynamic: a layer has settled below this fraction of its peak update norm
-    prefix_step: int = 2  # dynamic: most segments the transition moves per epoch
-    hebbian_lr: float = 1e-4  # localized learning rate at the SGD schedule's peak (docs: measured)
+class LearningMode(DeclaredOptions):
+    """The learning mode's options (read by the runtime, recorded in program.json)."""
+
+    learning_mode: str = option(str, "How the prefix grows between epochs: a schedule of the epoch, or the "
+                                     "transition layer's update norms", field_default="static", choices=MODES)
+    schedule: str = option(str, "static: shape of the prefix over epochs", field_default="linear",
+                           choices=SCHEDULES)
+    start_epoch: int = option(int, "First epoch with a Hebbian prefix", field_default=2, minimum=1)  # 1-based
+    ramp_epochs: int = option(int, "static: epochs from --start-epoch to the maximum prefix", field_default=2,
+                              minimum=1)
+    max_prefix: int | None = option(int, "Largest prefix, in segments", minimum=0,
+                                    default_text="the longest with at most half the forward MACs")
+    update_threshold: float = option(
+        float, "dynamic: a layer has settled when its ||dW||/||W|| per epoch, per unit of the epoch's mean "
+               "learning rate, is below this fraction of its peak", field_default=0.5, minimum=0, maximum=1,
+        min_open=True)
+    prefix_step: int = option(int, "dynamic: most segments the transition moves per epoch", field_default=2,
+                              minimum=1)
+    hebbian_lr: float = option(float, "Localized learning rate at the SGD schedule's peak; it follows that "
+                                      "schedule", field_default=1e-4, minimum=0)  # measured: docs
     # the localized weights are updated at every k-th step (the others: forward only); 4 measured: as
     # accurate as every step (both level with a frozen prefix), 1.55x bp's step speed instead of 1.29x
-    hebbian_every: int = 4
-    weak_supervision: str = "loss-trend"
-    lr_decay: float = 0.5  # weak supervision: factor applied when the training loss rises
+    hebbian_every: int = option(int, "Update the localized weights at every k-th step only; the other steps run "
+                                     "the prefix forward", field_default=4, minimum=1)
+    weak_supervision: str = option(str, "loss-trend: scale the localized rate down when the training loss rises",
+                                   field_default="loss-trend", choices=WEAK_SUPERVISION)
+    lr_decay: float = option(float, "loss-trend: the factor per rising epoch", field_default=0.5, minimum=0,
+                             maximum=1, min_open=True)
 
     def __post_init__(self) -> None:
-        checks = [
-            (self.learning_mode in MODES, f"--learning-mode must be one of {', '.join(MODES)}"),
-            (self.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}"),
-            (self.weak_supervision in WEAK_SUPERVISION,
-             f"--weak-supervision must be one of {', '.join(WEAK_SUPERVISION)}"),
-            (self.start_epoch >= 1, "--start-epoch must be >= 1"),
-            (self.ramp_epochs >= 1, "--ramp-epochs must be >= 1"),
-            (self.max_prefix is None or self.max_prefix >= 0, "--max-prefix must be >= 0"),
-            (0 < self.update_threshold <= 1, "--update-threshold must be in (0, 1]"),
-            (self.prefix_step >= 1, "--prefix-step must be >= 1"),
-            (self.hebbian_lr >= 0, "--hebbian-lr must be >= 0"),
-            (self.hebbian_every >= 1, "--hebbian-every must be >= 1"),
-            (0 < self.lr_decay <= 1, "--lr-decay must be in (0, 1]"),
-        ]
-        for ok, message in checks:
-            if not ok:
-                raise LLCompileError(message)
-
-    @classmethod
-    def from_options(cls, options: dict) -> LearningMode:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
+        check_values(self)
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -2,7 +2,7 @@
 
 ``adaptive`` (``llcompile.policies.adaptive_boundaries``) only switches the boundaries chosen at transform
 time on and off. These two reach any cut point after the Hebbian prefix; both are llcompile's
-rules (DBL's own is not public, ``../shared/ALGORITHMS.md``), decided after every epoch from
+rules (DBL's paper does not publish its own; docs/strategies.md), decided after every epoch from
 whether each block's layers have *settled*: every one of them moved, over the epoch and per unit
 of the epoch's mean learning rate, by less than ``settle_threshold`` times its own peak
 (``settling.layers_settled``, the test ``adaptive`` restores by).
@@ -19,16 +19,14 @@ of the epoch's mean learning rate, by less than ``settle_threshold`` times its o
 For both: at most one move per epoch, at least ``boundary_patience`` epochs apart, and only a move
 whose program keeps its peak of activations kept for backward (the cost model's, x end-to-end
 backprop's) within ``activation_budget``; when the preferred move is over budget the next one is
-taken. Pure functions: the runtime (``train.transition``) computes the signals and applies the
-decision.
+taken. The runtime (``train.boundary_control``) computes the signals and applies the decision.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from llcompile.policies.adaptive_boundaries import Decision
-from llcompile.policies.boundary_policy import BoundaryPolicy
+from llcompile.policies.boundary_decision import BoundaryRule, BoundaryState, Decision
 
 
 @dataclass(frozen=True)
@@ -39,45 +37,64 @@ class Move:
     reason: str
 
 
-def progressive_moves(active: list[str], settled: dict[str, bool], min_blocks: int) -> list[Move]:
-    """Merges of the ``active`` boundaries whose block before them has ``settled``, earliest first;
-    none when the program already has ``min_blocks`` blocks."""
-    if len(active) + 1 <= min_blocks:
-        return []
-    return [Move([c for c in active if c != cut], f"merged at {cut}: the block before it settled")
-            for cut in active if settled.get(cut, False)]
+class MovingBoundaries(BoundaryRule):
+    """A policy that moves one boundary at a time over the cut points after the Hebbian prefix: the
+    first of its ``moves`` within the activation budget, ``boundary_patience`` epochs apart."""
+
+    from_signals = True
+
+    def moves(self, trained: list[str], state: BoundaryState) -> list[Move]:
+        """The candidate moves of the ``trained`` boundaries, preferred first."""
+        raise NotImplementedError
+
+    def decide(self, state: BoundaryState) -> Decision | None:
+        """The boundaries after the trained ``state.epoch``: the first move whose activation peak is
+        within the budget, once ``boundary_patience`` epochs have passed since ``state.last_move``;
+        else none."""
+        if not state.ended:
+            return None
+        trained = [c for c in state.active if c in state.cut_points]
+        moves = self.moves(trained, state)
+        shares = [state.activation_share(move.cuts) for move in moves]
+        budget = self.options.setting("activation_budget")
+        signals = {"settled": {cut: state.settled.get(cut, False) for cut in trained},
+                   "moves": [{"to": move.cuts, "activations": round(share, 4)} for move, share in zip(moves, shares)]}
+        if state.epoch - state.last_move >= self.options.setting("boundary_patience"):
+            for move, share in zip(moves, shares):
+                if share <= budget:
+                    return Decision(move.cuts, f"{move.reason} (activations {share:.2f} x bp's, budget {budget:g})",
+                                    signals, memory={"last_move": state.epoch})
+        return Decision(None, "", signals)
 
 
-def sliding_moves(active: list[str], cut_points: list[str], settled: dict[str, bool], min_blocks: int) -> list[Move]:
-    """Each settled ``active`` boundary moved to the next of ``cut_points`` (model order), earliest
-    first; onto the next boundary it merges with it (not below ``min_blocks`` blocks)."""
-    moves = []
-    for cut in active:
-        position = cut_points.index(cut)
-        if not settled.get(cut, False) or position + 1 == len(cut_points):
-            continue
-        target = cut_points[position + 1]
-        if target not in active:
-            moves.append(Move([target if c == cut else c for c in active],
-                              f"slid {cut} -> {target}: the block before it settled"))
-        elif len(active) + 1 > min_blocks:
-            moves.append(Move([c for c in active if c != cut],
-                              f"slid {cut} onto the next boundary {target}: the block before it settled"))
-    return moves
+class ProgressiveBoundaries(MovingBoundaries):
+    """Merges the earliest boundary whose block has settled."""
+
+    def moves(self, trained: list[str], state: BoundaryState) -> list[Move]:
+        """Merges of the boundaries whose block before them has settled, earliest first; none when
+        the program already has ``min_blocks`` blocks."""
+        if len(trained) + 1 <= self.options.setting("min_blocks"):
+            return []
+        return [Move([c for c in trained if c != cut], f"merged at {cut}: the block before it settled")
+                for cut in trained if state.settled.get(cut, False)]
 
 
-def choose(policy: BoundaryPolicy, active: list[str], moves: list[Move], shares: list[float], last_move: int,
-           epoch: int, settled: dict[str, bool]) -> Decision:
-    """The boundaries after 1-based ``epoch``: the first of ``moves`` whose activation peak
-    (``shares``, x end to end's, one per move) is within the budget, once ``boundary_patience``
-    epochs have passed since the ``last_move`` (0: none yet); else ``active`` unchanged."""
-    budget = policy.setting("activation_budget")
-    signals = {"settled": {cut: settled.get(cut, False) for cut in active},
-               "moves": [{"to": move.cuts, "activations": round(share, 4)} for move, share in zip(moves, shares)]}
-    if epoch - last_move < policy.setting("boundary_patience"):
-        return Decision(list(active), "", signals)
-    for move, share in zip(moves, shares):
-        if share <= budget:
-            return Decision(move.cuts, f"{move.reason} (activations {share:.2f} x bp's, budget {budget:g})",
-                            signals)
-    return Decision(list(active), "", signals)
+class SlidingBoundaries(MovingBoundaries):
+    """Moves the earliest boundary whose block has settled one cut point toward the output."""
+
+    def moves(self, trained: list[str], state: BoundaryState) -> list[Move]:
+        """Each settled boundary moved to the next cut point, earliest first; onto the next boundary
+        it merges with it (not below ``min_blocks`` blocks)."""
+        moves, cut_points = [], state.cut_points
+        for cut in trained:
+            position = cut_points.index(cut)
+            if not state.settled.get(cut, False) or position + 1 == len(cut_points):
+                continue
+            target = cut_points[position + 1]
+            if target not in trained:
+                moves.append(Move([target if c == cut else c for c in trained],
+                                  f"slid {cut} -> {target}: the block before it settled"))
+            elif len(trained) + 1 > self.options.setting("min_blocks"):
+                moves.append(Move([c for c in trained if c != cut],
+                                  f"slid {cut} onto the next boundary {target}: the block before it settled"))
+        return moves

@@ -1,0 +1,108 @@
+"""Transform options declared once: a dataclass field per option, with its type, range or choices,
+default and help in the field's metadata.
+
+The CLI's click options (``llcompile.cli.spec_options``) and the Python-side checks
+(``check_values``, ``from_options``) are both generated from these declarations, so a flag's
+range, choices and default cannot differ between ``llcompile transform`` and ``llcompile.transform``.
+Every message names the option as its CLI flag (``flag``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from llcompile.errors import LLCompileError
+
+METADATA_KEY = "option"
+
+
+@dataclass(frozen=True)
+class OptionSpec:
+    """One transform option: ``kind`` is int, float, str, bool (a flag) or list (comma-separated
+    names); ``minimum``/``maximum`` bound a number (``*_open``: the bound itself excluded);
+    ``choices`` lists a string's values; ``default`` is what a missing value means, shown in
+    ``--help`` unless ``default_text`` words it (None: no default shown)."""
+
+    kind: type
+    help: str
+    default: Any = None
+    default_text: str | None = None
+    minimum: float | None = None
+    maximum: float | None = None
+    min_open: bool = False
+    max_open: bool = False
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    short_flag: str | None = None  # e.g. "-k"
+
+    def shown_default(self) -> str | None:
+        """The default as ``--help`` shows it."""
+        if self.default_text is not None or self.default is None:
+            return self.default_text
+        return f"{self.default:g}" if isinstance(self.default, float) else str(self.default)
+
+    def help_line(self) -> str:
+        """The option's ``--help`` text, its default last."""
+        default = self.shown_default()
+        return self.help + (f" [default: {default}]" if default is not None else "") + "."
+
+
+def option(kind: type, help_text: str, *, field_default: Any = None, **spec) -> Any:
+    """A dataclass field declaring a transform option. ``field_default`` is the field's own value
+    when not given; ``spec`` the other ``OptionSpec`` entries (``default``: the value it stands for,
+    when the field's own is None)."""
+    spec.setdefault("default", field_default)
+    return dataclasses.field(default=field_default, metadata={METADATA_KEY: OptionSpec(kind, help_text, **spec)})
+
+
+def option_specs(cls) -> dict[str, OptionSpec]:
+    """The declared options of dataclass ``cls`` by name, in declaration order."""
+    return {f.name: f.metadata[METADATA_KEY] for f in dataclasses.fields(cls) if METADATA_KEY in f.metadata}
+
+
+def flag(name: str) -> str:
+    """The CLI flag of option ``name``: how every message names it."""
+    return "--" + name.replace("_", "-")
+
+
+def range_text(spec: OptionSpec) -> str:
+    """The range of a number option, as messages state it: ``in (0, 1]`` or ``>= 1``."""
+    if spec.maximum is None:
+        return f"{'>' if spec.min_open else '>='} {spec.minimum:g}"
+    return (f"in {'(' if spec.min_open else '['}{spec.minimum:g}, {spec.maximum:g}"
+            f"{')' if spec.max_open else ']'}")
+
+
+def problem(name: str, spec: OptionSpec, value: Any) -> str | None:
+    """What is wrong with ``value`` for option ``name`` (None: nothing; None values are not given)."""
+    if value is None:
+        return None
+    if spec.choices is not None and value not in spec.choices:
+        return f"{flag(name)} must be one of {', '.join(spec.choices)}"
+    if spec.minimum is not None:
+        low_ok = value > spec.minimum if spec.min_open else value >= spec.minimum
+        high_ok = spec.maximum is None or (value < spec.maximum if spec.max_open else value <= spec.maximum)
+        if not (low_ok and high_ok):
+            return f"{flag(name)} must be {range_text(spec)}"
+    return None
+
+
+def check_values(options) -> None:
+    """Refuse the first declared option of dataclass instance ``options`` outside its range or choices."""
+    for name, spec in option_specs(type(options)).items():
+        message = problem(name, spec, getattr(options, name))
+        if message:
+            raise LLCompileError(message)
+
+
+class DeclaredOptions:
+    """Base of the frozen dataclasses whose fields are declared options (``option``)."""
+
+    @classmethod
+    def from_options(cls, options: dict):
+        """This class's options out of a transform's options (or a program's recorded ones); keys
+        of other classes, and None values, are skipped."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in options.items() if k in names and v is not None})
