@@ -64,7 +64,7 @@ def test_dbl_stages_partition_the_layers(save_model):
     stage_layers = [name for stage in program.stages for name in stage.layers]
     assert stage_layers == [layer.name for layer in analysis.layers]
     assert program.cuts == [program.stages[i].output for i in range(2)]
-    head_params = {p for stage in program.stages if stage.head for p in stage.head["params"]}
+    head_params = {p for stage in program.stages if stage.head for p in stage.head.params}
     model_params = {p for stage in program.stages for p in stage.params} - head_params
     assert len(head_params) == 4  # two FC heads: weight and bias each
     # every trainable model parameter belongs to exactly one stage

@@ -45,12 +45,12 @@ class StepResult:
 
 def classifier_logits_name(stage: Stage, program: Program) -> str:
     """The tensor whose argmax is the stage's prediction: its aux head's logits, or the model's."""
-    return stage.head["logits"] if stage.head else program.logits
+    return stage.head.logits if stage.head else program.logits
 
 
 def head_subsample(stage: Stage) -> int:
     """k when the stage's aux head trains on every k-th sample of the batch (``aux_subsample``), else 1."""
-    return stage.head.get("subsample", 1) if stage.head else 1
+    return stage.head.every if stage.head else 1
 
 
 def correct_on_batch(predictions: Any, labels: Any, every: int) -> float:

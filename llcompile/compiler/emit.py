@@ -29,12 +29,10 @@ def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, so
         roles = parameter_roles(ir.from_proto(stage_model).graph)
         node_names = {node.name for node in stage_model.graph.node}
         stages.append(Stage(
-            name=stage_plan.name, kind=stage_plan.kind, graph=f"stages/{index:02d}_{stage_plan.name}.onnx",
-            input=stage_plan.input, output=stage_plan.output, labels=plan.labels, loss=stage_plan.loss,
+            **vars(stage_plan), graph=f"stages/{index:02d}_{stage_plan.name}.onnx", labels=plan.labels,
             params=sorted(n for n, r in roles.items() if r == "param"),
             buffers=sorted(n for n, r in roles.items() if r == "buffer"),
-            layers=[name for name in layers_by_name if name in node_names],
-            head=stage_plan.head, updates=stage_plan.updates, lr_input=stage_plan.lr_input, model=stage_model))
+            layers=[name for name in layers_by_name if name in node_names], model=stage_model))
     input_value = model.graph.inputs[0]
     return Program(
         strategy=strategy, options={**options, **plan.options}, source=source,

@@ -31,12 +31,11 @@ from llcompile.analysis.structure import Layer, analyze, data_dependent_nodes, p
 from llcompile.errors import LLCompileError
 from llcompile.analysis.macs import element_ops, forward_macs
 from llcompile.ops.elements import per_sample_elements
+from llcompile.program.plan import StageKind
 from llcompile.program.program import Program, Stage
 from llcompile.cost.autograd import NodeBackward, backward_facts
 from llcompile.ops.registry import FLOAT_BYTES
 
-SGD_KINDS = ("block", "final")
-HEBBIAN_KIND = "hebbian"
 OPTIMIZER_SLOTS = {"sgd": 1, "adamw": 2}  # state tensors per parameter: momentum; first and second moment
 
 
@@ -91,7 +90,7 @@ class HeadCost:
 @dataclass
 class StageCost:
     name: str
-    kind: str
+    kind: StageKind
     layers: list[str]
     input: str
     output: str
@@ -124,7 +123,7 @@ class StageCost:
                 "total": self.macs_forward + backward + self.macs_hebbian + aux}
 
     def to_json(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "layers": self.layers, "input": self.input,
+        return {"name": self.name, "kind": self.kind.value, "layers": self.layers, "input": self.input,
                 "output": self.output, "input_bytes": self.input_bytes, "output_bytes": self.output_bytes,
                 "macs": self.macs(),
                 "element_ops": {"forward": self.element_ops_forward, "backward": self.element_ops_backward},
@@ -179,10 +178,6 @@ def cost_program(program: Program, batch_size: int = 128, optimizer: str = "sgd"
         raise LLCompileError(f"unknown optimizer {optimizer!r}; choose one of: {', '.join(OPTIMIZER_SLOTS)}")
     if program.eval_model is None or any(s.model is None for s in program.stages):
         raise LLCompileError("the program was loaded without its graphs; load it with with_graphs=True")
-    unknown = sorted({s.kind for s in program.stages} - {*SGD_KINDS, HEBBIAN_KIND})
-    if unknown:
-        raise LLCompileError(f"cannot cost stages of kind {', '.join(unknown)} "
-                             f"(known: {', '.join([*SGD_KINDS, HEBBIAN_KIND])})")
     coster = _Coster(program, batch_size)
     stages = [coster.cost_stage(index, stage) for index, stage in enumerate(program.stages)]
     roles = parameter_roles(coster.eval_graph)
@@ -230,7 +225,7 @@ class _Coster:
         self.hebbian_weights: dict[str, int] = {}
 
     def cost_stage(self, index: int, stage: Stage) -> StageCost:
-        if stage.kind == HEBBIAN_KIND:  # forward-only: its layers' nodes in the eval model, nothing trained
+        if stage.kind == StageKind.HEBBIAN:  # forward-only: its layers' nodes in the eval model, nothing trained
             graph = self.eval_graph
             nodes = [n for n in self.eval_data_nodes
                      if self.owner.get(n.name) in stage.layers or (index == 0 and n.name not in self.owner)]
@@ -250,9 +245,9 @@ class _Coster:
             input_bytes=_value_bytes(values.get(stage.input) or self.eval_values.get(stage.input), self.batch_size),
             output_bytes=_value_bytes(values.get(stage.output) or self.eval_values.get(stage.output),
                                       self.batch_size))
-        if stage.head and stage.kind != HEBBIAN_KIND:  # a Hebbian stage trains no head
-            params, buffers = set(stage.head.get("params", [])), set(stage.head.get("buffers", []))
-            cost.head = HeadCost(kind=stage.head.get("kind", "?"), params=_initializer_elements(graph, params),
+        if stage.head and stage.kind != StageKind.HEBBIAN:  # a Hebbian stage trains no head
+            params, buffers = set(stage.head.params), set(stage.head.buffers)
+            cost.head = HeadCost(kind=stage.head.kind, params=_initializer_elements(graph, params),
                                  macs_forward=0, macs_backward_dx=0, macs_backward_dw=0, element_ops_forward=0,
                                  element_ops_backward=0, activation_bytes=0)
             self.head_params.update(_initializer_bytes(graph, params))
@@ -269,9 +264,9 @@ class _Coster:
             cost.macs_hebbian += layer.macs_hebbian
             cost.element_ops_forward += layer.element_ops_forward
             cost.element_ops_backward += layer.element_ops_backward
-        if stage.kind == HEBBIAN_KIND:
+        if stage.kind == StageKind.HEBBIAN:
             # the weights it updates (``updates``: weight -> output with its new value), else its layers' weights
-            updated = set(getattr(stage, "updates", None) or {}) or {self.layer_facts[n].weight for n in stage.layers}
+            updated = set(stage.updates or {}) or {self.layer_facts[n].weight for n in stage.layers}
             sizes = _initializer_bytes(self.eval_graph, updated)
             self.hebbian_weights.update(sizes)
             cost.hebbian_update_bytes = sum(sizes.values())
@@ -295,7 +290,7 @@ class _Coster:
             if layer is None:
                 layer = self.layers[layer_name] = _new_layer_cost(self.layer_facts[layer_name], stage)
             if node.name == layer_name:
-                if stage.kind == HEBBIAN_KIND:
+                if stage.kind == StageKind.HEBBIAN:
                     # one GEMM of the weight gradient's size
                     layer.macs_hebbian = layer.macs_forward // self.hebbian_divisor
                 else:
@@ -314,7 +309,7 @@ class _Coster:
             except ValueError as exc:
                 raise LLCompileError(f"aux head node {node.name!r}: cannot count MACs: {exc}") from None
             # a head on every k-th sample: per sample of the batch, 1/k of its work; ceil(batch / k) samples kept
-            every = stage.head.get("subsample", 1)
+            every = stage.head.every
             head.macs_forward += (macs + product_macs) // every
             head.macs_backward_dx += ((macs if fact.dx else 0) + product_backward) // every
             head.macs_backward_dw += (macs if fact.dw else 0) // every
@@ -341,7 +336,7 @@ def _stage_graph(stage: Stage) -> ir.Graph:
 
 def _new_layer_cost(layer: Layer, stage: Stage) -> LayerCost:
     return LayerCost(name=layer.name, op=layer.op, stage=stage.name,
-                     mode="hebbian" if stage.kind == HEBBIAN_KIND else "sgd", output_shape=layer.output_shape,
+                     mode="hebbian" if stage.kind == StageKind.HEBBIAN else "sgd", output_shape=layer.output_shape,
                      params=layer.params, macs_forward=layer.macs, macs_backward_dx=0, macs_backward_dw=0,
                      macs_hebbian=0, element_ops_forward=0, element_ops_backward=0, activation_bytes=0,
                      trailing_ops=list(layer.trailing_ops))

@@ -13,7 +13,7 @@ from llcompile.passes.augmented_head import DEFAULT_AUX_DEPTH, check_depth, copy
 from llcompile.frontend.canonical.dynamic_batch import BATCH_DIM
 from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, subsample_batch,
                                              uniform_fan_in, value_named)
-from llcompile.program.plan import require_plan
+from llcompile.program.plan import HeadPlan, StageKind, require_plan
 from llcompile.analysis.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
 
 HEAD_PREFIX = "aux@"
@@ -96,7 +96,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         readout = model_readout(graph)
         modified = False
         for stage in plan.stages[:-1]:
-            if stage.loss is not None or stage.kind == "hebbian":  # a Hebbian stage has no loss
+            if stage.loss is not None or stage.kind == StageKind.HEBBIAN:  # a Hebbian stage has no loss
                 continue
             builder = GraphBuilder(graph, f"{HEAD_PREFIX}{stage.output}")
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.output.encode())])
@@ -118,13 +118,12 @@ class AuxHeadsPass(ir.passes.InPlacePass):
                 _unbind_batch(node for node in graph if node not in existing)
             added = set(graph.initializers) - before
             roles = parameter_roles(graph)  # copied shape constants and the like are neither
-            stage.head = {"kind": self.kind, "logits": logits.name,
-                          "params": sorted(n for n in added if roles.get(n) == "param"),
-                          "buffers": sorted(n for n in added if roles.get(n) == "buffer")}
-            stage.head.update({k: v for k, v in (("pool", self.pool if pooled else None), ("width", self.width),
-                                                 ("subsample", self.subsample if subset else None)) if v is not None})
-            if segments is not None:
-                stage.head.update(segments=segments, copied_from=copied_from)
+            stage.head = HeadPlan(kind=self.kind, logits=logits.name,
+                                  params=sorted(n for n in added if roles.get(n) == "param"),
+                                  buffers=sorted(n for n in added if roles.get(n) == "buffer"),
+                                  pool=self.pool if pooled else None, width=self.width,
+                                  subsample=self.subsample if subset else None,
+                                  segments=segments, copied_from=copied_from)
             modified = True
         plan.options["aux_head"] = self.kind
         plan.options.update({k: v for k, v in (("aux_pool", self.pool), ("aux_width", self.width),

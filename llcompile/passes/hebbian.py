@@ -17,7 +17,7 @@ from llcompile.frontend.naming import NameScope
 from llcompile.ops import hebbian as hebbian_op
 from llcompile.passes import hebbian_function
 from llcompile.frontend.graph_builder import GraphBuilder, subsample_batch
-from llcompile.program.plan import require_plan
+from llcompile.program.plan import StageKind, require_plan
 
 ACTIVATIONS = {
     "pre": "the layer's own output (before normalisation and nonlinearity)",
@@ -51,7 +51,7 @@ class HebbianPass(ir.passes.InPlacePass):
         stage = plan.stages[0]
         if stage.updates is not None:  # already rewritten
             return ir.passes.PassResult(model, False)
-        if stage.kind != "hebbian":
+        if stage.kind != StageKind.HEBBIAN:
             # the rule is the strategy's even while the prefix is empty: the options stay the same
             # whichever prefix the runtime re-emits the program with
             if all(plan.options.get(k) == v for k, v in self._options().items()):

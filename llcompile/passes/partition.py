@@ -10,7 +10,7 @@ from llcompile.analysis.segment_costs import SegmentCoster, forward_mac_costs
 from llcompile.analysis.structure import ModelAnalysis, Segment, analyze
 from llcompile.errors import LLCompileError
 from llcompile.frontend.naming import NameScope
-from llcompile.program.plan import HEBBIAN_STAGE, LABELS, Plan, StagePlan
+from llcompile.program.plan import LABELS, Plan, StageKind, StagePlan
 
 
 def min_max_partition(count: int, parts: int, group_cost: Callable[[int, int], float]) -> list[tuple[int, int]]:
@@ -72,14 +72,14 @@ class PartitionPass(ir.passes.InPlacePass):
         trained = analysis.segments[self.prefix:]
         block_cuts, balance_by = self._choose_cuts(model, analysis, trained)
         boundaries = [trained[0].input, *block_cuts, analysis.output]
-        stages = [StagePlan(name=f"block{i + 1}", kind="block", input=boundaries[i], output=boundaries[i + 1])
+        stages = [StagePlan(name=f"block{i + 1}", kind=StageKind.BLOCK, input=boundaries[i], output=boundaries[i + 1])
                   for i in range(len(boundaries) - 1)]
-        stages[-1].kind = "final"
+        stages[-1].kind = StageKind.FINAL
         options = {"blocks": len(stages)}
         if balance_by is not None:
             options["balance_by"] = balance_by
         if self.prefix:
-            stages.insert(0, StagePlan(name=HEBBIAN_STAGE, kind="hebbian", input=analysis.input,
+            stages.insert(0, StagePlan(name=StageKind.HEBBIAN.value, kind=StageKind.HEBBIAN, input=analysis.input,
                                        output=trained[0].input))
             options["prefix"] = self.prefix
         cuts = [stage.input for stage in stages[1:]]

@@ -23,6 +23,7 @@ import onnx
 from llcompile.version import __version__
 from llcompile.errors import LLCompileError
 from llcompile.frontend.importer import read_model_proto
+from llcompile.program.plan import StagePlan
 from llcompile.util.paths import inside
 
 FORMAT_VERSION = 1
@@ -30,27 +31,25 @@ PROGRAM_FILE = "program.json"
 EVAL_MODEL_FILE = "eval_model.onnx"
 
 
-@dataclass
-class Stage:
-    name: str
-    kind: str  # block | final | hebbian
+# A stage's keys in program.json, in the order format 1 writes them.
+STAGE_JSON_KEYS = ("name", "kind", "graph", "input", "output", "labels", "loss", "params", "buffers", "layers",
+                   "head", "updates", "lr_input")
+
+
+@dataclass(kw_only=True)
+class Stage(StagePlan):
+    """A plan's stage as ``emit`` cut it out: its graph and what the graph holds."""
+
     graph: str  # path of the stage's ONNX file, relative to the program directory
-    input: str
-    output: str
     labels: str
-    loss: str | None  # None for a hebbian stage
     params: list[str]
     buffers: list[str]
     layers: list[str]
-    head: dict | None = None
-    updates: dict | None = None  # hebbian: weight -> output holding its new value
-    lr_input: str | None = None  # hebbian: the scalar input for the localized learning rate
     model: onnx.ModelProto | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict:
-        data = asdict(self)
-        del data["model"]
-        return data
+        data = super().to_json()
+        return {key: data[key] for key in STAGE_JSON_KEYS}
 
 
 @dataclass
@@ -109,14 +108,14 @@ class Program:
                 f"(this llcompile reads format {FORMAT_VERSION}); re-run transform")
         try:
             data.pop("eval_model")
-            stages = [Stage(**s) for s in data.pop("stages")]
+            stages = [Stage.from_json(s) for s in data.pop("stages")]
             program = cls(stages=stages, **data)
             graphs = [inside(root, stage.graph, f"stage {stage.name!r}'s graph") for stage in stages]
             if with_graphs:
                 for stage, graph in zip(stages, graphs):  # external data only from the graph's own folder
                     stage.model = read_model_proto(graph)
                 program.eval_model = read_model_proto(inside(root, EVAL_MODEL_FILE, "the eval model"))
-        except (KeyError, TypeError, OSError) as exc:
+        except (KeyError, TypeError, ValueError, OSError) as exc:
             raise LLCompileError(f"{root}: damaged program directory ({type(exc).__name__}: {exc})") from None
         return program
 

@@ -8,6 +8,7 @@ activations kept for its backward pass. torch is imported only when this is call
 
 from __future__ import annotations
 
+from llcompile.program.plan import StageKind
 from llcompile.program.program import Program
 
 
@@ -24,7 +25,7 @@ def measure_saved_bytes(program: Program, batch_size: int, seed: int = 0) -> lis
     labels = torch.randint(0, program.num_classes, (batch_size,))
     measured = []
     for spec, stage in zip(program.stages, stages):
-        if spec.kind == "hebbian" and type(stage) is TorchStage:
+        if spec.kind == StageKind.HEBBIAN and type(stage) is TorchStage:
             # a backend that does not know Hebbian stages would train this one by gradient; a Hebbian
             # stage runs forward-only, which is what is measured here
             with torch.no_grad():

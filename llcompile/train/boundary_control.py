@@ -11,6 +11,7 @@ from llcompile.policies.boundary_decision import BlockSignal, BoundaryState
 from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.policies.boundary_rules import boundary_rule
 from llcompile.policies.settling import layers_settled
+from llcompile.program.plan import StageKind
 from llcompile.program.program import Stage
 
 
@@ -103,7 +104,7 @@ class BoundaryController:
         if not self.from_signals:
             return None
         state = self.state
-        trained = [s for s in stages if s.kind != "hebbian" and s.name in stage_metrics]
+        trained = [s for s in stages if s.kind != StageKind.HEBBIAN and s.name in stage_metrics]
         threshold = self.options.setting("settle_threshold")
         held = self.warming_cuts(epoch - 1, 0, 1)  # blocks held during the epoch: their norms say nothing
         settled = {cut: self._block_end(cut) not in held
@@ -112,7 +113,7 @@ class BoundaryController:
         signals = BoundaryState(
             epoch, active=state.active, candidates=self.candidates,
             cut_points=[c for c in self.cut_points if self.segment_of_cut[c] > prefix],
-            blocks=[BlockSignal(s.output if s.kind != "final" else None, stage_metrics[s.name]["loss"],
+            blocks=[BlockSignal(s.output if s.kind != StageKind.FINAL else None, stage_metrics[s.name]["loss"],
                                 stage_metrics[s.name]["acc"], state.block_losses.get(s.output)) for s in trained],
             settled=settled, merged_at=state.merged_at, last_move=state.last_move,
             block_losses={s.output: stage_metrics[s.name]["loss"] for s in trained}, activation_share=activation_share)

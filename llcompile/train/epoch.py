@@ -62,7 +62,7 @@ class EpochWork:
         if (self.controller is None or plan.head is None
                 or plan.output not in self.controller.warming_cuts(self.epoch, step, self.steps_per_epoch)):
             return frozenset()
-        return frozenset(plan.params) - frozenset(plan.head["params"])
+        return frozenset(plan.params) - frozenset(plan.head.params)
 
 
 class Team(Protocol):

@@ -263,7 +263,7 @@ def _new_head_copies(program: Program, carried: dict[str, np.ndarray]) -> dict[s
     """An augmented aux head new to the run starts as a copy of the current (trained) weights of the
     segments it copies, as it would have been compiled from them; a head seen before resumes."""
     return {copy: carried[original] for stage in program.stages if stage.head
-            for copy, original in stage.head.get("copied_from", {}).items()
+            for copy, original in (stage.head.copied_from or {}).items()
             if copy not in carried and original in carried}
 
 

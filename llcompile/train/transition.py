@@ -20,6 +20,7 @@ from llcompile.cost.cost_model import cost_program
 from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.policies.learning_mode import LearningMode
 from llcompile.policies.settling import per_unit_lr
+from llcompile.program.plan import StageKind
 from llcompile.program.program import Program
 from llcompile.train.boundary_control import BoundaryControlState, BoundaryController
 from llcompile.train.prefix_control import PrefixControlState, PrefixController
@@ -46,7 +47,7 @@ def _norm(values: np.ndarray) -> float:
 
 def _block_cuts(program: Program) -> list[str]:
     """The boundaries between the blocks trained by gradient (the end of a Hebbian prefix is none)."""
-    return [s.input for s in program.stages if s.kind != "hebbian"][1:]
+    return [s.input for s in program.stages if s.kind != StageKind.HEBBIAN][1:]
 
 
 def _key(changes: dict) -> str:

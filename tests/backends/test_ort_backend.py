@@ -16,6 +16,7 @@ from llcompile.backends.ort.numpy_optimizers import AdamW, SGD
 from llcompile.backends.ort.backend import OrtBackend, OrtStage
 from llcompile.errors import LLCompileError
 from llcompile.models import build
+from llcompile.program.plan import StageKind
 from llcompile.program.program import Stage
 from llcompile.compiler.verify import run_model
 from llcompile.util.ort_session import session
@@ -289,7 +290,7 @@ def function_stage() -> Stage:
          helper.make_tensor_value_info("logits", onnx.TensorProto.FLOAT, ["N", 3])], weights)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("custom", 1)],
                               functions=[function], ir_version=10)
-    return Stage(name="tiny", kind="final", graph="tiny.onnx", input="input", output="logits", labels="labels",
+    return Stage(name="tiny", kind=StageKind.FINAL, graph="tiny.onnx", input="input", output="logits", labels="labels",
                  loss="loss", params=["w1", "w2"], buffers=[], layers=[], model=model)
 
 
@@ -352,7 +353,7 @@ def test_heads_on_a_batch_subset_match_the_torch_backend(backend, program):
                 for name in plan.buffers:
                     np.testing.assert_allclose(ort_state[name], torch_state[name], rtol=1e-5, atol=1e-7, err_msg=name)
     head_stages = [stage for stage in prog.stages if stage.head]
-    assert head_stages and all(stage.head["subsample"] == 3 for stage in head_stages)
+    assert head_stages and all(stage.head.subsample == 3 for stage in head_stages)
     for ort_stage, torch_stage in zip(ort_stages, torch_stages):
         ort_state, torch_state = ort_stage.state(), torch_stage.state()
         assert set(ort_state) == set(torch_state)
@@ -370,7 +371,7 @@ def test_held_parameters_stay_and_both_backends_agree_after(backend, program, op
     torch_backend_module = pytest.importorskip("llcompile.backends.torch.backend")
     prog = program("dbl-conv")
     plan = prog.stages[0]
-    hold = frozenset(plan.params) - frozenset(plan.head["params"])
+    hold = frozenset(plan.params) - frozenset(plan.head.params)
     torch_backend = torch_backend_module.TorchBackend(device="cpu", mode="eager")
     ort_stage, torch_stage = backend.build(prog, optimizer)[0], torch_backend.build(prog, optimizer)[0]
     initial = ort_stage.state()
@@ -386,7 +387,7 @@ def test_held_parameters_stay_and_both_backends_agree_after(backend, program, op
                 for name in hold:
                     np.testing.assert_array_equal(state[name], initial[name], err_msg=name)
                     assert not [key for key in state if key.startswith(f"{name}/")], name
-                assert all(not np.array_equal(state[name], initial[name]) for name in plan.head["params"])
+                assert all(not np.array_equal(state[name], initial[name]) for name in plan.head.params)
     ort_state, torch_state = ort_stage.state(), torch_stage.state()
     assert set(ort_state) == set(torch_state)
     for name, value in ort_state.items():

@@ -46,7 +46,7 @@ def _dbl_by_macs(model, **options) -> llcompile.Program:
 
 
 def _heads(program) -> list:
-    return [stage.head["segments"] if stage.head else None for stage in program.stages]
+    return [stage.head.segments if stage.head else None for stage in program.stages]
 
 
 # ---------------------------------------------------------------- which segments
@@ -124,9 +124,9 @@ def _run(model, feeds: dict, outputs: list[str]) -> list[np.ndarray]:
 def test_full_depth_copy_equals_the_original_tensor(resnet20):
     program = llcompile.transform(resnet20, "dbl", cuts=[LAYER1_1], aux_head="augmented", aux_depth=1.0)
     stage = program.stages[0]
-    assert stage.head["segments"] == [3, 4, 5, 6, 7, 8, 9]
+    assert stage.head.segments == [3, 4, 5, 6, 7, 8, 9]
     head = f"aux@{LAYER1_1}"
-    fc = next(node for node in stage.model.graph.node if node.output[0] == stage.head["logits"])
+    fc = next(node for node in stage.model.graph.node if node.output[0] == stage.head.logits)
     assert fc.op_type == "Gemm" and fc.input[1] == f"{head}.fc.weight"
     copied_output = fc.input[0]  # the classifier reads the copy of segment 9 directly (it ends in a flatten)
     assert copied_output == f"{head}.{FLATTEN}"
@@ -158,17 +158,17 @@ def test_weights_are_copies_with_names_of_their_own(resnet20):
     layers = {layer.name: layer for layer in analysis.layers}
     for stage in Plan.read(model).stages[:-1]:
         head = f"aux@{stage.output}."
-        copied = {name.removeprefix(head): name for name in stage.head["params"] + stage.head["buffers"]}
+        copied = {name.removeprefix(head): name for name in stage.head.params + stage.head.buffers}
         assert all(name.startswith(head) for name in copied.values())
         assert {"fc.weight", "fc.bias"} <= set(copied)  # the fresh classifier
         del copied["fc.weight"], copied["fc.bias"]
         # exactly the copied segments' weights, BN scale/shift and running statistics
-        weights = {layers[name].weight for i in stage.head["segments"] for name in analysis.segments[i].layers}
+        weights = {layers[name].weight for i in stage.head.segments for name in analysis.segments[i].layers}
         assert weights <= set(copied)
         assert all(name.endswith(("weight", "bias", "running_mean", "running_var")) for name in copied)
         assert {name for name in copied if name.endswith("running_mean")} == {
             name for name in copied if name.endswith("bn.running_mean")}
-        assert sorted(set(copied.values()) - set(stage.head["params"])) == stage.head["buffers"]
+        assert sorted(set(copied.values()) - set(stage.head.params)) == stage.head.buffers
         for original, name in copied.items():
             array = graph.initializers[name].const_value.numpy()
             np.testing.assert_array_equal(array, originals[original], err_msg=name)  # the model's values
@@ -198,7 +198,7 @@ def test_both_backends_train_it_alike(small_resnet, tmp_path_factory):
     torch_backend = TorchBackend(device="cpu", mode="eager")
     ort_stages = OrtBackend(cache_dir=tmp_path_factory.mktemp("ort")).build(program, config)
     torch_stages = torch_backend.build(program, config)
-    head_params = [name for stage in program.stages if stage.head for name in stage.head["params"]]
+    head_params = [name for stage in program.stages if stage.head for name in stage.head.params]
     before = {name: value for stage in torch_stages for name, value in stage.state().items()}
     rng = np.random.default_rng(0)
     ort_losses, torch_losses = [], []
@@ -227,7 +227,7 @@ def test_cost_report_counts_the_copies(resnet20):
     for stage, stage_cost in zip(program.stages[:-1], cost.stages):
         head = stage_cost.head
         assert head.kind == "augmented"
-        assert head.macs_forward == sum(analysis.segments[i].macs for i in stage.head["segments"]) + fc
+        assert head.macs_forward == sum(analysis.segments[i].macs for i in stage.head.segments) + fc
         # every head layer, its first included, passes the error on (into the block): dX and dW each = forward
         assert head.macs_backward_dx == head.macs_backward_dw == head.macs_forward
     # by hand, the last head (copy of segment 9 = residual block layer3.2 + pool + flatten): 2 convs 3x3 64->64

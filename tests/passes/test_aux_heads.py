@@ -130,14 +130,14 @@ def test_plan_records_losses_and_heads(kind):
     owners: dict[str, str] = {}
     for stage in plan.stages[:-1]:
         assert stage.loss == f"{stage.name}.aux_loss"
-        assert stage.head["kind"] == kind
+        assert stage.head.kind == kind
         loss_node = model.graph.outputs[graph_outputs.index(stage.loss)].producer()
         assert loss_node.op_type == "SoftmaxCrossEntropyLoss"
-        assert loss_node.inputs[0].name == stage.head["logits"]
-        assert stage.head["params"] == sorted(stage.head["params"])
-        assert all(name.endswith(("running_mean", "running_var")) for name in stage.head["buffers"])
-        assert len(stage.head["buffers"]) == (2 if kind == "conv" and stage.name == "block1" else 0)  # BN on 4-D only
-        for name in stage.head["params"] + stage.head["buffers"]:
+        assert loss_node.inputs[0].name == stage.head.logits
+        assert stage.head.params == sorted(stage.head.params)
+        assert all(name.endswith(("running_mean", "running_var")) for name in stage.head.buffers)
+        assert len(stage.head.buffers) == (2 if kind == "conv" and stage.name == "block1" else 0)  # BN on 4-D only
+        for name in stage.head.params + stage.head.buffers:
             assert name in model.graph.initializers and name.startswith(f"aux@{stage.output}.")
             assert name not in owners
             owners[name] = stage.name
@@ -179,7 +179,7 @@ def test_second_run_changes_nothing():
 
 def _head_weights(model: ir.Model) -> dict[str, np.ndarray]:
     plan = Plan.read(model)
-    return {n: _init(model, n) for s in plan.stages[:-1] for n in s.head["params"]}
+    return {n: _init(model, n) for s in plan.stages[:-1] for n in s.head.params}
 
 
 @pytest.mark.parametrize("kind", ["fc", "conv"])
@@ -310,7 +310,7 @@ def test_pooled_fc_head_reads_each_pxp_window_mean():
     model = canonicalize(lm.small_cnn())
     PartitionPass(cuts=[CUT_4D, CUT_2D])(model)
     AuxHeadsPass(kind="fc", pool=2)(model)
-    assert Plan.read(model).stages[0].head["pool"] == 2
+    assert Plan.read(model).stages[0].head.pool == 2
     assert _init(model, f"{HEAD1}.fc.weight").shape == (CLASSES, CHANNELS * 4)  # C * 2 * 2 features
     assert _init(model, f"{HEAD2}.fc.weight").shape == (CLASSES, CHANNELS)  # a 2-D cut is not pooled
     x, labels = _batch()
@@ -361,7 +361,7 @@ def test_a_head_on_a_batch_subset_reads_every_kth_sample(kind):
     ModelLossPass()(model)
     onnx.checker.check_model(ir.to_proto(model), full_check=True)
     plan = Plan.read(model)
-    assert [s.head["subsample"] for s in plan.stages[:-1]] == [3, 3] and plan.options["aux_subsample"] == 3
+    assert [s.head.subsample for s in plan.stages[:-1]] == [3, 3] and plan.options["aux_subsample"] == 3
     x, labels = _batch(7)
     out = _run(model, [CUT_4D, CUT_2D, f"{HEAD1}.logits", f"{HEAD2}.logits"], x, labels)
     assert out[CUT_4D].shape[0] == 7 and out["logits"].shape[0] == 7
@@ -376,7 +376,7 @@ def test_a_head_on_the_whole_batch_records_no_subsample():
     model = canonicalize(lm.small_cnn())
     PartitionPass(cuts=[CUT_4D])(model)
     AuxHeadsPass(kind="fc", subsample=1)(model)
-    assert "subsample" not in Plan.read(model).stages[0].head
+    assert Plan.read(model).stages[0].head.subsample is None
     assert not any(node.op_type == "Slice" for node in _head_nodes(model, "block1"))
 
 
@@ -426,7 +426,7 @@ def test_fc_head_reads_a_residual_stream_as_the_models_head_does(tmp_path, name)
     features = value_named(model.graph, cut).shape[-1 if name != "convnext" else 1]
     assert _init(model, f"{head}.norm.weight").shape == (features,)
     assert _init(model, f"{head}.fc.weight").shape == (CLASSES, features)
-    assert {f"{head}.norm.weight", f"{head}.norm.bias"} <= set(Plan.read(model).stages[0].head["params"])
+    assert {f"{head}.norm.weight", f"{head}.norm.bias"} <= set(Plan.read(model).stages[0].head.params)
     x = np.random.default_rng(0).standard_normal((3, *INPUT_SHAPE)).astype(np.float32)
     labels = np.array([1, 2, 3])
     out = _run(model, [cut, f"{head}.logits"], x, labels)
@@ -459,8 +459,8 @@ def test_augmented_head_on_a_vit_copies_the_later_blocks_with_the_models_norm_an
     head = f"aux@{cuts[1]}"
     stage = Plan.read(model).stages[0]
     # block 0's MLP, block 1's attention, block 1's MLP with the model's norm and class token
-    assert stage.head["segments"] == [2, 3, 4]
-    assert {"norm.weight", "norm.bias", "blocks.1.norm1.weight"} <= set(stage.head["copied_from"].values())
+    assert stage.head.segments == [2, 3, 4]
+    assert {"norm.weight", "norm.bias", "blocks.1.norm1.weight"} <= set(stage.head.copied_from.values())
     gemm = next(n for n in model.graph if n.outputs[0].name == f"{head}.logits")
     assert gemm.inputs[0].producer().op_type == "Gather"  # the copies reduced the tokens: no norm of its own
     x = np.random.default_rng(0).standard_normal((3, *INPUT_SHAPE)).astype(np.float32)
@@ -506,7 +506,7 @@ def test_pool_applies_to_the_feature_map_heads_only_and_the_program_says_so(tmp_
     tokens = next(c for c in cut_points if is_token_tensor(value_named(graph, c)))
     program = transform(model, "dbl", cuts=[feature_map, tokens], aux_pool=2)
     heads = {stage.output: stage.head for stage in program.stages if stage.head}
-    assert heads[feature_map]["pool"] == 2 and "pool" not in heads[tokens]
+    assert heads[feature_map].pool == 2 and heads[tokens].pool is None
     nodes = [node for stage in program.stages for node in stage.model.graph.node]
     assert [n.output[0] for n in nodes if n.op_type == "AveragePool"] == [f"aux@{feature_map}.pool"]
     weights = {i.name: i.dims for stage in program.stages for i in stage.model.graph.initializer}

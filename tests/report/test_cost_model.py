@@ -12,6 +12,7 @@ import pytest
 
 import llcompile
 from llcompile.cost import cost_program
+from llcompile.program.plan import StageKind
 from llcompile.report.saved_tensors import measure_saved_bytes
 
 CONV0, CONV2, FC = 6912, 4608, 80
@@ -105,7 +106,7 @@ def test_cheaper_hebbian_updates_divide_the_hebbian_gemm(tiny_model):
 def test_hand_made_hebbian_stage_matches_the_strategy(tiny_model):
     """A stage's kind alone decides: a dbl block relabelled `hebbian` costs as local-sgd's prefix."""
     program = llcompile.transform(llcompile.load(tiny_model), "dbl", cuts=["u1.out"])
-    program.stages[0] = dataclasses.replace(program.stages[0], kind="hebbian", head=None)
+    program.stages[0] = dataclasses.replace(program.stages[0], kind=StageKind.HEBBIAN, head=None)
     hand = cost_program(program, batch_size=B)
     _, real = costs(tiny_model, "local-sgd", prefix=1, hebbian_every=1)  # the hand-made stage has no option
     def without_stage(cost):

@@ -26,8 +26,8 @@ def test_schedule_moves_boundaries_and_a_parked_head_resumes(resnet_digits_model
                                   boundary_schedule="1:4,2:2,3:4").save(tmp_path / "program")
     four = llcompile.Program.load(program)
     two = llcompile.transform(resnet_digits_model, "dbl", blocks=2)
-    parked = sorted(set(p for s in four.stages if s.head for p in s.head["params"])
-                    - set(p for s in two.stages if s.head for p in s.head["params"]))
+    parked = sorted(set(p for s in four.stages if s.head for p in s.head.params)
+                    - set(p for s in two.stages if s.head for p in s.head.params))
     assert parked  # heads of the 4-block program that the 2-block one does not have
 
     # a constant rate: a run's first epochs do not depend on how many epochs it has in all
@@ -224,7 +224,7 @@ def test_a_new_augmented_head_starts_from_the_trained_weights_it_copies(resnet_d
     from llcompile.train.loop import _new_head_copies
 
     program = llcompile.transform(resnet_digits_model, "dbl", blocks=4, aux_head="augmented")
-    copies = {c: o for s in program.stages if s.head for c, o in s.head["copied_from"].items()}
+    copies = {c: o for s in program.stages if s.head for c, o in s.head.copied_from.items()}
     assert copies and all(c.startswith("aux@") and not o.startswith("aux@") for c, o in copies.items())
     trained = {o: np.full(2, i, np.float32) for i, o in enumerate(sorted(set(copies.values())))}
     seen_before = next(iter(copies))

@@ -43,12 +43,12 @@ def test_the_new_heads_blocks_are_held_for_the_warmup_steps_only(small_cnn, tmp_
     assert "boundary_change" not in history[2]
     # 1437 digits in batches of 64: 23 steps an epoch; half an epoch of warm-up is ceil(11.5) = 12 steps
     expected = [(epoch, step, name,
-                 frozenset(s.params) - frozenset(s.head["params"]) if epoch == 1 and step < 12 and s.head else frozenset())
+                 frozenset(s.params) - frozenset(s.head.params) if epoch == 1 and step < 12 and s.head else frozenset())
                 for epoch in (1, 2) for step in range(23) for name, s in stages.items()]
     assert held[23:] == expected  # epoch 0 trains end to end: one stage, nothing held
     assert all(h == frozenset() for _, _, _, h in held[:23])
     body = expected[0][3]
-    assert body and not body & set(stages["block1"].head["params"])
+    assert body and not body & set(stages["block1"].head.params)
 
 
 @pytest.mark.parametrize("backend", ["torch", "ort"])
@@ -63,7 +63,7 @@ def test_a_block_held_for_a_whole_epoch_keeps_its_weights_and_slots(small_cnn, t
     after_one, after_two, without = (load_checkpoint(d / "checkpoint.npz")[0] for d in (first, warm, plain))
     stages = llcompile.transform(small_cnn, "dbl", blocks=3).stages
     for stage in stages[:-1]:
-        heads = set(stage.head["params"])
+        heads = set(stage.head.params)
         initial = {i.name: numpy_helper.to_array(i) for i in stage.model.graph.initializer}
         for name in stage.params:
             if name in heads:  # trained from its initial value

@@ -73,7 +73,7 @@ class OrtStage(TrainableStage):
         self._head_every = head_subsample(stage)
         # a head's BatchNormalization on every k-th sample sees ceil(batch / k) of them
         self._running_stats = running_stats(stage.model, {name: self._head_every for name in
-                                                          (stage.head or {}).get("buffers", [])})
+                                                          (stage.head.buffers if stage.head else [])})
         directory = stage_artifacts(stage.model, self._params, _extra_outputs(stage, logits, self._running_stats),
                                     cache_dir or default_cache_dir())
         try:
