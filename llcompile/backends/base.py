@@ -60,6 +60,21 @@ def correct_on_batch(predictions: Any, labels: Any, every: int) -> float:
     return float((predictions == chosen).sum()) * len(labels) / len(chosen)
 
 
+class RankMeans(ABC):
+    """What data-parallel training (``--parallel data``) lends each stage to average its state over the ranks."""
+
+    # the rank's CUDA device as torch's DistributedDataParallel takes it; None on the CPU
+    device_ids: list[int] | None
+
+    @abstractmethod
+    def average_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        """Replace every array of ``arrays`` by its mean over the ranks, in one all-reduce."""
+
+    @abstractmethod
+    def mean_tensors(self, tensors: list) -> list:
+        """Each torch tensor's mean over the ranks, in one all-reduce."""
+
+
 class TrainableStage(ABC):
     name: str
 
@@ -80,6 +95,19 @@ class TrainableStage(ABC):
     @abstractmethod
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Set every entry of ``state`` this stage has; ignore the others."""
+
+    def join_ranks(self, ranks: RankMeans) -> None:
+        """Data-parallel training, once: from now on each ``train_step`` averages the gradients over
+        ``ranks`` before its optimizer step. A forward-only stage has no gradients: nothing to do."""
+
+    def average_over_ranks(self, ranks: RankMeans) -> None:
+        """Data-parallel training, after every ``train_step``: average over ``ranks`` what the step set
+        without a gradient (a Hebbian stage's new weights). A stage trained by gradient: nothing to do."""
+
+    @abstractmethod
+    def reduced_bytes(self) -> int:
+        """Bytes data-parallel training all-reduces per step for this stage: its gradients, or a
+        Hebbian stage's new weights."""
 
 
 class Backend(ABC):

@@ -21,8 +21,8 @@ import numpy as np
 import onnxruntime
 from onnxruntime.training.api import CheckpointState, Module
 
-from llcompile.backends.base import (Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name,
-                                     correct_on_batch, head_subsample)
+from llcompile.backends.base import (Backend, OptimizerConfig, RankMeans, StepResult, TrainableStage,
+                                     classifier_logits_name, correct_on_batch, head_subsample)
 from llcompile.backends.ort.numpy_optimizers import make_optimizer
 from llcompile.backends.ort.artifacts import (CHECKPOINT, EVAL_MODEL, TRAINING_MODEL, RunningStats,
                                               check_batch_statistics, default_cache_dir, running_stats,
@@ -85,8 +85,8 @@ class OrtStage(TrainableStage):
         self._train_outputs = _output_positions(self._module, training=True)
         self._eval_outputs = _output_positions(self._module, training=False)
         self._optimizer = make_optimizer(optimizer)
-        # set by --parallel data: averages the gradients over the ranks, in place, before the step
-        self.reduce_gradients: Callable[[dict[str, np.ndarray]], None] | None = None
+        # set by join_ranks (--parallel data): averages the gradients over the ranks, in place, before the step
+        self._reduce_gradients: Callable[[dict[str, np.ndarray]], None] | None = None
 
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float,
                    hold: frozenset[str] = frozenset()) -> StepResult:
@@ -119,6 +119,12 @@ class OrtStage(TrainableStage):
         if f"{self.name}/step" in state:
             self._optimizer.steps = int(state[f"{self.name}/step"])
 
+    def join_ranks(self, ranks: RankMeans) -> None:
+        self._reduce_gradients = ranks.average_arrays
+
+    def reduced_bytes(self) -> int:
+        return sum(array.nbytes for array in self.gradients().values())
+
     def gradients(self) -> dict[str, np.ndarray]:
         """The gradient of every parameter in the last ``train_step`` (copies; zeros before the first)."""
         parameters = self._state.parameters
@@ -136,8 +142,8 @@ class OrtStage(TrainableStage):
         parameters = self._state.parameters
         values = {name: parameters[name].data for name in self._params if name not in hold}
         gradients = self.gradients()
-        if self.reduce_gradients is not None:
-            self.reduce_gradients(gradients)
+        if self._reduce_gradients is not None:
+            self._reduce_gradients(gradients)
         for name, value in self._optimizer.step(values, gradients, lr).items():
             parameters[name].data = value
 

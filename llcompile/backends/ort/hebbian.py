@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from llcompile.backends.base import StepResult, TrainableStage
+from llcompile.backends.base import RankMeans, StepResult, TrainableStage
 from llcompile.backends.ort.artifacts import (check_batch_statistics, running_stats, state_value,
                                               unbiased_running_var)
 from llcompile.util.ort_errors import ort_error
@@ -71,6 +71,14 @@ class OrtHebbianStage(TrainableStage):
     def updated_weights(self) -> dict[str, np.ndarray]:
         """The weights a step's ``HebbianUpdate`` rewrites, by name (copies)."""
         return {name: self._store[name].copy() for name in self._updates}
+
+    def average_over_ranks(self, ranks: RankMeans) -> None:
+        weights = self.updated_weights()
+        ranks.average_arrays(weights)
+        self.load_state(weights)
+
+    def reduced_bytes(self) -> int:
+        return sum(array.nbytes for array in self.updated_weights().values())
 
     def _run(self, session, outputs: list[str], feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         try:

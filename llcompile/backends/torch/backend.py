@@ -12,9 +12,10 @@ import warnings
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
-from llcompile.backends.base import (Backend, OptimizerConfig, StepResult, TrainableStage, classifier_logits_name,
-                                     correct_on_batch, head_subsample)
+from llcompile.backends.base import (Backend, OptimizerConfig, RankMeans, StepResult, TrainableStage,
+                                     classifier_logits_name, correct_on_batch, head_subsample)
 from llcompile.backends.torch.builder import build_module
 from llcompile.backends.torch.module import StageModule
 from llcompile.backends.torch.hebbian import share_state
@@ -175,6 +176,13 @@ class TorchStage(TrainableStage):
             param_state.update({slot: torch.from_numpy(np.array(value)).to(param.device)
                                 for slot, value in slots.items()})  # AdamW's step: set at every step
 
+    def join_ranks(self, ranks: RankMeans) -> None:
+        # broadcast_buffers=False: only rank 0 evaluates, so forward must not wait for the others
+        self.runner = DistributedDataParallel(self.runner, device_ids=ranks.device_ids, broadcast_buffers=False)
+
+    def reduced_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.module.parameters() if p.requires_grad)
+
 
 class HebbianTorchStage(TrainableStage):
     """A forward-only stage: no autograd graph, no stored activations; the graph's new weights
@@ -214,3 +222,11 @@ class HebbianTorchStage(TrainableStage):
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         self.module.load_onnx_state(state)
+
+    def average_over_ranks(self, ranks: RankMeans) -> None:
+        with torch.no_grad():
+            for parameter, mean in zip(self.updated, ranks.mean_tensors([p.data for p in self.updated])):
+                parameter.copy_(mean)
+
+    def reduced_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.updated)

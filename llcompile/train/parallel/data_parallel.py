@@ -6,7 +6,8 @@ where the gradients are numpy arrays between ORT's backward and the numpy optimi
 all-reduce of them all does (the same as one DDP bucket). The result is
 close to, not equal to, the sequential run's: BatchNormalization sees each rank's share only,
 and rank 0's running statistics are the ones kept. A Hebbian stage's new weights are averaged
-over the ranks after every step.
+over the ranks after every step. Each stage does its part (``TrainableStage.join_ranks``,
+``average_over_ranks``) with the means over the ranks that this team lends it.
 
 ``bytes_sent`` is the model's figure for a ring all-reduce, not a count of socket bytes: each rank
 sends 2 (N - 1) / N x the bytes reduced (the gradients, and a Hebbian stage's new weights) per step.
@@ -19,12 +20,8 @@ import time
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.nn.parallel import DistributedDataParallel
 
-from llcompile.backends.base import TrainableStage
-from llcompile.backends.ort.backend import OrtStage
-from llcompile.backends.ort.hebbian import OrtHebbianStage
-from llcompile.backends.torch.backend import HebbianTorchStage, TorchStage
+from llcompile.backends.base import RankMeans, TrainableStage
 from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.epoch import EpochSums, EpochWork
 from llcompile.train.loop import progress_bar, show_step, train_loader
@@ -33,17 +30,20 @@ from llcompile.train.parallel.team import RankTeam
 from llcompile.train.step import step_lr, train_stage
 
 
-class DataParallel(RankTeam):
+class DataParallel(RankTeam, RankMeans):
+    """Each stage averages its gradients or Hebbian weights over the ranks by the means this team lends it."""
+
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self._wrapped: list[TrainableStage] = []  # the stages whose runner DDP wraps (rebuilt on program moves)
+        self.device_ids = [self.device.index] if self.device.type == "cuda" else None
+        self._joined: list[TrainableStage] = []  # the stages that joined the ranks (rebuilt on program moves)
 
     def train_epoch(self, work: EpochWork, interrupt: DeferredInterrupt, show_progress: bool) -> int | None:
-        self._wrap(work.stages)
+        self._join(work.stages)
         local = EpochSums()
         shown = progress_bar(work, show_progress)
         busy = 0.0
-        reduced = sum(_reduced_bytes(stage) for stage in work.stages)
+        reduced = sum(stage.reduced_bytes() for stage in work.stages)
         steps = work.steps_per_epoch - work.start_step
         started = time.perf_counter()
         with PeakMemoryMonitor(work.config.device) as memory:
@@ -55,10 +55,9 @@ class DataParallel(RankTeam):
                 lr = step_lr(work.config, work.epoch, step, work.steps_per_epoch)
                 for index, (stage, plan) in enumerate(zip(work.stages, work.program.stages)):
                     activation, loss, correct = train_stage(work, stage, index, activation, batch_labels, lr, step)
+                    stage.average_over_ranks(self)
                     if plan.updates is None:
                         local.add(stage.name, loss, correct, len(share))
-                    else:
-                        self._average_hebbian_weights(stage)
                 busy += time.perf_counter() - step_started
                 local.samples += len(share)
                 show_step(shown, step, local, work.stages[-1].name, started, lr)
@@ -71,35 +70,19 @@ class DataParallel(RankTeam):
                           placement=[[stage.name for stage in work.stages]] * self.world_size)
         return None
 
-    def _wrap(self, stages: list[TrainableStage]) -> None:
-        if stages == self._wrapped:
+    def _join(self, stages: list[TrainableStage]) -> None:
+        if stages == self._joined:
             return
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
         for stage in stages:
-            if isinstance(stage, TorchStage):
-                # broadcast_buffers=False: only rank 0 evaluates, so forward must not wait for the others
-                stage.runner = DistributedDataParallel(stage.runner, device_ids=device_ids, broadcast_buffers=False)
-            elif isinstance(stage, OrtStage):
-                stage.reduce_gradients = self._average_arrays
-        self._wrapped = stages
+            stage.join_ranks(self)
+        self._joined = stages
 
-    def _average_hebbian_weights(self, stage: HebbianTorchStage | OrtHebbianStage) -> None:
-        if isinstance(stage, OrtHebbianStage):
-            weights = stage.updated_weights()
-            self._average_arrays(weights)
-            stage.load_state(weights)
-            return
-        with torch.no_grad():
-            for parameter, mean in zip(stage.updated, self._mean_over_ranks([p.data for p in stage.updated])):
-                parameter.copy_(mean)
-
-    def _average_arrays(self, arrays: dict[str, np.ndarray]) -> None:
-        """Replace every array of ``arrays`` by its mean over the ranks."""
-        means = self._mean_over_ranks([torch.from_numpy(array) for array in arrays.values()])
+    def average_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        means = self.mean_tensors([torch.from_numpy(array) for array in arrays.values()])
         for name, mean in zip(list(arrays), means):
             arrays[name] = mean.numpy()
 
-    def _mean_over_ranks(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    def mean_tensors(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """Each tensor's mean over the ranks, by one all-reduce of them all flattened into one buffer."""
         flat = torch.cat([tensor.reshape(-1) for tensor in tensors]).to(self.device)
         dist.all_reduce(flat)
@@ -112,15 +95,3 @@ def ring_allreduce_bytes(reduced: int, world_size: int) -> int:
     reduce-scatter and an all-gather, each of N - 1 chunks of 1 / N."""
     return 2 * (world_size - 1) * reduced // world_size
 
-
-def _reduced_bytes(stage: TrainableStage) -> int:
-    """Bytes all-reduced per step for ``stage``: its gradients, or its Hebbian weights."""
-    if isinstance(stage, OrtHebbianStage):
-        return sum(array.nbytes for array in stage.updated_weights().values())
-    if isinstance(stage, OrtStage):
-        return sum(array.nbytes for array in stage.gradients().values())
-    if isinstance(stage, HebbianTorchStage):
-        tensors = stage.updated
-    else:
-        tensors = [p for p in stage.module.parameters() if p.requires_grad]
-    return sum(t.numel() * t.element_size() for t in tensors)
