@@ -56,7 +56,17 @@ def _extract_stage(model: ir.Model, stage: StagePlan, labels: str) -> onnx.Model
     for function in functions:
         graph.opset_imports[function.domain] = model.opset_imports[function.domain]
     stage_model = ir.Model(graph, ir_version=IR_VERSION, producer_name="llcompile", functions=functions)
-    return to_checked_proto(stage_model, f"stage {stage.name}")
+    proto = to_checked_proto(stage_model, f"stage {stage.name}")
+    # extract collects the initializers in an identity-keyed set, so their order (and that of their
+    # value_info) changes from call to call; a fixed order makes the same input and options give the
+    # same bytes: the initializers in the model's order, value_info (no meaning in its order) by name
+    position = {name: index for index, name in enumerate(model.graph.initializers)}
+    for entries, key in ((proto.graph.initializer, lambda tensor: position[tensor.name]),
+                         (proto.graph.value_info, lambda info: info.name)):
+        ordered = sorted(entries, key=key)
+        del entries[:]
+        entries.extend(ordered)
+    return proto
 
 
 def to_checked_proto(model: ir.Model, what: str) -> onnx.ModelProto:
