@@ -8,6 +8,8 @@ import onnx
 import pytest
 from filelock import FileLock
 
+from tests.fixtures.cnn_graphs import CnnSpec, UnitSpec, build_cnn
+
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
@@ -21,6 +23,20 @@ def save_model(tmp_path):
         return path
 
     return save
+
+
+# input 3x8x8 -> conv 3x3 (3->4) + BN + ReLU -> MaxPool 2x2 -> conv 3x3 (4->8) + ReLU -> GAP -> Gemm (8->10)
+TINY = CnnSpec(seed=0, in_channels=3, size=8, classes=10, units=(
+    UnitSpec("conv", out_channels=4, kernel=3, bn=True, relu=True),
+    UnitSpec("pool", pool="max"),
+    UnitSpec("conv", out_channels=8, kernel=3, relu=True),
+))
+
+
+@pytest.fixture
+def tiny_model(save_model):
+    """The TINY CNN saved as a file (the cost model's, the report's and its command's tests)."""
+    return save_model(build_cnn(TINY), "tiny.onnx")
 
 
 @pytest.fixture(scope="session")

@@ -19,7 +19,7 @@ import json
 import pytest
 
 import llcompile
-from tests.report.test_command import run, user_error
+from tests.cli.test_report import run, user_error
 
 SETTINGS = ["--batch-size", "2", "--mac-rate", "1e6", "--link-gbps", "0.001", "--format", "json"]
 BP_STEP = 0.055776

@@ -1,7 +1,7 @@
 """The localized rate the loop hands a Hebbian stage at every step, observed at the stage's
 ``train_step``, against the formulas worked out here: ``hebbian_lr * lr(t) / base_lr`` with the SGD
 rate's linear warm-up then half cosine, and an update only at every ``hebbian_every``-th global step.
-Weak supervision is off (its factor's arithmetic: tests/test_learning_mode.py)."""
+Weak supervision is off (its factor's arithmetic: tests/policies/test_learning_mode.py)."""
 
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def test_dbl_stages_partition_the_layers(save_model):
 
 
 def test_every_registered_strategy_is_exercised():
-    from tests.test_zoo_strategies import STRATEGIES as ZOO_STRATEGIES
+    from tests.compiler.test_zoo_strategies import STRATEGIES as ZOO_STRATEGIES
 
     assert {name for name, _ in STRATEGY_OPTIONS} == set(llcompile.STRATEGIES)
     assert {name for name, _ in ZOO_STRATEGIES} == set(llcompile.STRATEGIES)

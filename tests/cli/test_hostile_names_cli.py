@@ -10,7 +10,7 @@ from llcompile.report.render import render
 from llcompile.report.report import build_report
 from tests.fixtures import legacy_models as lm
 from tests.fixtures.hostile_names import HOSTILE_NAMES, PAYLOAD_FILE, renamed
-from tests.test_cli import assert_user_error, run
+from tests.cli.test_commands import assert_user_error, run
 
 
 def _saved(model: onnx.ModelProto, path) -> str:

@@ -48,7 +48,7 @@ def test_transform_checks_every_scheduled_partition(zoo_file):
 
 
 def test_adaptive_policy_is_recorded_with_its_thresholds(zoo_file, tmp_path):
-    from tests.test_cli import assert_user_error, run
+    from tests.cli.test_commands import assert_user_error, run
 
     path = zoo_file("resnet20")
     program = llcompile.transform(path, "dbl-hebbian", boundary_policy="adaptive", min_blocks=3)

@@ -19,7 +19,7 @@ from llcompile.errors import LLCompileError
 from llcompile.program.plan import HeadPlan, StageKind, StagePlan
 from llcompile.program.program import Program
 
-FIXTURES = Path(__file__).parent / "fixtures" / "program_json"
+FIXTURES = Path(__file__).parents[1] / "fixtures" / "program_json"
 
 
 def _load(name: str, directory: Path) -> tuple[str, Program]:

@@ -20,7 +20,7 @@ from llcompile.train.config import TrainConfig
 from llcompile.train.loop import train
 from llcompile.compiler.verify import verify_program
 from tests.fixtures import legacy_models as lm
-from tests.test_cli import assert_user_error, run
+from tests.cli.test_commands import assert_user_error, run
 
 
 @pytest.fixture(scope="module")
