@@ -1,7 +1,9 @@
 """Graph passes. Each is an onnx_ir pass: ``pass_(model) -> PassResult(model, modified)``.
 
-Canonicalisation passes make any imported model look the same to the compiler; strategy
-passes (partition, aux heads, loss) write the training plan into the model.
+Strategy passes (partition, aux heads, losses, the Hebbian prefix) live here and write the training
+plan into the model. The front end's canonicalisation passes (``llcompile.frontend.canonical``),
+which make any imported model look the same to the compiler, are exported here too, so a pipeline
+of one's own finds every pass in one place.
 """
 
 from llcompile.passes.aux_heads import AuxHeadsPass
