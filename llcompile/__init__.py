@@ -4,7 +4,7 @@
     program.save("out/")
 
 The packages are the compiler's stages, each importing only the ones before it
-(docs/architecture.md): util, data, models, frontend, analysis, program, passes, cost, policies,
+(docs/architecture.md): util, ops, data, models, frontend, analysis, program, passes, cost, policies,
 compiler, backends, train, report, cli.
 """
 
