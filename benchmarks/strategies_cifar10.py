@@ -68,6 +68,9 @@ CELLS = {
         "blocks": 4, "boundary_policy": "schedule", "boundary_schedule": "1:1,6:4", "head_warmup": 1.0}),
     "dbl adaptive K=4 fc": ("dbl", {"blocks": 4, "boundary_policy": "adaptive"}),
     "dbl fixed K=4 conv": ("dbl", {"blocks": 4, "aux_head": "conv", **FIXED}),
+    # issue 28's screen: the heads at K=2, where InfoPro's table has block-local within 0.4 points of bp
+    "dbl fixed K=2 fc": ("dbl", {"blocks": 2, **FIXED}),
+    "dbl fixed K=2 conv": ("dbl", {"blocks": 2, "aux_head": "conv", **FIXED}),
     "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented", **FIXED}),
     "dbl fixed K=2 augmented": ("dbl", {"blocks": 2, "aux_head": "augmented", **FIXED}),
     # the shallowest augmented heads (the segments that change shape, and the deepest): the
