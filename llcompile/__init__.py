@@ -8,7 +8,7 @@ The packages are the compiler's stages, each importing only the ones before it
 compiler, backends, train, report, cli.
 """
 
-from llcompile.analysis.structure import analyze
+from llcompile.analysis.structure import analyze_model as analyze  # any model form, canonicalised first
 from llcompile.backends import make_backend
 from llcompile.compiler.strategies import STRATEGIES
 from llcompile.compiler.transform import transform

@@ -15,6 +15,7 @@ import onnx_ir as ir
 
 from llcompile.errors import LLCompileError
 from llcompile.analysis.macs import forward_macs
+from llcompile.frontend.importer import ModelSource, load
 from llcompile.ops import PARAMETRIC_OPS, PROBABILITY_OPS
 
 
@@ -203,7 +204,14 @@ def cut_points(graph: ir.Graph) -> list[ir.Value]:
     return cuts
 
 
+def analyze_model(model: ModelSource) -> ModelAnalysis:
+    """``analyze`` of a model in any form ``llcompile.load`` takes (a path, bytes, an onnx.ModelProto or an
+    onnx_ir.Model), canonicalised first: ``llcompile.analyze``."""
+    return analyze(load(model))
+
+
 def analyze(model: ir.Model) -> ModelAnalysis:
+    """Layers, cut points, segments, MACs and parameter roles of a canonical model; never mutates it."""
     graph = model.graph
     source = data_input(graph)
     cuts = cut_points(graph)

@@ -9,7 +9,7 @@ from onnx_ir.passes import common as ir_common
 
 from llcompile.analysis.structure import analyze
 from llcompile.compiler.emit import emit
-from llcompile.frontend.importer import file_sha256, load
+from llcompile.frontend.importer import ModelSource, file_sha256, load
 from llcompile.passes import TrainingModePass
 from llcompile.frontend.pass_pipeline import run_passes
 from llcompile.program.program import Program
@@ -17,15 +17,23 @@ from llcompile.errors import LLCompileError
 from llcompile.compiler.strategies import boundary_policy_of, build_pipeline, get_strategy, learning_mode_of
 
 
-def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", **options) -> Program:
-    """Compile ``model`` (a path or a canonical ir.Model from ``llcompile.load``) with ``strategy``.
+def transform(model: ModelSource, strategy: str = "dbl", **options) -> Program:
+    """Compile ``model`` with ``strategy``: a path to an ONNX file, its bytes, an ``onnx.ModelProto`` or
+    an ``onnx_ir.Model``, each brought into canonical form by ``llcompile.load`` (the caller's object
+    is not changed). ``program.source`` records the file's path and sha256 when a path is given.
 
     ``options`` are the strategy's (``llcompile strategies``); those left at None take the
     strategy's defaults; an option the strategy does not take is an error. ``program.options``
     records the options given, what the passes chose, and the resolved learning mode of a
     strategy with a Hebbian prefix and the boundary policy of one with blocks.
     """
-    program = _compile(model, strategy, options)
+    options = {k: v for k, v in options.items() if v is not None}
+    build_pipeline(strategy, _compile_canonical, **options)  # options refused before the model is read
+    if isinstance(model, (str, os.PathLike)):
+        source = {"path": os.path.abspath(model), "sha256": file_sha256(model) if os.path.isfile(model) else None}
+    else:
+        source = {"path": None, "sha256": None}
+    program = _compile(load(model), source, strategy, options)
     policy = boundary_policy_of(strategy, program.options)
     for entry in policy.entries() if policy is not None else ():
         try:  # every scheduled partition must compile: fail now, not in the middle of a run
@@ -44,14 +52,16 @@ def transform(model: str | os.PathLike | ir.Model, strategy: str = "dbl", **opti
     return program
 
 
-def _compile(model: str | os.PathLike | ir.Model, strategy: str, options: dict) -> Program:
+def _compile_canonical(model: ir.Model, strategy: str, **options) -> Program:
+    """``transform`` of a model already in canonical form, without its source or its schedule checks:
+    what the partition's block coster compiles copies of the model with."""
+    return _compile(model, {"path": None, "sha256": None}, strategy, options)
+
+
+def _compile(model: ir.Model, source: dict, strategy: str, options: dict) -> Program:
+    """``model`` (canonical) compiled with ``strategy``; ``source`` is what program.json records of it."""
     options = {k: v for k, v in options.items() if v is not None}
-    passes = build_pipeline(strategy, transform, **options)
-    if isinstance(model, ir.Model):
-        source = {"path": None, "sha256": None}
-    else:
-        source = {"path": os.path.abspath(model), "sha256": file_sha256(model) if os.path.isfile(model) else None}
-        model = load(model)
+    passes = build_pipeline(strategy, _compile_canonical, **options)
     eval_model = _clone(model)
     run_passes([TrainingModePass(training=False), ir_common.RemoveUnusedNodesPass()], eval_model)
     training_model = _clone(model)
@@ -80,9 +90,7 @@ def recompile(program: Program, **changes) -> Program:
     options = {k: v for k, v in {**program.options, **changes}.items() if k in names}
     if "balance_by" in names and "balance_by" not in program.options:
         options.setdefault("balance_by", "macs")  # a program from before --balance-by: balanced by forward MACs
-    recompiled = _compile(model, program.strategy, options)
-    recompiled.source = program.source
-    return recompiled
+    return _compile(model, program.source, program.strategy, options)
 
 
 def _clone(model: ir.Model) -> ir.Model:

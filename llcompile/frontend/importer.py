@@ -32,9 +32,42 @@ from llcompile.ops.registry import MAX_OPSET, MIN_OPSET
 IR_VERSION = 10
 
 
-def load(path: str | os.PathLike) -> ir.Model:
-    """Read, check and canonicalise the ONNX model at ``path``."""
-    return canonicalize(read_model_proto(path), source=str(path))
+# what llcompile.load (and transform, analyze, the report) take as a model
+ModelSource = str | os.PathLike | bytes | onnx.ModelProto | ir.Model
+
+
+def load(model: ModelSource) -> ir.Model:
+    """Read, check and canonicalise a model: the path of an ONNX file (its external data read from
+    inside its folder only), the file's bytes, an ``onnx.ModelProto`` or an ``onnx_ir.Model``. All four
+    are canonicalised the same way, and the caller's object is not changed."""
+    if isinstance(model, (str, os.PathLike)):
+        return canonicalize(read_model_proto(model), source=str(model))
+    if isinstance(model, ir.Model):
+        return canonicalize(ir.to_proto(model), source="the onnx_ir.Model")
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        return canonicalize(_in_memory(copy, "the ModelProto"), source="the ModelProto")
+    if isinstance(model, (bytes, bytearray, memoryview)):
+        try:
+            proto = onnx.load_model_from_string(bytes(model))
+        except (DecodeError, ValueError, RuntimeError) as exc:
+            raise LLCompileError(f"the model bytes: not a readable ONNX model ({_first_line(exc)})") from None
+        return canonicalize(_in_memory(proto, "the model bytes"), source="the model bytes")
+    raise LLCompileError(f"a model is the path of an ONNX file, its bytes, an onnx.ModelProto or an onnx_ir.Model, "
+                         f"not {type(model).__name__}")
+
+
+def _in_memory(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
+    """A model given in memory: it must have nodes, and no external data (there is no folder to read it from)."""
+    if not proto.graph.node:
+        raise LLCompileError(f"{source}: not an ONNX model (no graph nodes)")
+    external = next((t.name for t in external_data_helper._get_all_tensors(proto)
+                     if external_data_helper.uses_external_data(t)), None)
+    if external is not None:
+        raise LLCompileError(f"{source}: tensor {external!r} keeps its data in an external file; "
+                             "give the model's path instead, so the data is read from its folder")
+    return proto
 
 
 def file_sha256(path: str | os.PathLike) -> str:

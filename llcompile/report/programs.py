@@ -17,7 +17,7 @@ import onnx_ir as ir
 
 from llcompile.analysis.structure import ModelAnalysis, analyze
 from llcompile.errors import LLCompileError
-from llcompile.frontend.importer import load
+from llcompile.frontend.importer import ModelSource, load
 from llcompile.program.program import EVAL_MODEL_FILE, Program, is_program_dir
 from llcompile.compiler.strategies import get_strategy
 
@@ -48,7 +48,7 @@ class CostedProgram:
 
 @dataclass
 class ReportInput:
-    source: str  # the model file or program directory
+    source: str | None  # the model file or program directory; None for a model given in memory
     kind: str  # model | program
     model: ir.Model  # the canonical model every program is compiled from
     analysis: ModelAnalysis
@@ -95,13 +95,14 @@ def _format_value(value) -> str:
     return "|".join(value) if isinstance(value, list) else str(value)
 
 
-def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -> ReportInput:
-    """Load the model or program at ``source`` and compile/load every program to cost.
+def resolve(source: ModelSource, specs: list[StrategySpec], flags: dict) -> ReportInput:
+    """Load the model or program at ``source`` (a model file or program directory, or a model in memory:
+    its bytes, an onnx.ModelProto or an onnx_ir.Model) and compile/load every program to cost.
 
     ``flags``: options given on the command line (None when not given), applied to every requested
     strategy that takes them.
     """
-    path = Path(source)
+    path = Path(source) if isinstance(source, (str, os.PathLike)) else None
     notes: list[str] = []
     for spec in specs:  # unknown names fail before any work
         get_strategy(spec.name)
@@ -122,7 +123,7 @@ def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -
                 spec.options[key] = value
 
     programs: list[CostedProgram] = []
-    if path.is_dir():
+    if path is not None and path.is_dir():
         if not is_program_dir(path):
             raise LLCompileError(f"{path}: not a program directory (no program.json) and not an ONNX file")
         program = Program.load(path)
@@ -137,13 +138,13 @@ def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -
                          "its learning mode grows to during training")
         own = CostedProgram(label=_program_label(program), program=program)
     else:
-        model = load(path)
+        model = load(source)
         kind = "model"
         own = None
     try:
         analysis = analyze(model)
     except ValueError as exc:
-        raise LLCompileError(f"{path}: cannot analyse the model: {exc}") from None
+        raise LLCompileError(f"{path or 'the model'}: cannot analyse the model: {exc}") from None
 
     wanted = [StrategySpec(BASELINE)] if own is None or own.program.strategy != BASELINE else []
     wanted += specs
@@ -163,7 +164,7 @@ def resolve(source: str | os.PathLike, specs: list[StrategySpec], flags: dict) -
     for label, spec in seen.items():
         programs.append(CostedProgram(label=label, program=_compile(model, spec)))
     programs.sort(key=lambda p: p.label != BASELINE)  # the baseline first
-    return ReportInput(source=os.fspath(path), kind=kind, model=model, analysis=analysis, programs=programs,
+    return ReportInput(source=os.fspath(path) if path is not None else None, kind=kind, model=model, analysis=analysis, programs=programs,
                        notes=notes)
 
 

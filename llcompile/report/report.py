@@ -5,11 +5,10 @@ The dict is the machine contract (schema in docs/cost-model.md); every renderer 
 
 from __future__ import annotations
 
-import os
-
 from llcompile.cost.cost_model import OPTIMIZER_SLOTS, ProgramCost, cost_program
 from llcompile.report.programs import BASELINE, ReportInput, StrategySpec, resolve
 from llcompile.cost.traffic import offchip_traffic
+from llcompile.frontend.importer import ModelSource
 from llcompile.version import __version__
 
 REPORT_VERSION = 1
@@ -23,10 +22,10 @@ UNITS = {
 }
 
 
-def build_report(source: str | os.PathLike, specs: list[StrategySpec], flags: dict | None = None,
+def build_report(source: ModelSource, specs: list[StrategySpec], flags: dict | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, onchip_kib: int = DEFAULT_ONCHIP_KIB,
                  optimizer: str = "sgd") -> dict:
-    """The report of the model file or program directory ``source`` (see ``programs.resolve``)."""
+    """The report of the model file, program directory or in-memory model ``source`` (``programs.resolve``)."""
     resolved = resolve(source, specs, flags or {})
     return report_of(resolved, batch_size=batch_size, onchip_kib=onchip_kib, optimizer=optimizer)
 

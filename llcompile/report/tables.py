@@ -36,9 +36,9 @@ def shape(dims: list) -> str:
 
 
 def header_lines(report: dict) -> list[str]:
-    s, m = report["settings"], report["model"]
+    s, m, source = report["settings"], report["model"], report["source"]
     lines = [
-        f"cost report: {report['source']['path']} ({report['source']['kind']}); {m['layers']} layers, "
+        f"cost report: {source['path'] or 'a model in memory'} ({source['kind']}); {m['layers']} layers, "
         f"{m['segments']} segments, {m['params']:,} parameters, {millions(m['macs_forward'])} M forward MACs per sample",
         f"batch {s['batch_size']}, optimizer {s['optimizer']} ({s['optimizer_slots']} state slot(s) per parameter), "
         f"on-chip buffer {s['onchip_kib']:,} KiB, float32",
