@@ -73,6 +73,8 @@ class HebbianOptions:
 # the option classes in the order of `llcompile transform --help`
 TRANSFORM_OPTIONS = (HeadOptions, InnerCutOptions, BoundaryPolicy, HebbianOptions, LearningMode)
 
+# every transform option's declaration by name
+TRANSFORM_OPTION_SPECS = {name: spec for options in TRANSFORM_OPTIONS for name, spec in option_specs(options).items()}
 HEAD_OPTIONS = tuple(option_specs(HeadOptions))
 BOUNDARY_OPTIONS = tuple(option_specs(BoundaryPolicy))
 DBL_OPTIONS = HEAD_OPTIONS + BOUNDARY_OPTIONS

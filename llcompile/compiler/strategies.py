@@ -8,14 +8,15 @@ from typing import Callable
 import onnx_ir as ir
 
 from llcompile.compiler.options import (BOUNDARY_OPTIONS, DBL_OPTIONS, DEFAULT_DBL_BLOCKS, HEAD_OPTIONS,
-                                        HEBBIAN_OPTIONS, INNER_CUT_OPTIONS, LEARNING_MODE_OPTIONS)
+                                        HEBBIAN_OPTIONS, INNER_CUT_OPTIONS, LEARNING_MODE_OPTIONS,
+                                        TRANSFORM_OPTION_SPECS)
 from llcompile.cost.block_costs import DEFAULT_BALANCE, ProgramCompiler, segment_coster
 from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.errors import LLCompileError
 from llcompile.policies.learning_mode import LearningMode
 from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
 from llcompile.passes.inner_cuts import DropUnusedInnerCutsPass, JoinInnerCutsPass
-from llcompile.util.option_spec import flag
+from llcompile.util.option_spec import flag, problem
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,10 @@ def build_pipeline(name: str, compile_program: ProgramCompiler, **options) -> li
     if foreign:
         flags = ", ".join(flag(k) for k in foreign)
         raise LLCompileError(f"strategy {name!r} takes no {flags}")
+    for option_name, value in given.items():  # every value's type and range, before any pass runs
+        message = problem(option_name, TRANSFORM_OPTION_SPECS[option_name], value)
+        if message:
+            raise LLCompileError(message)
     return strategy.build(compile_program, **given)
 
 

@@ -75,12 +75,26 @@ def range_text(spec: OptionSpec) -> str:
             f"{')' if spec.max_open else ']'}")
 
 
+# what a value of each kind must be, and how messages say it: Python's own types, which program.json can
+# record (a numpy integer cannot be); bool is no number here (True is not 1 block)
+KINDS = {
+    int: (lambda v: type(v) is int, "an integer"),
+    float: (lambda v: type(v) in (int, float), "a number"),
+    str: (lambda v: isinstance(v, str), "a string"),
+    bool: (lambda v: isinstance(v, bool), "True or False"),
+    list: (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v), "a list of names"),
+}
+
+
 def problem(name: str, spec: OptionSpec, value: Any) -> str | None:
     """What is wrong with ``value`` for option ``name`` (None: nothing; None values are not given)."""
     if value is None:
         return None
+    is_kind, kind_text = KINDS[spec.kind]
+    if not is_kind(value):
+        return f"{flag(name)} must be {kind_text}, not {value!r}"
     if spec.choices is not None and value not in spec.choices:
-        return f"{flag(name)} must be one of {', '.join(spec.choices)}"
+        return f"{flag(name)} must be one of {', '.join(spec.choices)}, not {value!r}"
     if spec.minimum is not None:
         low_ok = value > spec.minimum if spec.min_open else value >= spec.minimum
         high_ok = spec.maximum is None or (value < spec.maximum if spec.max_open else value <= spec.maximum)
