@@ -117,20 +117,26 @@ def learning_mode_of(strategy: str, options: dict) -> LearningMode | None:
     return LearningMode.from_options(options)
 
 
-def build_pipeline(name: str, compile_program: ProgramCompiler, **options) -> list[ir.passes.PassBase]:
-    """The passes of strategy ``name``; options it does not take (other than None) are refused.
-    ``compile_program`` is ``llcompile.transform``, for a partition balanced by training cost."""
+def check_options(name: str, options: dict) -> dict:
+    """The options of strategy ``name`` that are given (not None), each of a type and in a range its
+    declaration allows; options the strategy does not take are refused."""
     strategy = get_strategy(name)
     given = {k: v for k, v in options.items() if v is not None}
     foreign = sorted(set(given) - set(strategy.options))
     if foreign:
         flags = ", ".join(flag(k) for k in foreign)
         raise LLCompileError(f"strategy {name!r} takes no {flags}")
-    for option_name, value in given.items():  # every value's type and range, before any pass runs
+    for option_name, value in given.items():
         message = problem(option_name, TRANSFORM_OPTION_SPECS[option_name], value)
         if message:
             raise LLCompileError(message)
-    return strategy.build(compile_program, **given)
+    return given
+
+
+def build_pipeline(name: str, compile_program: ProgramCompiler, **options) -> list[ir.passes.PassBase]:
+    """The passes of strategy ``name`` with its options (``check_options``). ``compile_program`` is
+    ``llcompile.transform``, for a partition balanced by training cost."""
+    return get_strategy(name).build(compile_program, **check_options(name, options))
 
 
 def get_strategy(name: str) -> Strategy:

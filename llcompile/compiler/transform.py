@@ -14,7 +14,8 @@ from llcompile.passes import TrainingModePass
 from llcompile.frontend.pass_pipeline import run_passes
 from llcompile.program.program import Program
 from llcompile.errors import LLCompileError
-from llcompile.compiler.strategies import boundary_policy_of, build_pipeline, get_strategy, learning_mode_of
+from llcompile.compiler.strategies import (boundary_policy_of, build_pipeline, check_options, get_strategy,
+                                          learning_mode_of)
 
 
 def transform(model: ModelSource, strategy: str = "dbl", **options) -> Program:
@@ -27,8 +28,7 @@ def transform(model: ModelSource, strategy: str = "dbl", **options) -> Program:
     records the options given, what the passes chose, and the resolved learning mode of a
     strategy with a Hebbian prefix and the boundary policy of one with blocks.
     """
-    options = {k: v for k, v in options.items() if v is not None}
-    build_pipeline(strategy, _compile_canonical, **options)  # options refused before the model is read
+    options = check_options(strategy, options)  # refused before the model is read
     if isinstance(model, (str, os.PathLike)):
         source = {"path": os.path.abspath(model), "sha256": file_sha256(model) if os.path.isfile(model) else None}
     else:
