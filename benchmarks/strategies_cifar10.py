@@ -71,6 +71,9 @@ CELLS = {
     # issue 28's screen: the heads at K=2, where InfoPro's table has block-local within 0.4 points of bp
     "dbl fixed K=2 fc": ("dbl", {"blocks": 2, **FIXED}),
     "dbl fixed K=2 conv": ("dbl", {"blocks": 2, "aux_head": "conv", **FIXED}),
+    # DGL's and InfoPro's head: a strided 3x3 conv sees neighbourhoods before the pooling
+    "dbl fixed K=2 dgl": ("dbl", {"blocks": 2, "aux_head": "dgl", **FIXED}),
+    "dbl fixed K=4 dgl": ("dbl", {"blocks": 4, "aux_head": "dgl", **FIXED}),
     "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented", **FIXED}),
     "dbl fixed K=2 augmented": ("dbl", {"blocks": 2, "aux_head": "augmented", **FIXED}),
     # the shallowest augmented heads (the segments that change shape, and the deepest): the

@@ -37,7 +37,7 @@ class HeadOptions:
     aux_pool: int | None = option(
         int, "aux heads on feature maps: average-pool to P x P instead of globally; token tensors are reduced whole "
              "(refused if every cut point is one)", minimum=1, default_text="global")
-    aux_width: float | None = option(float, "conv aux head: its hidden channels as a fraction of the block's",
+    aux_width: float | None = option(float, "conv and dgl aux heads: their conv's channels as a fraction of the block's",
                                      minimum=0, maximum=1, min_open=True, default_text="1")
     aux_subsample: int | None = option(
         int, "aux heads: train on every k-th sample of the batch only (about 1/k of their cost)", minimum=1,

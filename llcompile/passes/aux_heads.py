@@ -17,10 +17,14 @@ from llcompile.program.plan import HeadPlan, StageKind, require_plan
 from llcompile.analysis.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
 
 HEAD_PREFIX = "aux@"
+DGL_HIDDEN = 128  # the dgl head's MLP width, as DGL's and InfoPro's CIFAR heads
+CONV_HEADS = ("conv", "dgl")  # the heads that start with a conv-BN-ReLU on a feature map
 AUX_HEAD_KINDS = {
     "fc": "GlobalAveragePool -> Flatten -> Gemm(C -> classes): the small FC head of DBL (a token tensor: "
           "its class token or mean, as the model's head reads it)",
     "conv": "1x1 Conv + BN + ReLU -> pool -> MLP(C -> C -> classes): DGL's MLP-SR style head",
+    "dgl": f"3x3 stride-2 Conv(C -> C) + BN + ReLU -> pool -> MLP(C -> {DGL_HIDDEN} -> classes): the conv head "
+           "DGL and InfoPro train blocks with",
     "augmented": "copies of the model's own later segments (--aux-depth of them) -> pool -> Gemm: AugLocal style",
 }
 
@@ -47,8 +51,13 @@ class AuxHeadsPass(ir.passes.InPlacePass):
     are: its Gemm reads C * P^2 values. A token tensor is always reduced whole: a head that pools
     records ``pool`` in its entry, one on tokens does not, and a model whose every cut point is a
     token tensor (or a vector) is refused. ``width`` w
-    (``conv`` only): the 1x1 conv and hidden Gemm have round(w * C) channels instead of C, so the
-    head costs about w times the MACs.
+    (``conv`` and ``dgl``): the conv (and ``conv``'s hidden Gemm) have round(w * C) channels instead
+    of C, so the head costs about w times the MACs.
+
+    ``dgl``: the head DGL (Belilovsky et al. 2020) and InfoPro (Wang et al. 2021) train CIFAR blocks
+    with: a 3x3 conv with stride 2 sees each position's neighbourhood before the pooling (``conv``'s
+    1x1 conv does not), then an MLP of ``DGL_HIDDEN`` units. On a token tensor or a vector it is the
+    read-out and that MLP.
 
     ``subsample`` k: the head (and so its loss, and the block's gradient) sees every k-th sample of
     the batch only, so it costs about 1/k of its MACs and kept activations; the block itself still
@@ -71,8 +80,8 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             raise LLCompileError(f"the aux-head seed must be >= 0, got {seed}")
         if depth is not None and kind != "augmented":
             raise LLCompileError(f"--aux-depth applies to --aux-head augmented only, not {kind}")
-        if width is not None and kind != "conv":
-            raise LLCompileError(f"--aux-width applies to --aux-head conv only, not {kind}")
+        if width is not None and kind not in CONV_HEADS:
+            raise LLCompileError(f"--aux-width applies to --aux-head {' and '.join(CONV_HEADS)} only, not {kind}")
         if width is not None and not 0 < width <= 1:
             raise LLCompileError(f"--aux-width must be in (0, 1], got {width}")
         if pool is not None and pool < 1:
@@ -147,16 +156,10 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         feature_axis = 2 if tokens else 1
         if rank < 2 or not isinstance(x.shape[feature_axis], int):
             raise LLCompileError(f"cannot attach an aux head to {x.name!r} of shape {x.shape}")
-        channels, spatial = x.shape[feature_axis], list(x.shape)[2:]  # the conv head's 1x1 conv keeps the spatial sizes
+        channels, spatial = x.shape[feature_axis], list(x.shape)[2:]
         hidden = max(1, round(self.width * channels)) if self.width is not None else channels
-        if self.kind == "conv" and rank > 2 and not tokens:
-            w = b.initializer("conv.weight", uniform_fan_in(rng, (hidden, channels) + (1,) * (rank - 2), channels))
-            x = b.op("Conv", [x, w], "conv", kernel_shape=[1] * (rank - 2))
-            bn = [b.initializer(f"bn.{n}", a) for n, a in (
-                ("weight", np.ones(hidden, np.float32)), ("bias", np.zeros(hidden, np.float32)),
-                ("running_mean", np.zeros(hidden, np.float32)), ("running_var", np.ones(hidden, np.float32)))]
-            x = b.op("BatchNormalization", [x, *bn], "bn", num_outputs=3, training_mode=1, momentum=0.9)
-            x = b.op("Relu", [x], "relu")
+        if self.kind in CONV_HEADS and rank > 2 and not tokens:
+            x, spatial = self._conv_bn_relu(b, x, channels, hidden, spatial, rng)
             channels = hidden
         features = channels
         if tokens:
@@ -170,11 +173,30 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             x = b.op("Flatten", [x], "flatten", axis=1)
             if readout.norm is not None:  # a feature map's channels are last only once it is pooled
                 x = self._layer_norm(b, x, features)
-        if self.kind == "conv":
-            x = self._linear(b, x, "fc1", features, hidden, rng)
+        if self.kind in CONV_HEADS:
+            mlp = DGL_HIDDEN if self.kind == "dgl" else hidden
+            x = self._linear(b, x, "fc1", features, mlp, rng)
             x = b.op("Relu", [x], "fc1_relu")
-            features = hidden
-        return self._linear(b, x, "fc2" if self.kind == "conv" else "fc", features, classes, rng, output="logits")
+            features = mlp
+        return self._linear(b, x, "fc2" if self.kind in CONV_HEADS else "fc", features, classes, rng,
+                            output="logits")
+
+    def _conv_bn_relu(self, b: GraphBuilder, x: ir.Value, channels: int, hidden: int, spatial: list,
+                      rng) -> tuple[ir.Value, list]:
+        """``conv``: a 1x1 conv (the spatial sizes kept); ``dgl``: a 3x3 conv with stride 2 and padding 1
+        (each spatial size halved, rounded up); then BN on the batch's statistics and ReLU."""
+        kernel, stride = (1, 1) if self.kind == "conv" else (3, 2)
+        dims = len(spatial)
+        w = b.initializer("conv.weight", uniform_fan_in(rng, (hidden, channels) + (kernel,) * dims,
+                                                        channels * kernel ** dims))
+        strided = {} if stride == 1 else {"strides": [stride] * dims, "pads": [kernel // 2] * (2 * dims)}
+        x = b.op("Conv", [x, w], "conv", kernel_shape=[kernel] * dims, **strided)
+        bn = [b.initializer(f"bn.{n}", a) for n, a in (
+            ("weight", np.ones(hidden, np.float32)), ("bias", np.zeros(hidden, np.float32)),
+            ("running_mean", np.zeros(hidden, np.float32)), ("running_var", np.ones(hidden, np.float32)))]
+        x = b.op("BatchNormalization", [x, *bn], "bn", num_outputs=3, training_mode=1, momentum=0.9)
+        spatial = [-(-d // stride) if isinstance(d, int) else d for d in spatial]
+        return b.op("Relu", [x], "relu"), spatial
 
     @staticmethod
     def _reduce_tokens(b: GraphBuilder, x: ir.Value, how: str) -> ir.Value:

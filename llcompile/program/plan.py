@@ -30,12 +30,12 @@ class StageKind(enum.StrEnum):
 class HeadPlan:
     """A block's aux head (``AuxHeadsPass``): what it is and which initializers it added."""
 
-    kind: str  # fc | conv | augmented
+    kind: str  # fc | conv | dgl | augmented
     logits: str  # the tensor whose argmax is the block's prediction
     params: list[str]
     buffers: list[str]
     pool: int | None = None  # pooled to pool x pool (a feature map only); None: globally
-    width: float | None = None  # conv: hidden channels as a fraction of the block's
+    width: float | None = None  # conv, dgl: hidden channels as a fraction of the block's
     subsample: int | None = None  # trains on every k-th sample of the batch; None: on all of it
     segments: list[int] | None = None  # augmented: the later segments it copies
     copied_from: dict[str, str] | None = None  # augmented: copied initializer -> the model's original

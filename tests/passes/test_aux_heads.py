@@ -115,12 +115,38 @@ def test_conv_head_on_4d_cut():
     assert [g.inputs[1].const_value.shape for g in gemms] == [(CHANNELS, CHANNELS), (CLASSES, CHANNELS)]
 
 
+def test_dgl_head_on_4d_cut_is_a_strided_3x3_conv_then_a_128_unit_mlp():
+    model = _annotated("dgl")
+    nodes = _head_nodes(model, "block1")
+    assert [n.op_type for n in nodes] == ["Conv", "BatchNormalization", "Relu", "GlobalAveragePool", "Flatten",
+                                          "Gemm", "Relu", "Gemm", "SoftmaxCrossEntropyLoss"]
+    conv = nodes[0]
+    assert conv.inputs[1].const_value.shape == (CHANNELS, CHANNELS, 3, 3)
+    assert {k: tuple(v) for k, v in _attrs(conv).items()} == {
+        "kernel_shape": (3, 3), "strides": (2, 2), "pads": (1, 1, 1, 1)}
+    gemms = [n for n in nodes if n.op_type == "Gemm"]
+    assert [g.inputs[1].const_value.shape for g in gemms] == [(128, CHANNELS), (CLASSES, 128)]
+    assert [n.op_type for n in _head_nodes(model, "block2")] == ["Gemm", "Relu", "Gemm", "SoftmaxCrossEntropyLoss"]
+
+
+def test_dgl_head_width_scales_its_conv_not_its_mlp():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D])(model)
+    AuxHeadsPass(kind="dgl", width=0.5)(model)
+    assert _init(model, f"{HEAD1}.conv.weight").shape == (CHANNELS // 2, CHANNELS, 3, 3)
+    assert _init(model, f"{HEAD1}.fc1.weight").shape == (128, CHANNELS // 2)
+    x, labels = _batch()
+    out = _run(model, [CUT_4D, f"{HEAD1}.logits"], x, labels)
+    np.testing.assert_allclose(out[f"{HEAD1}.logits"], _numpy_head_logits("dgl", model, HEAD1, out[CUT_4D]),
+                               rtol=1e-4, atol=1e-5)
+
+
 def test_conv_head_on_2d_cut_is_an_mlp():
     model = _annotated("conv")
     assert [n.op_type for n in _head_nodes(model, "block2")] == ["Gemm", "Relu", "Gemm", "SoftmaxCrossEntropyLoss"]
 
 
-@pytest.mark.parametrize("kind", ["fc", "conv"])
+@pytest.mark.parametrize("kind", ["fc", "conv", "dgl"])
 def test_plan_records_losses_and_heads(kind):
     model = _annotated(kind)
     plan = Plan.read(model)
@@ -136,7 +162,7 @@ def test_plan_records_losses_and_heads(kind):
         assert loss_node.inputs[0].name == stage.head.logits
         assert stage.head.params == sorted(stage.head.params)
         assert all(name.endswith(("running_mean", "running_var")) for name in stage.head.buffers)
-        assert len(stage.head.buffers) == (2 if kind == "conv" and stage.name == "block1" else 0)  # BN on 4-D only
+        assert len(stage.head.buffers) == (2 if kind != "fc" and stage.name == "block1" else 0)  # BN on 4-D only
         for name in stage.head.params + stage.head.buffers:
             assert name in model.graph.initializers and name.startswith(f"aux@{stage.output}.")
             assert name not in owners
@@ -182,7 +208,7 @@ def _head_weights(model: ir.Model) -> dict[str, np.ndarray]:
     return {n: _init(model, n) for s in plan.stages[:-1] for n in s.head.params}
 
 
-@pytest.mark.parametrize("kind", ["fc", "conv"])
+@pytest.mark.parametrize("kind", ["fc", "conv", "dgl"])
 def test_same_seed_same_weights_other_seed_different(kind):
     a, b, c = (_head_weights(_annotated(kind, seed=s)) for s in (7, 7, 8))
     assert a.keys() == b.keys() == c.keys()
@@ -248,11 +274,16 @@ def _gemm(x, model, prefix):
 def _numpy_head_logits(kind: str, model: ir.Model, head: str, a: np.ndarray) -> np.ndarray:
     """The head reading cut activation ``a``, computed in numpy (float64) from its weights: ``fc``
     is GAP (4-D cuts) then a Gemm; ``conv`` is 1x1 conv + BN on batch statistics (it starts as the
-    identity affine map) + ReLU, GAP (4-D cuts), then Gemm + ReLU + Gemm."""
+    identity affine map) + ReLU, GAP (4-D cuts), then Gemm + ReLU + Gemm; ``dgl`` the same with
+    torch's 3x3 conv, stride 2, padding 1 (float64) in place of the 1x1 conv."""
     a = a.astype(np.float64)
-    if kind == "conv" and a.ndim == 4:
-        w = _init(model, f"{head}.conv.weight")[:, :, 0, 0]
-        y = np.einsum("oc,nchw->nohw", w, a)
+    if kind in ("conv", "dgl") and a.ndim == 4:
+        w = _init(model, f"{head}.conv.weight")
+        if kind == "conv":
+            y = np.einsum("oc,nchw->nohw", w[:, :, 0, 0], a)
+        else:
+            y = torch.nn.functional.conv2d(torch.from_numpy(a), torch.from_numpy(w).double(), stride=2,
+                                           padding=1).numpy()
         mean, var = y.mean(axis=(0, 2, 3), keepdims=True), y.var(axis=(0, 2, 3), keepdims=True)
         a = np.maximum((y - mean) / np.sqrt(var + 1e-5), 0.0)
     features = a.mean(axis=(2, 3)) if a.ndim == 4 else a
@@ -261,7 +292,7 @@ def _numpy_head_logits(kind: str, model: ir.Model, head: str, a: np.ndarray) -> 
     return _gemm(np.maximum(_gemm(features, model, f"{head}.fc1"), 0.0), model, f"{head}.fc2")
 
 
-@pytest.mark.parametrize("kind", ["fc", "conv"])
+@pytest.mark.parametrize("kind", ["fc", "conv", "dgl"])
 def test_annotated_model_passes_the_checker_and_computes_heads_and_losses(kind):
     """With the model's own loss added: valid ONNX, and onnxruntime's head logits and every loss (both
     aux losses and the model's) equal numpy's from the cut activations and the weights."""
@@ -351,7 +382,7 @@ def test_pooled_reduced_width_conv_head_numerics():
     np.testing.assert_allclose(out[f"{HEAD1}.logits"], logits, rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["fc", "conv"])
+@pytest.mark.parametrize("kind", ["fc", "conv", "dgl"])
 def test_a_head_on_a_batch_subset_reads_every_kth_sample(kind):
     """``subsample`` 3 on a batch of 7: the head (its BN on the subset's statistics) and its loss see
     samples 0, 3 and 6; the block's output and the model's loss still see all 7."""
@@ -382,7 +413,7 @@ def test_a_head_on_the_whole_batch_records_no_subsample():
 
 @pytest.mark.parametrize("options, fragment", [
     (dict(kind="fc", subsample=0), "--aux-subsample must be >= 1"),
-    (dict(kind="fc", width=0.5), "--aux-width applies to --aux-head conv only"),
+    (dict(kind="fc", width=0.5), "--aux-width applies to --aux-head conv and dgl only"),
     (dict(kind="conv", width=1.5), "--aux-width must be in"),
     (dict(kind="fc", pool=0), "--aux-pool must be >= 1"),
 ])
