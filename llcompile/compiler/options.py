@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llcompile.cost.block_costs import BALANCE_CRITERIA, DEFAULT_BALANCE, ELEMENT_OP_MACS
-from llcompile.passes.aux_heads import AUX_HEAD_KINDS
+from llcompile.passes.aux_heads import AUX_HEAD_KINDS, AUX_LOSSES, DEFAULT_RECON_WEIGHT
 from llcompile.passes.hebbian import ACTIVATIONS
 from llcompile.passes.hebbian_function import RULES
 from llcompile.policies.boundary_policy import BoundaryPolicy
@@ -37,11 +37,16 @@ class HeadOptions:
     aux_pool: int | None = option(
         int, "aux heads on feature maps: average-pool to P x P instead of globally; token tensors are reduced whole "
              "(refused if every cut point is one)", minimum=1, default_text="global")
-    aux_width: float | None = option(float, "conv and dgl aux heads: their conv's channels as a fraction of the block's",
-                                     minimum=0, maximum=1, min_open=True, default_text="1")
+    aux_width: float | None = option(float, "conv and dgl aux heads: their conv's channels as a fraction of the "
+                                            "block's", minimum=0, maximum=1, min_open=True, default_text="1")
     aux_subsample: int | None = option(
         int, "aux heads: train on every k-th sample of the batch only (about 1/k of their cost)", minimum=1,
         default_text="1, the whole batch")
+    aux_loss: str | None = option(
+        str, "dbl: each block's local loss: the head's cross-entropy, or that plus a decoder's reconstruction of the "
+             "block's input (InfoPro)", choices=tuple(AUX_LOSSES), default="ce")
+    aux_recon_weight: float | None = option(float, "--aux-loss ce+recon: the reconstruction term's weight",
+                                            minimum=0, min_open=True, default=DEFAULT_RECON_WEIGHT)
     seed: int | None = option(int, "dbl: seed of the aux-head initialisation", minimum=0, default=0)
 
 

@@ -36,7 +36,8 @@ ProgramCompiler = Callable[..., Program]
 
 def segment_coster(criterion: str, head_options: dict, compile_program: ProgramCompiler) -> SegmentCoster:
     """The function that costs a model's segments by ``criterion``; ``head_options`` are the transform
-    options that shape the aux heads (aux_head, aux_depth, aux_pool, aux_width, aux_subsample, seed)."""
+    options that shape the aux heads and their losses (aux_head, aux_depth, aux_pool, aux_width, aux_subsample,
+    aux_loss, aux_recon_weight, seed)."""
     if criterion not in BALANCE_CRITERIA:
         raise LLCompileError(f"unknown --balance-by {criterion!r}; choose one of: {', '.join(BALANCE_CRITERIA)}")
     if criterion == "macs":

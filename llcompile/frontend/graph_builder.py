@@ -77,13 +77,41 @@ def labels_input(graph: ir.Graph, name: str) -> ir.Value:
 def add_cross_entropy(graph: ir.Graph, logits: ir.Value, labels: ir.Value, loss_name: str) -> ir.Value:
     """Mean softmax cross-entropy of ``logits`` against ``labels``, added as a graph output named
     ``loss_name`` or, if that is taken, a fresh variant of it."""
-    loss_name = NameScope(graph).fresh(loss_name)
     node = ir.Node("", "SoftmaxCrossEntropyLoss", [logits, labels],
-                   attributes=[ir.AttrString("reduction", "mean")], name=loss_name)
+                   attributes=[ir.AttrString("reduction", "mean")])
+    graph.append(node)
+    return add_loss_output(graph, node, loss_name)
+
+
+def add_weighted_sum(graph: ir.Graph, terms: list[tuple[ir.Value, float]], loss_name: str) -> ir.Value:
+    """sum(weight * term) of scalar ``terms``, added as a graph output named ``loss_name`` (or a fresh
+    variant): a loss of several terms."""
+    names = NameScope(graph)
+    total = None
+    for term, weight in terms:
+        if weight != 1.0:
+            factor = names.initializer(f"{loss_name}.weight", np.array(weight, np.float32))
+            scaled = ir.Node("", "Mul", [term, factor], name=names.fresh(f"{loss_name}.weighted"))
+            scaled.outputs[0].name = scaled.name
+            graph.append(scaled)
+            term = scaled.outputs[0]
+        if total is not None:
+            node = ir.Node("", "Add", [total, term], name=names.fresh(f"{loss_name}.sum"))
+            node.outputs[0].name = node.name
+            graph.append(node)
+            term = node.outputs[0]
+        total = term
+    return add_loss_output(graph, total.producer(), loss_name)
+
+
+def add_loss_output(graph: ir.Graph, node: ir.Node, loss_name: str) -> ir.Value:
+    """Name ``node`` and its (scalar float) output ``loss_name`` or a fresh variant of it, and make
+    that output a graph output."""
+    loss_name = NameScope(graph).fresh(loss_name)
+    node.name = loss_name
     node.outputs[0].name = loss_name
     node.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
     node.outputs[0].shape = ir.Shape([])
-    graph.append(node)
     graph.outputs.append(node.outputs[0])
     return node.outputs[0]
 

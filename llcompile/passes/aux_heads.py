@@ -11,8 +11,9 @@ from llcompile.analysis.structure import analyze, parameter_roles
 from llcompile.errors import LLCompileError
 from llcompile.passes.augmented_head import DEFAULT_AUX_DEPTH, check_depth, copy_segments, select_segments
 from llcompile.frontend.canonical.dynamic_batch import BATCH_DIM
-from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, labels_input, subsample_batch,
-                                             uniform_fan_in, value_named)
+from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, add_weighted_sum, labels_input,
+                                             subsample_batch, uniform_fan_in, value_named)
+from llcompile.passes.reconstruction import reconstructable, reconstruction_error
 from llcompile.program.plan import HeadPlan, StageKind, require_plan
 from llcompile.analysis.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
 
@@ -27,6 +28,13 @@ AUX_HEAD_KINDS = {
            "DGL and InfoPro train blocks with",
     "augmented": "copies of the model's own later segments (--aux-depth of them) -> pool -> Gemm: AugLocal style",
 }
+
+AUX_LOSSES = {
+    "ce": "softmax cross-entropy of the head's logits",
+    "ce+recon": "cross-entropy plus --aux-recon-weight x the mean squared error of a small decoder from the "
+                "block's output back to its input (InfoPro's reconstruction term)",
+}
+DEFAULT_RECON_WEIGHT = 1.0
 
 
 def is_feature_map(value: ir.Value) -> bool:
@@ -69,11 +77,24 @@ class AuxHeadsPass(ir.passes.InPlacePass):
     LayerNormalization over the features where the model's head has one (on a token tensor before
     or after the reduction, as the model's head; on a feature map after the pooling); a head on a
     tensor the copied segments already reduced (rank 2) gets none.
+
+    ``loss`` ``ce+recon``: the block's loss is the head's cross-entropy plus ``recon_weight`` times
+    a reconstruction error (``passes/reconstruction.py``): a decoder from the block's output back to
+    its input, named and recorded with the head (``recon`` in its entry holds the weight). A block
+    whose input cannot be reconstructed that way (a vector or token output) keeps the cross-entropy
+    alone, and its entry has no ``recon``.
     """
 
     def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None, pool: int | None = None,
-                 width: float | None = None, subsample: int | None = None):
+                 width: float | None = None, subsample: int | None = None, loss: str = "ce",
+                 recon_weight: float | None = None):
         super().__init__()
+        if loss not in AUX_LOSSES:
+            raise LLCompileError(f"unknown aux loss {loss!r}; choose one of: {', '.join(AUX_LOSSES)}")
+        if recon_weight is not None and loss != "ce+recon":
+            raise LLCompileError(f"--aux-recon-weight applies to --aux-loss ce+recon only, not {loss}")
+        if recon_weight is not None and not recon_weight > 0:
+            raise LLCompileError(f"--aux-recon-weight must be > 0, got {recon_weight}")
         if kind not in AUX_HEAD_KINDS:
             raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
         if seed < 0:
@@ -93,6 +114,7 @@ class AuxHeadsPass(ir.passes.InPlacePass):
         self.pool = pool
         self.width = width
         self.subsample = subsample
+        self.recon_weight = (DEFAULT_RECON_WEIGHT if recon_weight is None else recon_weight) if loss != "ce" else None
         self.depth = check_depth(DEFAULT_AUX_DEPTH if depth is None else depth) if kind == "augmented" else None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
@@ -110,11 +132,16 @@ class AuxHeadsPass(ir.passes.InPlacePass):
             builder = GraphBuilder(graph, f"{HEAD_PREFIX}{stage.output}")
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.output.encode())])
             before = set(graph.initializers)
-            x, head_labels = value_named(graph, stage.output), labels
+            x, head_labels, block_input = value_named(graph, stage.output), labels, value_named(graph, stage.input)
+            recon = self.recon_weight if self.recon_weight is not None and reconstructable(x, block_input) else None
             subset = self.subsample is not None and self.subsample > 1
             if subset:
-                x, head_labels = subsample_batch(builder, {"x_subsample": x, "labels_subsample": labels},
-                                                 self.subsample)
+                seen = {"x_subsample": x, "labels_subsample": labels}
+                if recon is not None:
+                    seen["input_subsample"] = block_input
+                x, head_labels, *rest = subsample_batch(builder, seen, self.subsample)
+                block_input = rest[0] if rest else block_input
+            block_output = x
             existing = set(graph) if subset else None
             segments = copied_from = None
             if self.kind == "augmented":
@@ -122,7 +149,8 @@ class AuxHeadsPass(ir.passes.InPlacePass):
                 x, copied_from = copy_segments(builder, analysis, segments, x)
             pooled = self.pool is not None and is_feature_map(x)  # tokens and vectors are reduced whole
             logits = self._build_head(builder, x, plan.num_classes, rng, readout)
-            stage.loss = add_cross_entropy(graph, logits, head_labels, f"{stage.name}.aux_loss").name
+            stage.loss = self._add_loss(builder, logits, head_labels, rng, stage.name,
+                                        (block_output, block_input, recon) if recon is not None else None)
             if subset:
                 _unbind_batch(node for node in graph if node not in existing)
             added = set(graph.initializers) - before
@@ -132,15 +160,30 @@ class AuxHeadsPass(ir.passes.InPlacePass):
                                   buffers=sorted(n for n in added if roles.get(n) == "buffer"),
                                   pool=self.pool if pooled else None, width=self.width,
                                   subsample=self.subsample if subset else None,
-                                  segments=segments, copied_from=copied_from)
+                                  segments=segments, copied_from=copied_from, recon=recon)
             modified = True
         plan.options["aux_head"] = self.kind
         plan.options.update({k: v for k, v in (("aux_pool", self.pool), ("aux_width", self.width),
                                                ("aux_subsample", self.subsample)) if v is not None})
         if self.depth is not None:
             plan.options["aux_depth"] = self.depth
+        if self.recon_weight is not None:
+            plan.options.update(aux_loss="ce+recon", aux_recon_weight=self.recon_weight)
         plan.write(model)
         return ir.passes.PassResult(model, modified)
+
+    @staticmethod
+    def _add_loss(b: GraphBuilder, logits: ir.Value, labels: ir.Value, rng, stage: str,
+                  recon: tuple[ir.Value, ir.Value, float] | None) -> str:
+        """The block's loss, a graph output: the head's cross-entropy, plus with ``recon`` (the block's
+        output, its input, the weight) the weighted error of the input's reconstruction from the output."""
+        loss_name = f"{stage}.aux_loss"
+        if recon is None:
+            return add_cross_entropy(b.graph, logits, labels, loss_name).name
+        output, target, weight = recon
+        ce = b.op("SoftmaxCrossEntropyLoss", [logits, labels], "ce", reduction="mean")
+        error = reconstruction_error(b, output, target, rng, stage)
+        return add_weighted_sum(b.graph, [(ce, 1.0), (error, weight)], loss_name).name
 
     def _check_pool_applies(self, graph: ir.Graph, cut_points: list[str]) -> None:
         """``pool`` pools feature maps only: refuse it when no cut point of the model is one (a transformer's

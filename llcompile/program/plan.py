@@ -39,6 +39,7 @@ class HeadPlan:
     subsample: int | None = None  # trains on every k-th sample of the batch; None: on all of it
     segments: list[int] | None = None  # augmented: the later segments it copies
     copied_from: dict[str, str] | None = None  # augmented: copied initializer -> the model's original
+    recon: float | None = None  # ce+recon: the reconstruction term's weight; None: cross-entropy alone
 
     @property
     def every(self) -> int:

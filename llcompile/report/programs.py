@@ -170,10 +170,12 @@ def resolve(source: ModelSource, specs: list[StrategySpec], flags: dict) -> Repo
 
 def _program_label(program: Program) -> str:
     """A program directory's key: its strategy, with its aux head when that is not the default ``fc``
-    (an augmented head costs far more)."""
+    (an augmented head costs far more) and its aux loss when that is not cross-entropy alone."""
     head = {}
     if program.options.get("aux_head", "fc") != "fc":
         head = {k: program.options[k] for k in ("aux_head", "aux_depth") if k in program.options}
+    if program.options.get("aux_loss", "ce") != "ce":
+        head["aux_loss"] = program.options["aux_loss"]
     return StrategySpec(program.strategy, head).label
 
 

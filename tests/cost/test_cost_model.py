@@ -163,6 +163,23 @@ def test_cheap_heads_by_hand(tiny_model):
     assert cost.stages[0].head.params == 2 * 4 + 2 * 2 + 2 * 2 + 2 + 10 * 2 + 10  # conv, bn, fc1, fc2
 
 
+def test_dgl_head_and_reconstruction_decoder_by_hand(tiny_model):
+    # dgl on the 4x4x4 cut: conv 3x3 stride 2 4->4 to 2x2 (4*4*9*2*2 = 576), fc1 4->128 (512), fc2 128->10 (1280)
+    _, cost = costs(tiny_model, "dbl", cuts=["u1.out"], aux_head="dgl")
+    head = cost.stages[0].head
+    assert head.macs_forward == 576 + 512 + 1280
+    assert head.params == 4 * 4 * 9 + 2 * 4 + 4 * 128 + 128 + 128 * 10 + 10  # conv, bn, fc1, fc2
+    # + the decoder back to the 3x8x8 image: upsampled x2 to 4x8x8, conv 3x3 4->16 (16*4*9*64 = 36864),
+    # BN, ReLU, conv 3x3 16->3 with bias (3*16*9*64 = 27648)
+    _, cost = costs(tiny_model, "dbl", cuts=["u1.out"], aux_head="dgl", aux_loss="ce+recon")
+    recon = cost.stages[0].head
+    assert recon.macs_forward == head.macs_forward + 36864 + 27648
+    assert recon.params == head.params + 4 * 16 * 9 + 2 * 16 + 16 * 3 * 9 + 3
+    # every decoder layer passes a gradient back (its first reads the block's output) and has weights
+    assert recon.macs_backward_dx - head.macs_backward_dx == 36864 + 27648
+    assert recon.macs_backward_dw - head.macs_backward_dw == 36864 + 27648
+
+
 def test_a_head_on_every_kth_sample_costs_a_kth_of_it_by_hand(tiny_model):
     # the pooled fc head above (160 MACs forward, dX and dW) on every 4th sample: 40 each per sample of
     # the batch; its element ops per node: AveragePool 64 / 4, the Gemm's bias 10 / 4 (rounded down)

@@ -28,7 +28,7 @@ BATCH = 16
 SGD_CONFIG = OptimizerConfig(name="sgd", momentum=0.9, nesterov=True, weight_decay=5e-4)
 PROGRAMS = {"bp": dict(strategy="bp"), "dbl-fc": dict(strategy="dbl", blocks=3, aux_head="fc"),
             "dbl-conv": dict(strategy="dbl", blocks=3, aux_head="conv"),
-            "dbl-dgl": dict(strategy="dbl", blocks=3, aux_head="dgl"),
+            "dbl-dgl-recon": dict(strategy="dbl", blocks=3, aux_head="dgl", aux_loss="ce+recon"),
             "dbl-pool": dict(strategy="dbl", blocks=3, aux_pool=2),  # AveragePool heads
             "dbl-conv-subset": dict(strategy="dbl", blocks=3, aux_head="conv", aux_subsample=3)}
 
@@ -308,8 +308,8 @@ def test_a_local_function_on_the_gradient_path_is_inlined(tmp_path):
 
 @pytest.mark.parametrize("kind,optimizer", [("bp", SGD_CONFIG), ("dbl-fc", SGD_CONFIG),
                                             ("dbl-conv", OptimizerConfig(name="adamw", weight_decay=1e-2)),
-                                            ("dbl-pool", SGD_CONFIG), ("dbl-dgl", SGD_CONFIG)],
-                         ids=["bp-sgd", "dbl-fc-sgd", "dbl-conv-adamw", "dbl-pool-sgd", "dbl-dgl-sgd"])
+                                            ("dbl-pool", SGD_CONFIG), ("dbl-dgl-recon", SGD_CONFIG)],
+                         ids=["bp-sgd", "dbl-fc-sgd", "dbl-conv-adamw", "dbl-pool-sgd", "dbl-dgl-recon-sgd"])
 def test_twenty_steps_match_the_torch_backend(backend, program, kind, optimizer):
     """Per-step losses of both backends from the same program, weights, batches and optimizer.
 

@@ -1,0 +1,118 @@
+"""--aux-loss ce+recon: the decoder and the block's loss against torch (float64), what the plan
+records, and where the term does not apply."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_ir as ir
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llcompile.errors import LLCompileError
+from llcompile.frontend.importer import canonicalize
+from llcompile.passes.aux_heads import AuxHeadsPass
+from llcompile.passes.model_loss import ModelLossPass
+from llcompile.passes.partition import PartitionPass
+from llcompile.passes.reconstruction import DECODER_MIN_CHANNELS
+from llcompile.program.plan import Plan
+from llcompile.util.ort_session import session as ort_session
+from tests.fixtures import legacy_models as lm
+from tests.reference import softmax_cross_entropy
+
+# small_cnn: input [N,3,16,16] -> /pool/MaxPool_output_0 [N,8,8,8] -> /fc/Flatten_output_0 [N,8] -> 10 classes
+CUT_4D, CUT_2D = "/pool/MaxPool_output_0", "/fc/Flatten_output_0"
+HEAD = f"aux@{CUT_4D}"
+
+
+def _planned(weight: float | None = 0.5, subsample: int | None = None, cuts=(CUT_4D,)) -> ir.Model:
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=list(cuts))(model)
+    AuxHeadsPass(kind="fc", loss="ce+recon", recon_weight=weight, subsample=subsample)(model)
+    ModelLossPass()(model)
+    return model
+
+
+def _outputs(model: ir.Model, names: list[str], x: np.ndarray, labels: np.ndarray) -> dict[str, np.ndarray]:
+    model = ir.from_proto(ir.to_proto(model))
+    produced = {v.name: v for n in model.graph for v in n.outputs}
+    model.graph.outputs.extend(produced[n] for n in names if n not in {v.name for v in model.graph.outputs})
+    session = ort_session(ir.to_proto(model))
+    return dict(zip([o.name for o in session.get_outputs()], session.run(None, {"input": x, "labels": labels})))
+
+
+def _tensor(model: ir.Model, name: str) -> torch.Tensor:
+    return torch.from_numpy(model.graph.initializers[f"{HEAD}.{name}"].const_value.numpy()).double()
+
+
+def _torch_reconstruction_error(model: ir.Model, block_output: np.ndarray, block_input: np.ndarray) -> float:
+    """The decoder by torch's own ops in float64: nearest upsampling x2, 3x3 conv, BN on the batch's
+    statistics, ReLU, 3x3 conv with bias; then the mean squared error against the block's input."""
+    y = F.interpolate(torch.from_numpy(block_output).double(), scale_factor=2, mode="nearest")
+    y = F.conv2d(y, _tensor(model, "decoder.conv1.weight"), padding=1)
+    y = F.batch_norm(y, None, None, _tensor(model, "decoder.bn.weight"), _tensor(model, "decoder.bn.bias"),
+                     training=True, eps=1e-5)
+    y = F.conv2d(F.relu(y), _tensor(model, "decoder.conv2.weight"), _tensor(model, "decoder.conv2.bias"), padding=1)
+    return F.mse_loss(y, torch.from_numpy(block_input).double()).item()
+
+
+def _batch(n: int = 6, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 3, 16, 16)).astype(np.float32), rng.integers(0, 10, n).astype(np.int64)
+
+
+def test_the_block_loss_is_cross_entropy_plus_the_weighted_reconstruction_error():
+    model = _planned(weight=0.5)
+    onnx.checker.check_model(ir.to_proto(model), full_check=True)
+    x, labels = _batch()
+    out = _outputs(model, [CUT_4D, f"{HEAD}.logits"], x, labels)
+    error = _torch_reconstruction_error(model, out[CUT_4D], x)
+    expected = softmax_cross_entropy(out[f"{HEAD}.logits"], labels) + 0.5 * error
+    np.testing.assert_allclose(out["block1.aux_loss"], expected, rtol=1e-5)
+    assert error > 0.1  # the term is there, and not negligible beside the cross-entropy
+
+
+def test_the_decoder_reads_every_kth_sample_with_the_head():
+    model = _planned(weight=2.0, subsample=3)
+    x, labels = _batch(7)
+    out = _outputs(model, [CUT_4D, f"{HEAD}.logits"], x, labels)
+    error = _torch_reconstruction_error(model, out[CUT_4D][::3], x[::3])
+    expected = softmax_cross_entropy(out[f"{HEAD}.logits"], labels[::3]) + 2.0 * error
+    np.testing.assert_allclose(out["block1.aux_loss"], expected, rtol=1e-5)
+
+
+def test_the_plan_records_the_weight_and_the_decoder_as_head_parameters():
+    model = _planned(weight=None, cuts=(CUT_4D, CUT_2D))
+    plan = Plan.read(model)
+    first, second = plan.stages[:2]
+    assert first.head.recon == 1.0 and plan.options["aux_loss"] == "ce+recon"
+    assert plan.options["aux_recon_weight"] == 1.0
+    middle = max(3, DECODER_MIN_CHANNELS)  # the block's input is the 3-channel image
+    assert model.graph.initializers[f"{HEAD}.decoder.conv1.weight"].const_value.shape == (middle, 8, 3, 3)
+    assert {f"{HEAD}.decoder.conv1.weight", f"{HEAD}.decoder.conv2.weight", f"{HEAD}.decoder.conv2.bias",
+            f"{HEAD}.decoder.bn.weight", f"{HEAD}.decoder.bn.bias"} <= set(first.head.params)
+    assert {f"{HEAD}.decoder.bn.running_mean", f"{HEAD}.decoder.bn.running_var"} <= set(first.head.buffers)
+    # block 2 ends in a vector [N, 8]: nothing to decode its input from, so cross-entropy alone
+    assert second.head.recon is None
+    assert model.graph.outputs[[v.name for v in model.graph.outputs].index(second.loss)].producer().op_type == \
+        "SoftmaxCrossEntropyLoss"
+
+
+def test_cross_entropy_alone_records_no_recon():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D])(model)
+    AuxHeadsPass(kind="fc")(model)
+    plan = Plan.read(model)
+    assert plan.stages[0].head.recon is None and "aux_loss" not in plan.options
+    assert not any("decoder" in name for name in model.graph.initializers)
+
+
+@pytest.mark.parametrize("options, fragment", [
+    (dict(loss="mse"), "unknown aux loss 'mse'"),
+    (dict(recon_weight=0.5), "--aux-recon-weight applies to --aux-loss ce\\+recon only"),
+    (dict(loss="ce+recon", recon_weight=0.0), "--aux-recon-weight must be > 0"),
+])
+def test_bad_loss_options(options, fragment):
+    with pytest.raises(LLCompileError, match=fragment):
+        AuxHeadsPass(**options)
