@@ -74,6 +74,9 @@ CELLS = {
     # DGL's and InfoPro's head: a strided 3x3 conv sees neighbourhoods before the pooling
     "dbl fixed K=2 dgl": ("dbl", {"blocks": 2, "aux_head": "dgl", **FIXED}),
     "dbl fixed K=4 dgl": ("dbl", {"blocks": 4, "aux_head": "dgl", **FIXED}),
+    # + InfoPro's reconstruction term (of each block's input)
+    "dbl fixed K=2 dgl recon": ("dbl", {"blocks": 2, "aux_head": "dgl", "aux_loss": "ce+recon", **FIXED}),
+    "dbl fixed K=4 dgl recon": ("dbl", {"blocks": 4, "aux_head": "dgl", "aux_loss": "ce+recon", **FIXED}),
     "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented", **FIXED}),
     "dbl fixed K=2 augmented": ("dbl", {"blocks": 2, "aux_head": "augmented", **FIXED}),
     # the shallowest augmented heads (the segments that change shape, and the deepest): the
