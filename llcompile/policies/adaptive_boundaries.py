@@ -56,7 +56,7 @@ class AdaptiveBoundaries(BoundaryRule):
             gain, cut = min(gains)
             if gain < merge_gain:
                 return self._change(state, [c for c in active if c != cut],
-                                    f"merged at {cut}: the next block's head gains {gain:+.3f} accuracy "
+                                    f"merged at {cut}: the next block's head gains {gain:+.4f} accuracy "
                                     f"(< merge gain {merge_gain:g})", signals)
         patience = policy.setting("boundary_patience")
         for cut in state.candidates:

@@ -39,6 +39,14 @@ def test_merges_the_boundary_with_the_smallest_gain_below_the_threshold():
     assert [s["gain"] for s in decision.signals["boundaries"]] == [0.1, 0.05, 0.01]
 
 
+def test_the_reason_prints_a_gain_just_below_the_threshold_as_below_it():
+    """0.0097 < 0.01 merges; the reason must not print it as +0.010 beside "< merge gain 0.01"."""
+    policy = BoundaryPolicy("adaptive", merge_gain=0.01)
+    decision = decide(policy, CANDIDATES, CANDIDATES, _blocks(0.50, 0.60, 0.70, 0.7097), {}, 1, {}, {})
+    assert decision.active == ["a", "b"]
+    assert "gains +0.0097 accuracy (< merge gain 0.01)" in decision.reason
+
+
 def test_no_merge_when_every_gain_pays_or_at_the_minimum_block_count():
     policy = BoundaryPolicy("adaptive", merge_gain=0.02)
     assert decide(policy, CANDIDATES, CANDIDATES, _blocks(0.5, 0.6, 0.7, 0.8), {}, 1, {}, {}).active == CANDIDATES
