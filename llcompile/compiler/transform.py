@@ -8,8 +8,9 @@ import onnx_ir as ir
 from onnx_ir.passes import common as ir_common
 
 from llcompile.analysis.structure import analyze
+from llcompile.compiler.batch_check import check_any_batch
 from llcompile.compiler.emit import emit
-from llcompile.frontend.importer import ModelSource, file_sha256, load
+from llcompile.frontend.importer import ModelSource, canonicalize, file_sha256, read_source
 from llcompile.passes import TrainingModePass
 from llcompile.frontend.pass_pipeline import run_passes
 from llcompile.program.program import Program
@@ -27,13 +28,18 @@ def transform(model: ModelSource, strategy: str = "dbl", **options) -> Program:
     strategy's defaults; an option the strategy does not take is an error. ``program.options``
     records the options given, what the passes chose, and the resolved learning mode of a
     strategy with a Hebbian prefix and the boundary policy of one with blocks.
+
+    A model exported with a static batch is compiled to a program that runs at any batch size
+    (proven by running it, ``batch_check.py``) or refused.
     """
     options = check_options(strategy, options)  # refused before the model is read
     if isinstance(model, (str, os.PathLike)):
         source = {"path": os.path.abspath(model), "sha256": file_sha256(model) if os.path.isfile(model) else None}
     else:
         source = {"path": None, "sha256": None}
-    program = _compile(load(model), source, strategy, options)
+    proto, name = read_source(model)
+    program = _compile(canonicalize(proto, name), source, strategy, options)
+    check_any_batch(program, proto, name)  # a static-batch export: runs at any batch, or is refused
     policy = boundary_policy_of(strategy, program.options)
     for entry in policy.entries() if policy is not None else ():
         try:  # every scheduled partition must compile: fail now, not in the middle of a run

@@ -40,20 +40,26 @@ def load(model: ModelSource) -> ir.Model:
     """Read, check and canonicalise a model: the path of an ONNX file (its external data read from
     inside its folder only), the file's bytes, an ``onnx.ModelProto`` or an ``onnx_ir.Model``. All four
     are canonicalised the same way, and the caller's object is not changed."""
+    return canonicalize(*read_source(model))
+
+
+def read_source(model: ModelSource) -> tuple[onnx.ModelProto, str]:
+    """``model`` as it was given, as a proto of its own (the caller's object is not changed), and how
+    messages name it."""
     if isinstance(model, (str, os.PathLike)):
-        return canonicalize(read_model_proto(model), source=str(model))
+        return read_model_proto(model), str(model)
     if isinstance(model, ir.Model):
-        return canonicalize(ir.to_proto(model), source="the onnx_ir.Model")
+        return ir.to_proto(model), "the onnx_ir.Model"
     if isinstance(model, onnx.ModelProto):
         copy = onnx.ModelProto()
         copy.CopyFrom(model)
-        return canonicalize(_in_memory(copy, "the ModelProto"), source="the ModelProto")
+        return _in_memory(copy, "the ModelProto"), "the ModelProto"
     if isinstance(model, (bytes, bytearray, memoryview)):
         try:
             proto = onnx.load_model_from_string(bytes(model))
         except (DecodeError, ValueError, RuntimeError) as exc:
             raise LLCompileError(f"the model bytes: not a readable ONNX model ({_first_line(exc)})") from None
-        return canonicalize(_in_memory(proto, "the model bytes"), source="the model bytes")
+        return _in_memory(proto, "the model bytes"), "the model bytes"
     raise LLCompileError(f"a model is the path of an ONNX file, its bytes, an onnx.ModelProto or an onnx_ir.Model, "
                          f"not {type(model).__name__}")
 

@@ -11,7 +11,7 @@ import onnxruntime as ort
 def session_options(threads: int = 0) -> ort.SessionOptions:
     """Quiet options; ``threads`` for the operators (0: onnxruntime's default, every core)."""
     options = ort.SessionOptions()
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # fatal only: llcompile reports a failed run itself, in one line
     options.intra_op_num_threads = threads
     return options
 

@@ -23,7 +23,7 @@ def model():
     ("dbl", {"blocks": 0}, "--blocks must be >= 1"),
     ("dbl", {"cuts": "a,b"}, "--cuts must be a list of names, not 'a,b'"),
     ("dbl", {"aux_width": 2.0, "aux_head": "conv"}, "--aux-width must be in (0, 1]"),
-    ("dbl", {"aux_head": "mlp"}, "--aux-head must be one of fc, conv, augmented, not 'mlp'"),
+    ("dbl", {"aux_head": "mlp"}, "--aux-head must be one of fc, conv, dgl, augmented, not 'mlp'"),
     ("dbl", {"merge_gain": "high"}, "--merge-gain must be a number, not 'high'"),
     ("dbl", {"inner_cuts": "yes"}, "--inner-cuts must be True or False, not 'yes'"),
     ("local-sgd", {"prefix": 1.5}, "--prefix must be an integer, not 1.5"),
@@ -34,7 +34,7 @@ def test_bad_values_are_refused_before_any_pass(model, monkeypatch, strategy, op
     def no_pass_may_run(*args, **kwargs):
         raise AssertionError("the model was read before the options were checked")
 
-    monkeypatch.setattr("llcompile.compiler.transform.load", no_pass_may_run)
+    monkeypatch.setattr("llcompile.compiler.transform.read_source", no_pass_may_run)
     with pytest.raises(LLCompileError) as error:
         llcompile.transform(model, strategy, **options)
     assert str(error.value) == message
