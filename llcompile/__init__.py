@@ -1,7 +1,14 @@
 """llcompile: compile an ONNX model into a block-local / Hebbian training program.
 
     program = llcompile.transform("resnet20.onnx", strategy="dbl", blocks=4)
+    assert llcompile.verify(program).ok
     program.save("out/")
+
+or, with llcompile's passes in a pipeline of one's own:
+
+    model = llcompile.load("resnet20.onnx")
+    planned = ...  # a copy of model after PartitionPass, AuxHeadsPass, ModelLossPass (llcompile.passes)
+    program = llcompile.emit(planned, model)
 
 The packages are the compiler's stages, each importing only the ones before it
 (docs/architecture.md): util, ops, data, models, frontend, analysis, program, passes, cost, policies,
@@ -11,10 +18,13 @@ compiler, backends, train, report, cli.
 from llcompile.analysis.structure import analyze_model as analyze  # any model form, canonicalised first
 from llcompile.backends import make_backend
 from llcompile.compiler.strategies import STRATEGIES
+from llcompile.compiler.transform import emit_planned as emit
 from llcompile.compiler.transform import transform
+from llcompile.compiler.verify import Verification, verify
 from llcompile.errors import LLCompileError
 from llcompile.frontend.importer import load
 from llcompile.program.program import Program
 from llcompile.version import __version__
 
-__all__ = ["LLCompileError", "Program", "STRATEGIES", "__version__", "analyze", "load", "make_backend", "transform"]
+__all__ = ["LLCompileError", "Program", "STRATEGIES", "Verification", "__version__", "analyze", "emit", "load",
+           "make_backend", "transform", "verify"]

@@ -13,6 +13,7 @@ from llcompile.compiler.emit import emit
 from llcompile.frontend.importer import ModelSource, canonicalize, file_sha256, read_source
 from llcompile.passes import TrainingModePass
 from llcompile.frontend.pass_pipeline import run_passes
+from llcompile.program.plan import Plan, StageKind
 from llcompile.program.program import Program
 from llcompile.errors import LLCompileError
 from llcompile.compiler.strategies import (boundary_policy_of, build_pipeline, check_options, get_strategy,
@@ -68,19 +69,29 @@ def _compile(model: ir.Model, source: dict, strategy: str, options: dict) -> Pro
     """``model`` (canonical) compiled with ``strategy``; ``source`` is what program.json records of it."""
     options = {k: v for k, v in options.items() if v is not None}
     passes = build_pipeline(strategy, _compile_canonical, **options)
+    eval_model = _eval_form(model)
+    training_model = run_passes(passes, _clone(model)).model
+    return _resolved(emit(training_model, eval_model, strategy, options, source), eval_model)
+
+
+def _eval_form(model: ir.Model) -> ir.Model:
+    """A copy of ``model`` in inference form: what a program's eval model is."""
     eval_model = _clone(model)
     run_passes([TrainingModePass(training=False), ir_common.RemoveUnusedNodesPass()], eval_model)
-    training_model = _clone(model)
-    training_model = run_passes(passes, training_model).model
-    program = emit(training_model, eval_model, strategy, options, source)
-    # the passes record what they chose (a partition its block count); keep only what the strategy takes
-    takes = get_strategy(strategy).options
+    return eval_model
+
+
+def _resolved(program: Program, eval_model: ir.Model) -> Program:
+    """``program`` with only the options its strategy takes (the passes record what they chose, a
+    partition its block count), and the resolved learning mode of a strategy with a Hebbian prefix
+    and the boundary policy of one with blocks."""
+    takes = get_strategy(program.strategy).options
     program.options = {k: v for k, v in program.options.items() if k in takes}
-    learning_mode = learning_mode_of(strategy, program.options)
+    learning_mode = learning_mode_of(program.strategy, program.options)
     if learning_mode is not None:
         segment_macs = [segment.macs for segment in analyze(eval_model).segments]
         program.options.update(learning_mode.resolved(segment_macs).to_json())
-    policy = boundary_policy_of(strategy, program.options)
+    policy = boundary_policy_of(program.strategy, program.options)
     if policy is not None:
         program.options.update(policy.to_json())
     return program
@@ -97,6 +108,32 @@ def recompile(program: Program, **changes) -> Program:
     if "balance_by" in names and "balance_by" not in program.options:
         options.setdefault("balance_by", "macs")  # a program from before --balance-by: balanced by forward MACs
     return _compile(model, program.source, program.strategy, options)
+
+
+def emit_planned(planned: ir.Model, model: ir.Model, strategy: str | None = None) -> Program:
+    """The Program of ``planned``: a copy of ``model`` (as ``llcompile.load`` returns it) that llcompile's
+    passes, run in the caller's own ``PassManager``, gave a complete plan (a partition, then aux
+    heads or a Hebbian prefix, then the model's loss). ``model`` is what the program's eval model is
+    made from. ``strategy`` is what ``program.json`` records; by default the one whose stages the plan
+    has (``bp``, ``dbl``, ``local-sgd`` or ``dbl-hebbian``). Boundaries stay where the passes put them
+    (the ``fixed`` boundary policy): moving them would recompile with the strategy's own passes.
+    Neither model is changed."""
+    plan = Plan.read(planned)
+    if plan is None:
+        raise LLCompileError("the planned model carries no llcompile plan: run PartitionPass and the passes after "
+                             "it (AuxHeadsPass or HebbianPass, then ModelLossPass) on it first")
+    if any(stage.loss is None and stage.updates is None for stage in plan.stages):
+        missing = next(stage.name for stage in plan.stages if stage.loss is None and stage.updates is None)
+        raise LLCompileError(f"stage {missing} of the plan has no loss: run AuxHeadsPass and ModelLossPass first")
+    if strategy is None:
+        kinds = {stage.kind for stage in plan.stages}
+        blocks = StageKind.BLOCK in kinds
+        strategy = ("dbl-hebbian" if blocks else "local-sgd") if StageKind.HEBBIAN in kinds else (
+            "dbl" if blocks else "bp")
+    takes = get_strategy(strategy).options  # a known name: the runtime looks its options up
+    options = {"boundary_policy": "fixed"} if "boundary_policy" in takes else {}
+    eval_model = _eval_form(model)
+    return _resolved(emit(_clone(planned), eval_model, strategy, options, {"path": None, "sha256": None}), eval_model)
 
 
 def _clone(model: ir.Model) -> ir.Model:

@@ -8,12 +8,13 @@ source model's output.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
 from llcompile.errors import LLCompileError
-from llcompile.frontend.importer import file_sha256, read_model_proto
+from llcompile.frontend.importer import ModelSource, file_sha256, read_model_proto, read_source
 from llcompile.util.ort_errors import ort_error
 from llcompile.util.ort_session import session
 from llcompile.frontend.canonical.training_mode import with_training_mode
@@ -61,16 +62,40 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
     return float(np.max(np.abs(actual - expected)) / max(float(np.max(np.abs(expected))), 1e-12))
 
 
-def verify_program(program_dir, model_path=None, batch_size: int = 4, seed: int = 0) -> dict[str, float]:
-    """Relative errors of a saved program against its source model on a random batch.
+DEFAULT_TOLERANCE = 1e-4  # float32 through other kernels: rounding, not a different computation
+
+
+@dataclass(frozen=True)
+class Verification:
+    """``verify``'s result: the relative error of each check and the largest one accepted."""
+
+    errors: dict[str, float]
+    tolerance: float
+
+    @property
+    def worst(self) -> float:
+        return max(self.errors.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.worst <= self.tolerance
+
+
+def verify(program: Program | str | os.PathLike, model: ModelSource | None = None, batch_size: int = 4,
+           tolerance: float = DEFAULT_TOLERANCE, seed: int = 0) -> Verification:
+    """Check that ``program`` (a Program or its directory), its stages chained, computes what its source
+    model computes, on a random batch: ``model`` (a path, bytes, ``onnx.ModelProto`` or ``onnx_ir.Model``),
+    or by default the file ``program.json`` records when it is unchanged (its sha256).
 
     Always in inference form (BatchNormalization on running statistics, Dropout off): the stage
     chain and the eval model against the source with its mode-dependent ops in inference form.
     When the source is a training-mode export without Dropout, also the stage chain as written
     (batch statistics) against the untouched source.
     """
-    program = Program.load(program_dir)
-    source = read_model_proto(model_path) if model_path else _recorded_source(program, program_dir)
+    where = "the program" if isinstance(program, Program) else os.fspath(program)
+    if not isinstance(program, Program):
+        program = Program.load(program)
+    source = read_source(model)[0] if model is not None else _recorded_source(program, where)
     rng = np.random.default_rng(seed)
     batch = _static_batch(source) or batch_size
     x = rng.standard_normal([batch, *program.input["shape"][1:]]).astype(np.float32)
@@ -85,7 +110,7 @@ def verify_program(program_dir, model_path=None, batch_size: int = 4, seed: int 
     if source_trains_bn and "Dropout" not in op_types:
         chain, _ = run_stage_chain(program, x, labels, training_form=True)
         errors["stage chain vs source (batch statistics)"] = relative_error(chain, run_model(source, x))
-    return errors
+    return Verification(errors, tolerance)
 
 
 def _recorded_source(program: Program, program_dir) -> onnx.ModelProto:

@@ -11,7 +11,7 @@ import pytest
 from onnx import numpy_helper
 
 import llcompile
-from llcompile.compiler.verify import verify_program
+from llcompile.compiler.verify import verify
 
 LIGHT = Path(onnx.__file__).parent / "backend" / "test" / "data" / "light"
 FAST = ["squeezenet", "shufflenet", "inception_v1", "inception_v2"]
@@ -52,7 +52,7 @@ def check_zoo_graph(name: str, tmp_path: Path) -> None:
     for strategy, options in [("bp", {}), ("dbl", {"blocks": 3}), ("dbl", {"blocks": 2, "aux_head": "conv"})]:
         out = tmp_path / f"{strategy}{options.get('blocks', 1)}"
         llcompile.transform(path, strategy, **options).save(out)
-        errors = verify_program(out)
+        errors = verify(out).errors
         assert max(errors.values()) < 1e-4, errors
 
 
