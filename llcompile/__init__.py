@@ -2,7 +2,8 @@
 
     program = llcompile.transform("resnet20.onnx", strategy="dbl", blocks=4)
     assert llcompile.verify(program).ok
-    program.save("out/")
+    result = llcompile.fit(program, ((train_x, train_y), (test_x, test_y)), epochs=5)
+    result.history[-1]["test_acc"], result.model  # metrics per epoch; the trained onnx.ModelProto
 
 or, with llcompile's passes in a pipeline of one's own:
 
@@ -24,7 +25,8 @@ from llcompile.compiler.verify import Verification, verify
 from llcompile.errors import LLCompileError
 from llcompile.frontend.importer import load
 from llcompile.program.program import Program
+from llcompile.train.fit import FitResult, fit
 from llcompile.version import __version__
 
-__all__ = ["LLCompileError", "Program", "STRATEGIES", "Verification", "__version__", "analyze", "emit", "load",
-           "make_backend", "transform", "verify"]
+__all__ = ["FitResult", "LLCompileError", "Program", "STRATEGIES", "Verification", "__version__", "analyze", "emit",
+           "fit", "load", "make_backend", "transform", "verify"]

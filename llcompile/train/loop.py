@@ -24,6 +24,7 @@ from llcompile.util.atomic import atomic_write_text
 from llcompile.backends import make_backend
 from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import BatchLoader, Dataset, load_dataset
+from llcompile.data.dataset import Splits, fit_to_program
 from llcompile.errors import LLCompileError
 from llcompile.util.paths import inside
 from llcompile.program.program import Program
@@ -83,9 +84,11 @@ class RunResult:
 
 
 def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, resume: bool = False,
-          force: bool = False, show_progress: bool = True, team: Team | None = None) -> RunResult:
+          force: bool = False, show_progress: bool = True, team: Team | None = None,
+          data: Splits | None = None) -> RunResult:
     """Train the program in ``program_dir``; everything the run writes goes to ``run_dir`` (from
-    ``team``'s writing process only; by default the run is this one process)."""
+    ``team``'s writing process only; by default the run is this one process). The data is what
+    ``config.data`` names, or ``data`` (splits a caller holds, ``llcompile.fit``)."""
     team = team or SingleProcess()
     program = Program.load(program_dir)
     learning_mode = learning_mode_of(program.strategy, program.options)
@@ -94,7 +97,9 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
     if config.threads:
         torch.set_num_threads(config.threads)
     # everything that can fail on bad input comes before the run directory is touched
-    dataset = load_dataset(config.data, tuple(program.input["shape"][1:]), program.num_classes, config.data_limit)
+    input_shape = tuple(program.input["shape"][1:])
+    dataset = (load_dataset(config.data, input_shape, program.num_classes, config.data_limit) if data is None else
+               fit_to_program(config.data, data.head(config.data_limit), input_shape, program.num_classes))
     if len(dataset.train_y) < 2:
         raise LLCompileError(f"the training split has {len(dataset.train_y)} sample(s); training needs at least 2")
     backend = make_backend(config.backend, config.device, config.torch_mode, config.threads)
