@@ -14,7 +14,7 @@ import numpy as np
 import onnx
 
 from llcompile.compiler.verify import relative_error, run_model, run_stage_chain
-from llcompile.errors import LLCompileError
+from llcompile.errors import LLCompileError, ModelError
 from llcompile.frontend.canonical.training_mode import with_training_mode
 from llcompile.program.program import Program
 
@@ -67,7 +67,7 @@ def check_any_batch(program: Program, source: onnx.ModelProto, name: str, seed: 
         raise _refusal(name, batch, sizes[0], "training: its losses or outputs do not have that batch")
 
 
-def _refusal(name: str, batch: int, size: int, why: str) -> LLCompileError:
-    return LLCompileError(f"{name} was exported with a static batch of {batch}, and the program compiled from it "
+def _refusal(name: str, batch: int, size: int, why: str) -> ModelError:
+    return ModelError(f"{name} was exported with a static batch of {batch}, and the program compiled from it "
                           f"does not compute the model at batch {size} ({why}): a constant in the graph still "
                           f"carries the exported batch; {REEXPORT}")

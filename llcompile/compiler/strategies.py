@@ -12,7 +12,7 @@ from llcompile.compiler.options import (BOUNDARY_OPTIONS, DBL_OPTIONS, DEFAULT_D
                                         TRANSFORM_OPTION_SPECS)
 from llcompile.cost.block_costs import DEFAULT_BALANCE, ProgramCompiler, segment_coster
 from llcompile.policies.boundary_policy import BoundaryPolicy
-from llcompile.errors import LLCompileError
+from llcompile.errors import OptionError
 from llcompile.policies.learning_mode import LearningMode
 from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
 from llcompile.passes.inner_cuts import DropUnusedInnerCutsPass, JoinInnerCutsPass
@@ -63,7 +63,7 @@ def _dbl(compile_program: ProgramCompiler, inner_cuts: bool = False, **options) 
     if not inner_cuts:
         return [partition, aux_heads, ModelLossPass()]
     if policy.boundary_policy in POLICIES_OVER_ALL_CUTS:
-        raise LLCompileError(f"--inner-cuts works with the fixed, schedule and adaptive boundary policies, "
+        raise OptionError(f"--inner-cuts works with the fixed, schedule and adaptive boundary policies, "
                              f"not {policy.boundary_policy!r}")
     return [JoinInnerCutsPass(), partition, DropUnusedInnerCutsPass(), aux_heads, ModelLossPass()]
 
@@ -126,11 +126,11 @@ def check_options(name: str, options: dict) -> dict:
     foreign = sorted(set(given) - set(strategy.options))
     if foreign:
         flags = ", ".join(flag(k) for k in foreign)
-        raise LLCompileError(f"strategy {name!r} takes no {flags}")
+        raise OptionError(f"strategy {name!r} takes no {flags}")
     for option_name, value in given.items():
         message = problem(option_name, TRANSFORM_OPTION_SPECS[option_name], value)
         if message:
-            raise LLCompileError(message)
+            raise OptionError(message)
     return given
 
 
@@ -144,4 +144,4 @@ def get_strategy(name: str) -> Strategy:
     try:
         return STRATEGIES[name]
     except KeyError:
-        raise LLCompileError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}") from None
+        raise OptionError(f"unknown strategy {name!r}; available: {', '.join(STRATEGIES)}") from None

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import DataError
 
 from .cache import Arrays, cache_key, cached_arrays, file_fingerprint
 from .cifar_batches import batch_files, is_python_batches, read_python_batches
@@ -42,7 +42,7 @@ class Layout:
 def load_cifar10(path_text: str, limit: int | None) -> Splits:
     path = Path(path_text).expanduser().resolve()
     if not path.exists():
-        raise LLCompileError(f"data path {path} does not exist")
+        raise DataError(f"data path {path} does not exist")
     layout = detect_layout(path)
     arrays, meta = cached_arrays(cache_key("cifar10", layout.fingerprints, limit), lambda: layout.read(limit))
     return Splits(
@@ -62,7 +62,7 @@ def detect_layout(path: Path) -> Layout:
     if is_folder_tree(path):
         tree = list_folder_tree(path)
         return Layout(tree_fingerprints(tree), lambda limit: read_image_tree(tree, limit))
-    raise LLCompileError(f"{path} is none of the CIFAR-10 layouts: expected {EXPECTED_LAYOUTS}")
+    raise DataError(f"{path} is none of the CIFAR-10 layouts: expected {EXPECTED_LAYOUTS}")
 
 
 def read_image_tree(tree: ImageTree, limit: int | None) -> tuple[Arrays, dict]:

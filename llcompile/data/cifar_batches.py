@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import DataError
 from llcompile.util.paths import inside
 
 IMAGE_SHAPE = (3, 32, 32)
@@ -36,9 +36,9 @@ def batch_files(folder: Path) -> list[Path]:
     """Every file the data is read from (for the cache key); a missing one is reported here."""
     files = train_files(folder)
     if not files:
-        raise LLCompileError(f"{folder} has no data_batch_N files (a cifar-10-batches-py folder needs them)")
+        raise DataError(f"{folder} has no data_batch_N files (a cifar-10-batches-py folder needs them)")
     if not (folder / TEST_FILE).is_file():
-        raise LLCompileError(f"{folder} has no {TEST_FILE} (a cifar-10-batches-py folder needs it)")
+        raise DataError(f"{folder} has no {TEST_FILE} (a cifar-10-batches-py folder needs it)")
     meta = [folder / META_FILE] if (folder / META_FILE).is_file() else []
     return [*files, folder / TEST_FILE, *meta]
 
@@ -66,12 +66,12 @@ def _read_batches(paths: list[Path], limit: int | None) -> tuple[np.ndarray, np.
 def _read_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     batch = _unpickle(path)
     if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
-        raise LLCompileError(f"{path} is not a CIFAR-10 batch: expected a dict with b'data' and b'labels'")
+        raise DataError(f"{path} is not a CIFAR-10 batch: expected a dict with b'data' and b'labels'")
     data = np.asarray(batch[b"data"])
     labels = np.asarray(batch[b"labels"], dtype=np.int64)
     row = int(np.prod(IMAGE_SHAPE))
     if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != row or len(data) != len(labels):
-        raise LLCompileError(
+        raise DataError(
             f"{path}: b'data' is {data.dtype} {list(data.shape)} for {len(labels)} labels, "
             f"expected uint8 [{len(labels)}, {row}]"
         )
@@ -109,12 +109,12 @@ def _unpickle(path: Path) -> object:
         with open(path, "rb") as file:
             return _BatchUnpickler(file, encoding="bytes").load()
     except OSError as error:
-        raise LLCompileError(f"cannot read {path}: {error}") from None
+        raise DataError(f"cannot read {path}: {error}") from None
     except _RefusedGlobal as refused:
-        raise LLCompileError(f"{path} is not a CIFAR-10 batch: it refers to {refused}, which a batch never holds "
+        raise DataError(f"{path} is not a CIFAR-10 batch: it refers to {refused}, which a batch never holds "
                              "(refused: loading it could run code)") from None
     except Exception as error:  # unpickling damaged bytes can raise almost any exception type
-        raise LLCompileError(f"{path} is not a readable pickle: {error}") from None
+        raise DataError(f"{path} is not a readable pickle: {error}") from None
 
 
 def _class_count(folder: Path, *labels: np.ndarray) -> int:

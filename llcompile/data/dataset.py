@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import DataError
 
 
 @dataclass
@@ -53,7 +53,7 @@ def fit_to_program(name: str, splits: Splits, input_shape: tuple[int, ...], num_
     """Check the data against the program (classes, sample size), reshape it, compute its statistics."""
     input_shape = tuple(int(d) for d in input_shape)
     if splits.num_classes > num_classes:
-        raise LLCompileError(f"data has {splits.num_classes} classes, the model outputs {num_classes}")
+        raise DataError(f"data has {splits.num_classes} classes, the model outputs {num_classes}")
     _check_labels(splits)
     train_x = _reshape_samples(splits.train_x, input_shape)
     test_x = _reshape_samples(splits.test_x, input_shape)
@@ -76,7 +76,7 @@ def fit_to_program(name: str, splits: Splits, input_shape: tuple[int, ...], num_
 def _check_labels(splits: Splits) -> None:
     for split, labels in (("train", splits.train_y), ("test", splits.test_y)):
         if len(labels) and (labels.min() < 0 or labels.max() >= splits.num_classes):
-            raise LLCompileError(
+            raise DataError(
                 f"{split} labels run from {labels.min()} to {labels.max()}, "
                 f"outside the data's {splits.num_classes} classes"
             )
@@ -90,7 +90,7 @@ def _reshape_samples(x: np.ndarray, input_shape: tuple[int, ...]) -> np.ndarray:
         fits = ",".join(map(str, (1,) * (3 - len(data_shape)) + data_shape))
         hint = (f"; compile the program from a model made for this data (a zoo model: `llcompile models export "
                 f"NAME --input-shape {fits}`)") if len(data_shape) <= 3 else ""
-        raise LLCompileError(f"data gives samples of shape {data_shape}, the program expects {input_shape}{hint}")
+        raise DataError(f"data gives samples of shape {data_shape}, the program expects {input_shape}{hint}")
     return x.reshape((len(x), *input_shape))
 
 

@@ -11,7 +11,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import DataError
 
 from .image_tree import TreeSource
 
@@ -70,7 +70,7 @@ def decode_chunk(chunk: Chunk) -> np.ndarray:
     for index, (blob, name) in enumerate(zip(chunk.blobs, chunk.names)):
         pixels = _decode_rgb(blob, name)
         if pixels.shape != shape:
-            raise LLCompileError(
+            raise DataError(
                 f"image {name} is {_size(pixels.shape)} pixels but {reference_name} is {_size(shape)}: "
                 "all images need one size"
             )
@@ -87,6 +87,6 @@ def _decode_rgb(data: bytes, name: str) -> np.ndarray:
         with Image.open(io.BytesIO(data)) as image:
             return np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
     except UnidentifiedImageError:
-        raise LLCompileError(f"cannot decode image {name}: not an image file Pillow can read") from None
+        raise DataError(f"cannot decode image {name}: not an image file Pillow can read") from None
     except DECODE_ERRORS as error:
-        raise LLCompileError(f"cannot decode image {name}: {error}") from None
+        raise DataError(f"cannot decode image {name}: {error}") from None

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import DataError
 from llcompile.util.paths import inside
 
 SPLITS = ("train", "test")
@@ -46,7 +46,7 @@ class TreeSource:
         try:
             return read()
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as error:
-            raise LLCompileError(f"cannot read {self.describe(member)}: {error}") from None
+            raise DataError(f"cannot read {self.describe(member)}: {error}") from None
 
 
 @dataclass(frozen=True)
@@ -79,7 +79,7 @@ def list_zip_tree(zip_path: Path) -> ImageTree:
     names = [name for name in names if not any(_is_hidden(part) for part in name.split("/"))]
     prefix = _tree_prefix(names)
     if prefix is None:
-        raise LLCompileError(
+        raise DataError(
             f"{zip_path} holds no image-folder tree: expected {TREE_LAYOUT}, at the top of the zip "
             "or under one top-level folder"
         )
@@ -92,7 +92,7 @@ def _open_zip(zip_path: Path) -> Iterator[zipfile.ZipFile]:
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, OSError) as error:
-        raise LLCompileError(f"cannot read {zip_path} as a zip: {error}") from None
+        raise DataError(f"cannot read {zip_path} as a zip: {error}") from None
     with archive:
         yield archive
 
@@ -120,10 +120,10 @@ def _build_tree(source: Path, is_zip: bool, relative_paths: dict[str, str]) -> I
     classes = sorted(by_split["train"])
     for split in SPLITS:
         if not by_split[split]:
-            raise LLCompileError(f"{source} has no images in {split}/<class>/ (expected {TREE_LAYOUT})")
+            raise DataError(f"{source} has no images in {split}/<class>/ (expected {TREE_LAYOUT})")
     unknown = sorted(set(by_split["test"]) - set(classes))
     if unknown:
-        raise LLCompileError(f"{source}: test class folder '{unknown[0]}' has no train/ counterpart")
+        raise DataError(f"{source}: test class folder '{unknown[0]}' has no train/ counterpart")
     members = {split: _round_robin(by_split[split], classes) for split in SPLITS}
     return ImageTree(TreeSource(source, is_zip), classes, members)
 

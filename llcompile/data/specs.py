@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import DataError
 
 from .cifar10 import load_cifar10
 from .dataset import Dataset, Splits, fit_to_program
@@ -42,16 +42,16 @@ def load_dataset(
     ``limit`` keeps at most that many samples per split (the first ones).
     """
     if limit is not None and limit < 1:
-        raise LLCompileError(f"the sample limit must be at least 1, got {limit}")
+        raise DataError(f"the sample limit must be at least 1, got {limit}")
     name, has_argument, argument = spec.partition(":")
     source = SOURCES.get(name)
     if source is None:
         known = ", ".join(s.usage for s in SOURCES.values())
-        raise LLCompileError(f"unknown data set '{spec}'; known: {known}")
+        raise DataError(f"unknown data set '{spec}'; known: {known}")
     if source.argument == "required" and not argument:
-        raise LLCompileError(f"data set '{name}' needs an argument: {source.usage}")
+        raise DataError(f"data set '{name}' needs an argument: {source.usage}")
     if source.argument == "none" and has_argument:
-        raise LLCompileError(f"data set '{name}' takes no argument: {source.usage}")
+        raise DataError(f"data set '{name}' takes no argument: {source.usage}")
     input_shape = tuple(int(d) for d in input_shape)
     splits = source.load(argument or None, input_shape, num_classes, limit).head(limit)
     return fit_to_program(name, splits, input_shape, num_classes)
@@ -64,5 +64,5 @@ def _synthetic(count: str | None, input_shape: tuple[int, ...], num_classes: int
 
 def _sample_count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
-        raise LLCompileError(f"synthetic:N needs a positive number of training samples, got '{text}'")
+        raise DataError(f"synthetic:N needs a positive number of training samples, got '{text}'")
     return int(text)

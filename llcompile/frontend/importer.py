@@ -17,7 +17,7 @@ from google.protobuf.message import DecodeError
 from onnx import external_data_helper, version_converter
 from onnx_ir.passes import common as ir_common
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import ModelError
 from llcompile.frontend.canonical.training_mode import TrainingModePass
 from llcompile.frontend.canonical.dynamic_batch import DynamicBatchPass
 from llcompile.frontend.canonical.flatten_view import FlattenViewPass
@@ -58,20 +58,20 @@ def read_source(model: ModelSource) -> tuple[onnx.ModelProto, str]:
         try:
             proto = onnx.load_model_from_string(bytes(model))
         except (DecodeError, ValueError, RuntimeError) as exc:
-            raise LLCompileError(f"the model bytes: not a readable ONNX model ({_first_line(exc)})") from None
+            raise ModelError(f"the model bytes: not a readable ONNX model ({_first_line(exc)})") from None
         return _in_memory(proto, "the model bytes"), "the model bytes"
-    raise LLCompileError(f"a model is the path of an ONNX file, its bytes, an onnx.ModelProto or an onnx_ir.Model, "
+    raise ModelError(f"a model is the path of an ONNX file, its bytes, an onnx.ModelProto or an onnx_ir.Model, "
                          f"not {type(model).__name__}")
 
 
 def _in_memory(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
     """A model given in memory: it must have nodes, and no external data (there is no folder to read it from)."""
     if not proto.graph.node:
-        raise LLCompileError(f"{source}: not an ONNX model (no graph nodes)")
+        raise ModelError(f"{source}: not an ONNX model (no graph nodes)")
     external = next((t.name for t in external_data_helper._get_all_tensors(proto)
                      if external_data_helper.uses_external_data(t)), None)
     if external is not None:
-        raise LLCompileError(f"{source}: tensor {external!r} keeps its data in an external file; "
+        raise ModelError(f"{source}: tensor {external!r} keeps its data in an external file; "
                              "give the model's path instead, so the data is read from its folder")
     return proto
 
@@ -88,15 +88,15 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
     """Parse the file; load external data only from inside the model's own folder."""
     path = Path(path)
     if not path.exists():
-        raise LLCompileError(f"{path}: no such file")
+        raise ModelError(f"{path}: no such file")
     if not path.is_file():
-        raise LLCompileError(f"{path}: not a file")
+        raise ModelError(f"{path}: not a file")
     try:
         proto = onnx.load(str(path), load_external_data=False)
     except (DecodeError, ValueError, RuntimeError) as exc:
-        raise LLCompileError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
+        raise ModelError(f"{path}: not a readable ONNX model ({_first_line(exc)})") from None
     if not proto.graph.node:
-        raise LLCompileError(f"{path}: not an ONNX model (no graph nodes; truncated or another format?)")
+        raise ModelError(f"{path}: not an ONNX model (no graph nodes; truncated or another format?)")
     base = path.resolve().parent
     for tensor in external_data_helper._get_all_tensors(proto):
         if not external_data_helper.uses_external_data(tensor):
@@ -104,23 +104,23 @@ def read_model_proto(path: str | os.PathLike) -> onnx.ModelProto:
         location = {e.key: e.value for e in tensor.external_data}.get("location", "")
         target = (base / location).resolve()
         if os.path.isabs(location) or not target.is_relative_to(base):
-            raise LLCompileError(
+            raise ModelError(
                 f"{path}: external data {location!r} of tensor {tensor.name!r} lies outside the model's folder")
         if not target.is_file():
-            raise LLCompileError(f"{path}: external data file {location!r} is missing")
+            raise ModelError(f"{path}: external data file {location!r} is missing")
     try:
         external_data_helper.load_external_data_for_model(proto, str(base))
     except (OSError, ValueError) as exc:
-        raise LLCompileError(f"{path}: cannot read external data ({_first_line(exc)})") from None
+        raise ModelError(f"{path}: cannot read external data ({_first_line(exc)})") from None
     return proto
 
 
 def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
-    """Check, upgrade and normalise a model; raise LLCompileError naming what is wrong."""
+    """Check, upgrade and normalise a model; raise ModelError naming what is wrong."""
     try:
         onnx.checker.check_model(proto)
     except (onnx.checker.ValidationError, ValueError) as exc:
-        raise LLCompileError(f"{source}: fails the ONNX checker: {_first_line(exc)}") from None
+        raise ModelError(f"{source}: fails the ONNX checker: {_first_line(exc)}") from None
     proto = _convert_opset(proto, source)
     model = ir.from_proto(proto)
     model = run_passes([
@@ -146,9 +146,9 @@ def canonicalize(proto: onnx.ModelProto, source: str = "model") -> ir.Model:
 def _convert_opset(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
     opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if opset is None:
-        raise LLCompileError(f"{source}: the model imports no standard ONNX opset")
+        raise ModelError(f"{source}: the model imports no standard ONNX opset")
     if opset > MAX_OPSET:
-        raise LLCompileError(
+        raise ModelError(
             f"{source}: opset {opset} is newer than the newest supported ({MAX_OPSET}); "
             f"re-export with opset <= {MAX_OPSET}")
     if opset >= MIN_OPSET:
@@ -158,7 +158,7 @@ def _convert_opset(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
         converted = version_converter.convert_version(proto, MIN_OPSET)
         onnx.checker.check_model(converted)
     except Exception as exc:  # the converter raises bare RuntimeError/ValueError per adapter
-        raise LLCompileError(
+        raise ModelError(
             f"{source}: cannot upgrade opset {opset} to {MIN_OPSET}: {_first_line(exc)}") from None
     return converted
 
@@ -175,7 +175,7 @@ def _refuse_unsupported(model: ir.Model, source: str) -> None:
     unsupported = sorted({n.op_type for n in model.graph.all_nodes()
                           if n.domain not in ("", "ai.onnx") or n.op_type not in SUPPORTED_OPS})
     if unsupported:
-        raise LLCompileError(
+        raise ModelError(
             f"{source}: unsupported op(s) for training: {', '.join(unsupported)} "
             "(see docs/ops.md for the supported list)")
 
@@ -183,25 +183,25 @@ def _refuse_unsupported(model: ir.Model, source: str) -> None:
 def _check_interface(model: ir.Model, source: str) -> None:
     data_inputs = [v for v in model.graph.inputs if v.const_value is None]
     if len(data_inputs) != 1:
-        raise LLCompileError(
+        raise ModelError(
             f"{source}: expected one data input, found {len(data_inputs)} "
             f"({', '.join(v.name for v in data_inputs)})")
     if len(model.graph.outputs) != 1:
-        raise LLCompileError(
+        raise ModelError(
             f"{source}: expected one output (the class logits), found {len(model.graph.outputs)} "
             f"({', '.join(v.name for v in model.graph.outputs)})")
     for value in (data_inputs[0], model.graph.outputs[0]):
         if value.dtype != ir.DataType.FLOAT:
-            raise LLCompileError(f"{source}: {value.name!r} is {value.dtype.name.lower()}; llcompile trains "
+            raise ModelError(f"{source}: {value.name!r} is {value.dtype.name.lower()}; llcompile trains "
                                  "float32 models (convert the model to float32 first)")
     for node in model.graph:
         if node.op_type == "Reshape" and _reshapes_a_dynamic_size_to_a_fixed_one(node):
-            raise LLCompileError(f"{source}: Reshape {node.name!r} turns {_dims(node.inputs[0].shape)} into the fixed "
+            raise ModelError(f"{source}: Reshape {node.name!r} turns {_dims(node.inputs[0].shape)} into the fixed "
                                  f"{_dims(node.outputs[0].shape)}: the export baked its batch size into the target; "
                                  "re-export with a dynamic batch (torch.onnx.export(..., dynamic_shapes=...))")
         if node.op_type in ("Gemm", "MatMul") and node.inputs[0].const_value is not None \
                 and node.inputs[1].const_value is None:
-            raise LLCompileError(f"{source}: {node.op_type} {node.name!r} has its weight as the first operand "
+            raise ModelError(f"{source}: {node.op_type} {node.name!r} has its weight as the first operand "
                                  "(W @ x); only x @ W layers can be trained")
 
 

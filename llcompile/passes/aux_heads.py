@@ -16,6 +16,7 @@ from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, a
 from llcompile.passes.reconstruction import reconstructable, reconstruction_error
 from llcompile.program.plan import HeadPlan, StageKind, require_plan
 from llcompile.analysis.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 HEAD_PREFIX = "aux@"
 DGL_HIDDEN = 128  # the dgl head's MLP width, as DGL's and InfoPro's CIFAR heads
@@ -42,7 +43,7 @@ def is_feature_map(value: ir.Value) -> bool:
     return value.shape is not None and value.shape.rank() > 2 and not is_token_tensor(value)
 
 
-class AuxHeadsPass(ir.passes.InPlacePass):
+class AuxHeadsPass(LLCompilePass):
     """For each block but the last: head on the block's output, softmax cross-entropy loss.
 
     A head is named after the tensor it reads (``aux@<cut>.fc.weight``), not after its block: when

@@ -18,6 +18,7 @@ from llcompile.ops import hebbian as hebbian_op
 from llcompile.passes import hebbian_function
 from llcompile.frontend.graph_builder import GraphBuilder, subsample_batch
 from llcompile.program.plan import StageKind, require_plan
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 ACTIVATIONS = {
     "pre": "the layer's own output (before normalisation and nonlinearity)",
@@ -31,7 +32,7 @@ _NONLINEARITIES = {"Relu", "LeakyRelu", "Clip", "Sigmoid", "Tanh", "HardSigmoid"
 LR_INPUT = "hebbian_lr"
 
 
-class HebbianPass(ir.passes.InPlacePass):
+class HebbianPass(LLCompilePass):
     """Add the HebbianUpdate of every layer in the plan's ``hebbian`` stage (if there is one)."""
 
     def __init__(self, rule: str = "oja", activation: str = "post", subsample: int = 1):

@@ -21,6 +21,7 @@ import onnx_ir as ir
 from llcompile.analysis.structure import data_dependent_nodes, data_input, is_parametric
 from llcompile.frontend.naming import NameScope
 from llcompile.program.plan import require_plan
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 INNER_CUT_KEY = "llcompile.inner_cut"
 INNER_CUT_PREFIX = "inner_cut."  # the joined tensor of the inner cut before layer L is "inner_cut.L"
@@ -56,7 +57,7 @@ def _joinable(a: ir.Value, b: ir.Value) -> bool:
             and dims_a[0] == dims_b[0] and dims_a[2:] == dims_b[2:])
 
 
-class JoinInnerCutsPass(ir.passes.InPlacePass):
+class JoinInnerCutsPass(LLCompilePass):
     """Before each parametric op with exactly two joinable feature maps live (a residual unit's
     skip and branch), ``inner_cut.<op> = Concat(skip, branch)`` and a Split back into the two,
     which every later reader then reads. Both nodes carry the metadata ``llcompile.inner_cut``."""
@@ -115,7 +116,7 @@ class JoinInnerCutsPass(ir.passes.InPlacePass):
         return list(split.outputs)
 
 
-class DropUnusedInnerCutsPass(ir.passes.InPlacePass):
+class DropUnusedInnerCutsPass(LLCompilePass):
     """Take out every inner-cut join whose joined tensor is not a cut of the plan (its readers read
     the two tensors again), so that only the chosen boundaries pay for the Concat and Split."""
 

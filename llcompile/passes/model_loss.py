@@ -6,11 +6,12 @@ import onnx_ir as ir
 
 from llcompile.frontend.graph_builder import GraphBuilder, add_cross_entropy, labels_input, value_named
 from llcompile.program.plan import require_plan
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 MODEL_LOSS = "loss"
 
 
-class ModelLossPass(ir.passes.InPlacePass):
+class ModelLossPass(LLCompilePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         plan = require_plan(model, type(self).__name__)
         final = plan.stages[-1]

@@ -11,6 +11,7 @@ from llcompile.analysis.structure import ModelAnalysis, Segment, analyze
 from llcompile.errors import LLCompileError
 from llcompile.frontend.naming import NameScope
 from llcompile.program.plan import LABELS, Plan, StageKind, StagePlan
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 
 def min_max_partition(count: int, parts: int, group_cost: Callable[[int, int], float]) -> list[tuple[int, int]]:
@@ -35,7 +36,7 @@ def min_max_partition(count: int, parts: int, group_cost: Callable[[int, int], f
     return groups[::-1]
 
 
-class PartitionPass(ir.passes.InPlacePass):
+class PartitionPass(LLCompilePass):
     """Write a plan of K blocks (stages) into the model; the last block keeps the model's head.
 
     ``prefix`` > 0 puts the first ``prefix`` segments into a forward-only ``hebbian`` stage

@@ -21,7 +21,7 @@ from pathlib import Path
 import onnx
 
 from llcompile.version import __version__
-from llcompile.errors import LLCompileError
+from llcompile.errors import ProgramError
 from llcompile.frontend.importer import read_model_proto
 from llcompile.program.plan import StagePlan
 from llcompile.util.paths import inside
@@ -88,7 +88,7 @@ class Program:
             (tmp / PROGRAM_FILE).write_text(json.dumps(self.to_json(), indent=2) + "\n")
             _replace_dir(tmp, out)
         except OSError as exc:
-            raise LLCompileError(f"cannot write {out}: {exc.strerror or exc}") from None
+            raise ProgramError(f"cannot write {out}: {exc.strerror or exc}") from None
         finally:
             if tmp is not None and tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
@@ -100,10 +100,10 @@ class Program:
         try:
             data = json.loads(inside(root, PROGRAM_FILE, "the program file").read_text())
         except (OSError, ValueError, RecursionError) as exc:
-            raise LLCompileError(f"{root}: not a program directory ({exc})") from None
+            raise ProgramError(f"{root}: not a program directory ({exc})") from None
         if not isinstance(data, dict) or data.get("format_version") != FORMAT_VERSION:
             version = data.get("format_version") if isinstance(data, dict) else None
-            raise LLCompileError(
+            raise ProgramError(
                 f"{root}: program format {version} is not supported "
                 f"(this llcompile reads format {FORMAT_VERSION}); re-run transform")
         try:
@@ -116,7 +116,7 @@ class Program:
                     stage.model = read_model_proto(graph)
                 program.eval_model = read_model_proto(inside(root, EVAL_MODEL_FILE, "the eval model"))
         except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise LLCompileError(f"{root}: damaged program directory ({type(exc).__name__}: {exc})") from None
+            raise ProgramError(f"{root}: damaged program directory ({type(exc).__name__}: {exc})") from None
         return program
 
 
@@ -124,11 +124,11 @@ def check_output_dir(out: Path, force: bool) -> None:
     """Refuse to replace an existing directory without ``force``, a file, or the working directory
     (or one of its parents)."""
     if out.exists() and not out.is_dir():
-        raise LLCompileError(f"{out} exists and is not a directory")
+        raise ProgramError(f"{out} exists and is not a directory")
     if out.exists() and not force:
-        raise LLCompileError(f"{out} already exists (use --force to replace it)")
+        raise ProgramError(f"{out} already exists (use --force to replace it)")
     if out.exists() and Path.cwd().resolve().is_relative_to(out.resolve()):
-        raise LLCompileError(f"{out} is the working directory or contains it; choose another output directory")
+        raise ProgramError(f"{out} is the working directory or contains it; choose another output directory")
 
 
 def is_program_dir(path: str | os.PathLike) -> bool:

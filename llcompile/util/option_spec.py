@@ -13,7 +13,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import OptionError
 
 METADATA_KEY = "option"
 
@@ -108,7 +108,7 @@ def check_values(options) -> None:
     for name, spec in option_specs(type(options)).items():
         message = problem(name, spec, getattr(options, name))
         if message:
-            raise LLCompileError(message)
+            raise OptionError(message)
 
 
 class DeclaredOptions:

@@ -6,6 +6,7 @@ import onnx_ir as ir
 import pytest
 
 import llcompile
+import llcompile.passes
 from llcompile.errors import LLCompileError
 from llcompile.passes import AuxHeadsPass, ModelLossPass, PartitionPass
 from tests.fixtures import legacy_models as lm
@@ -57,3 +58,32 @@ def test_verify_reports_a_wrong_program_as_not_ok(tmp_path):
     result = llcompile.verify(program, lm.small_cnn(), tolerance=1e-4)
     assert not result.ok and result.worst > 1e-4
     assert result.errors["eval_model vs source (inference)"] < 1e-6  # the eval model was left alone
+
+
+# ---------------------------------------------------------------- errors a Python caller can tell apart
+
+
+@pytest.mark.parametrize("call, error", [
+    (lambda: llcompile.transform(lm.small_cnn(), "dbl", blocks="2"), llcompile.OptionError),
+    (lambda: llcompile.load(b"not onnx"), llcompile.ModelError),
+    (lambda: llcompile.Program.load("/nonexistent/program"), llcompile.ProgramError),
+    (lambda: llcompile.fit(llcompile.transform(lm.small_cnn(), "bp"), "nosuchdata"), llcompile.DataError),
+])
+def test_each_kind_of_bad_input_raises_its_own_subclass(call, error):
+    with pytest.raises(error) as caught:
+        call()
+    assert isinstance(caught.value, LLCompileError) and "\n" not in str(caught.value)
+
+
+def test_run_passes_raises_the_passs_own_error_not_a_pass_error():
+    passes = [PartitionPass(cuts=[CUT_4D]), AuxHeadsPass(pool=3)]  # 3 does not divide the 8 x 8 activation
+    with pytest.raises(ir.passes.PassError):  # onnx_ir's manager wraps it
+        ir.passes.PassManager(passes)(llcompile.load(lm.small_cnn()))
+    with pytest.raises(LLCompileError, match="--aux-pool 3: the spatial sizes \\[8, 8\\]"):
+        llcompile.passes.run_passes(passes, llcompile.load(lm.small_cnn()))
+
+
+def test_passes_print_as_their_options():
+    assert repr(AuxHeadsPass(kind="dgl", seed=3)) == ("AuxHeadsPass(kind='dgl', seed=3, pool=None, width=None, "
+                                                     "subsample=None, recon_weight=None, depth=None)")
+    assert repr(PartitionPass(cuts=[CUT_4D])).startswith(f"PartitionPass(blocks=None, cuts=['{CUT_4D}'], prefix=0")

@@ -22,7 +22,7 @@ from llcompile.passes.partition import PartitionPass
 from llcompile.program.plan import Plan
 from llcompile.program.program import Program
 from llcompile.util.ort_session import session as ort_session
-from llcompile.compiler.verify import verify_program
+from llcompile.compiler.verify import verify
 from tests.fixtures.token_models import INPUT_SHAPE, export_tiny
 from tests.reference import dense_hebbian_update, hebbian_update
 
@@ -158,7 +158,7 @@ def test_dense_program_stage_passes_the_checker_and_computes_the_update(save_mod
                                                                      hebbian.lr_input: np.asarray(LR, np.float32)})
     np.testing.assert_allclose(new, _expected_dense(kind, p, x, True, "post", "oja"), rtol=1e-4, atol=1e-5)
     program.save(tmp_path / "program")
-    errors = verify_program(tmp_path / "program")
+    errors = verify(tmp_path / "program").errors
     assert all(error < 1e-5 for error in errors.values()), errors
 
 
@@ -436,7 +436,7 @@ def test_zoo_program_chain_equals_the_model(zoo_file, tmp_path, name, program_id
     else:
         assert [s.kind for s in program.stages] == ["hebbian", "final"]
     program.save(tmp_path / "program")
-    errors = verify_program(tmp_path / "program", batch_size=2)
+    errors = verify(tmp_path / "program", batch_size=2).errors
     assert len(errors) == 3 and all(error < 1e-4 for error in errors.values()), errors
 
 

@@ -15,9 +15,10 @@ import onnx_ir as ir
 
 from llcompile.frontend.naming import NameScope
 from llcompile.ops.registry import op_facts
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 
-class DecomposeForOrtPass(ir.passes.InPlacePass):
+class DecomposeForOrtPass(LLCompilePass):
     """Replace every standard-domain node whose op has an ORT rewrite by its decomposition."""
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:

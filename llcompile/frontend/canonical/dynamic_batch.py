@@ -3,13 +3,14 @@
 import numpy as np
 import onnx_ir as ir
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import ModelError
 from llcompile.frontend.naming import NameScope
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 BATCH_DIM = "N"
 
 
-class DynamicBatchPass(ir.passes.InPlacePass):
+class DynamicBatchPass(LLCompilePass):
     """Replace a static first dimension of the data input and outputs with ``N``.
 
     Exporters bake the batch size into Reshape targets (``[1, -1]``, ``[2, heads, T, d]``); those are
@@ -83,7 +84,7 @@ class DynamicBatchPass(ir.passes.InPlacePass):
         elif segments is not None:
             node.replace_input_with(1, _target_from_input_dims(node, segments, dims, batch))
         elif allowzero:
-            raise LLCompileError(
+            raise ModelError(
                 f"Reshape {node.name!r} bakes the batch size {batch} into its target {dims.tolist()} "
                 "(allowzero=1, so it cannot copy the batch): re-export with a dynamic batch")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import onnx_ir as ir
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 
 def _producer(value: ir.Value | None, op_type: str) -> ir.Node | None:
@@ -39,7 +40,7 @@ def _is_batch_then_rest(target: ir.Value, x: ir.Value, model_input: ir.Value) ->
     return start is None or start.as_int() == 0
 
 
-class FlattenViewPass(ir.passes.InPlacePass):
+class FlattenViewPass(LLCompilePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         modified = False
         model_input = next(v for v in model.graph.inputs if v.const_value is None)

@@ -10,10 +10,11 @@ from __future__ import annotations
 import onnx_ir as ir
 from onnx.reference import ReferenceEvaluator
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import ModelError
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 
-class FoldConstantsPass(ir.passes.InPlacePass):
+class FoldConstantsPass(LLCompilePass):
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         graph = model.graph
         modified = False
@@ -42,5 +43,5 @@ class FoldConstantsPass(ir.passes.InPlacePass):
         try:
             return ReferenceEvaluator(proto).run(None, feeds)
         except Exception as exc:  # the reference evaluator raises per-op exception types
-            raise LLCompileError(
+            raise ModelError(
                 f"cannot evaluate constant node {node.name!r} ({node.op_type}): {str(exc).splitlines()[0]}") from None

@@ -18,6 +18,7 @@ import onnx_ir as ir
 from llcompile.frontend.naming import NameScope
 from llcompile.frontend.canonical.fold_constants import FoldConstantsPass
 from llcompile.frontend.shape_inference import infer_shapes
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 
 def _static_dims(shape_node: ir.Node) -> list[int | None]:
@@ -63,7 +64,7 @@ def _batch_preserving_target(node: ir.Node) -> np.ndarray | None:
     return np.array([0, *rest], np.int64) if rest.count(-1) <= 1 else None
 
 
-class StaticShapeDimsPass(ir.passes.InPlacePass):
+class StaticShapeDimsPass(LLCompilePass):
     def __init__(self, source: str = "model"):
         super().__init__()
         self.source = source

@@ -5,11 +5,12 @@ import numpy as np
 import onnx
 import onnx_ir as ir
 
-from llcompile.errors import LLCompileError
+from llcompile.errors import ModelError
 from llcompile.frontend.naming import NameScope
+from llcompile.frontend.pass_pipeline import LLCompilePass
 
 
-class TrainingModePass(ir.passes.InPlacePass):
+class TrainingModePass(LLCompilePass):
     """Training form: BatchNormalization with ``training_mode=1`` and its running-mean/var
     outputs, as ORT training and torch's training-mode export write it; Dropout with a
     ``training_mode`` input of True. Inference form: BatchNormalization with one output and no
@@ -34,7 +35,7 @@ class TrainingModePass(ir.passes.InPlacePass):
             if node.op_type == "BatchNormalization":
                 for value in node.inputs[1:5]:
                     if value is None or value.const_value is None:
-                        raise LLCompileError(
+                        raise ModelError(
                             f"BatchNormalization {node.name!r}: scale, bias, mean and variance must be "
                             "constant tensors to be trained")
                 modified |= self._set_batchnorm_mode(node, names)
@@ -51,7 +52,7 @@ class TrainingModePass(ir.passes.InPlacePass):
         if is_training == self.training and len(node.outputs) == num_outputs:
             return False
         if not self.training and any(out.uses() or out.is_graph_output() for out in node.outputs[1:]):
-            raise LLCompileError(f"BatchNormalization {node.name!r}: its running statistics are used in the graph")
+            raise ModelError(f"BatchNormalization {node.name!r}: its running statistics are used in the graph")
         node.attributes.pop("spatial", None)  # opset < 9; version conversion usually drops it
         if self.training:
             node.attributes["training_mode"] = ir.AttrInt64("training_mode", 1)
