@@ -89,6 +89,11 @@ class TrainableStage(ABC):
         """Inference output (BN on running statistics, no gradients); the logits for the last stage."""
 
     @abstractmethod
+    def update_batch_statistics(self, x: Any, labels: Any) -> Any:
+        """The stage's output with BN on batch statistics, its running statistics updated as a training
+        step updates them; no weight, optimizer slot or step count changes (precise BN statistics)."""
+
+    @abstractmethod
     def state(self) -> dict[str, np.ndarray]:
         """Parameters, buffers and optimizer slots by name (copies)."""
 

@@ -14,6 +14,7 @@ from llcompile.backends import BACKENDS
 from llcompile.cli.spec_options import declared_options
 from llcompile.compiler.options import TRANSFORM_OPTIONS
 from llcompile.compiler.verify import DEFAULT_TOLERANCE
+from llcompile.train.config import DEFAULT_PRECISE_BN
 from llcompile.errors import LLCompileError
 from llcompile.cli.report import report as report_command
 from llcompile.util.terminal import printable
@@ -128,6 +129,9 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--lr-schedule", type=click.Choice(["cosine", "step", "constant"]), default="cosine", show_default=True)
 @click.option("--warmup-epochs", default=0.0, show_default=True, type=click.FloatRange(min=0),
               help="Raise the lr linearly over the first W epochs (may be a fraction), then follow --lr-schedule.")
+@click.option("--precise-bn", default=DEFAULT_PRECISE_BN, show_default=True, type=click.IntRange(min=0),
+              help="Recompute BatchNorm's running statistics over N training batches, forward only, before each "
+                   "evaluation and before the trained model is written; 0: keep the running averages.")
 @click.option("--backend", type=click.Choice(BACKENDS), default="torch", show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--torch-mode", type=click.Choice(["eager", "script", "compile"]), default="eager", show_default=True)
@@ -154,8 +158,8 @@ def verify(program_dir, model, batch_size, tolerance) -> None:
 @click.option("--timeout", default=300, show_default=True, type=click.IntRange(min=1),
               help="Seconds a silent peer may take before the parallel run ends.")
 def train(program_dir, data, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, lr_schedule,
-          warmup_epochs, backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit, quiet, fmt,
-          nproc, parallel_mode, placement, max_in_flight, timeout) -> None:
+          warmup_epochs, precise_bn, backend, device, torch_mode, seed, threads, run_dir, resume, force, data_limit,
+          quiet, fmt, nproc, parallel_mode, placement, max_in_flight, timeout) -> None:
     """Train a compiled program (from `transform`) on a data set.
 
     \b
@@ -171,7 +175,8 @@ def train(program_dir, data, epochs, batch_size, lr, optimizer, momentum, nester
     config = TrainConfig(
         data=data, epochs=epochs, batch_size=batch_size, lr=lr, lr_schedule=lr_schedule, warmup_epochs=warmup_epochs,
         optimizer=OptimizerConfig(name=optimizer, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay),
-        backend=backend, device=device, torch_mode=torch_mode, seed=seed, threads=threads, data_limit=data_limit)
+        backend=backend, device=device, torch_mode=torch_mode, seed=seed, threads=threads, data_limit=data_limit,
+        precise_bn=precise_bn)
     run_dir = run_dir or program_dir / "run"
     options = ParallelOptions(nproc=nproc, mode=parallel_mode, placement=placement, max_in_flight=max_in_flight,
                               timeout_s=timeout)

@@ -8,6 +8,9 @@ from dataclasses import asdict, dataclass, field
 from llcompile.backends.base import OptimizerConfig
 
 DEFAULT_LR = {"sgd": 0.1, "adamw": 1e-3}
+# batches the BN running statistics are recomputed over before each evaluation (train/precise_bn.py);
+# chosen in docs/results.md#precise-bn
+DEFAULT_PRECISE_BN = 8
 
 
 @dataclass
@@ -25,6 +28,7 @@ class TrainConfig:
     seed: int = 0
     threads: int | None = None
     data_limit: int | None = None  # at most this many samples per split (smoke tests)
+    precise_bn: int = DEFAULT_PRECISE_BN  # BN statistics recomputed over this many batches before each evaluation
 
     @property
     def base_lr(self) -> float:
@@ -42,4 +46,4 @@ class TrainConfig:
         return cls(optimizer=OptimizerConfig(**optimizer), **data)
 
     # what may differ between the run that wrote a checkpoint and the one resuming it
-    RESUMABLE_CHANGES = ("epochs", "threads")
+    RESUMABLE_CHANGES = ("epochs", "threads", "precise_bn")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from itertools import islice
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from llcompile.util.paths import inside
 from llcompile.program.program import Program
 from llcompile.compiler.strategies import boundary_policy_of, learning_mode_of
 from llcompile.train.checkpoint import load_checkpoint, save_checkpoint
+from llcompile.train.precise_bn import precise_batch_statistics
 from llcompile.train.config import TrainConfig
 from llcompile.train.export import save_trained_model
 from llcompile.train.interrupt import DeferredInterrupt
@@ -148,6 +150,11 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
                 _save(run_dir, merged_state(stages), carried, progress, controller, epoch_start)
                 raise TrainingInterrupted(
                     f"interrupted at epoch {epoch + 1} step {stopped_at}; checkpoint saved, continue with --resume")
+            if config.precise_bn:  # before the evaluation and the checkpoint, so the trained model has them
+                statistics = team.share(lambda: precise_batch_statistics(
+                    stages, program, backend, islice(train_loader(dataset, config, epoch), config.precise_bn)))
+                for stage in stages:
+                    stage.load_state(statistics)
             test_acc = team.test_accuracy(stages, backend, dataset, config.batch_size)
             record = {**_epoch_record(program, config, epoch, steps_per_epoch, sums, test_acc), **team.describe()}
             state = merged_state(stages)

@@ -100,6 +100,14 @@ class OrtStage(TrainableStage):
                           correct=correct_on_batch(logits.reshape(len(logits), -1).argmax(1), labels, self._head_every),
                           output=outputs[self._train_outputs[self._output]])
 
+    def update_batch_statistics(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        """A training run of the stage (onnxruntime-training computes the gradients too) without the
+        optimizer's step; the next ``train_step`` resets the gradients."""
+        check_batch_statistics(self.name, self._running_stats, len(x))
+        outputs = self._run(True, x, labels)
+        self._update_running_stats(outputs, len(x))
+        return outputs[self._train_outputs[self._output]]
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         labels = np.zeros(len(x), dtype=np.int64)  # the eval graph still computes the loss; it is unused
         return self._run(False, x, labels)[self._eval_outputs[self._output]]

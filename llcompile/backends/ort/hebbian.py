@@ -61,6 +61,9 @@ class OrtHebbianStage(TrainableStage):
             self._store[stats.mean], self._store[stats.var] = new_mean, new_var
         return StepResult(loss=float("nan"), correct=0, output=output)
 
+    def update_batch_statistics(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
+        return self.train_step(x, labels, 0.0, update=False).output
+
     def forward(self, x: np.ndarray) -> np.ndarray:
         feeds = {self._input: x, self._lr_input: np.zeros((), np.float32), **self._store}
         return self._run(self._eval, [self._output], feeds)[0]

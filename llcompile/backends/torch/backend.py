@@ -132,6 +132,11 @@ class TorchStage(TrainableStage):
         # detach(): the output is the next stage's input, and no gradient crosses a boundary
         return StepResult(loss=loss.item(), correct=correct, output=output.detach())
 
+    def update_batch_statistics(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.runner.train()
+        with torch.no_grad():
+            return self.runner(x, labels)[1]
+
     def _count_steps_by_stage(self) -> None:
         """AdamW's bias correction counts the stage's steps, as the ort backend's optimizer does, not
         each parameter's own: a parameter held for a while, or new to the stage (a head after a
@@ -211,6 +216,9 @@ class HebbianTorchStage(TrainableStage):
             for parameter, value in zip(self.updated, new_weights):
                 parameter.copy_(value)
         return StepResult(loss=float("nan"), correct=0, output=output)
+
+    def update_batch_statistics(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return self.train_step(x, labels, 0.0, update=False).output
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.runner.eval()
