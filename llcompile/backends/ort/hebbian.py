@@ -45,24 +45,30 @@ class OrtHebbianStage(TrainableStage):
     def train_step(self, x: np.ndarray, labels: np.ndarray, lr: float, update: bool = True) -> StepResult:
         """``lr`` is the localized learning rate; BN uses (and updates) batch statistics. Without
         ``update`` the weights stay and their update is not computed."""
+        if not update:
+            return StepResult(loss=float("nan"), correct=0, output=self.update_batch_statistics(x, labels))
         check_batch_statistics(self.name, self._stats, len(x))
         feeds = {self._input: x, self._lr_input: np.asarray(lr, dtype=np.float32), **self._store}
-        if update:
-            output, *rest = self._run(self._train, self._train_outputs, feeds)
-            new_weights, new_stats = rest[:len(self._updates)], rest[len(self._updates):]
-            self._store.update(zip(self._updates, new_weights))
-        else:
-            if self._forward is None:
-                self._forward = session(_with_state_inputs(self._model, self._store, self._forward_outputs),
-                                        self._threads)
-            output, *new_stats = self._run(self._forward, self._forward_outputs, feeds)
-        for stats, new_mean, new_var in zip(self._stats, new_stats[0::2], new_stats[1::2]):
-            new_var = unbiased_running_var(new_var, self._store[stats.var], stats, len(x))
-            self._store[stats.mean], self._store[stats.var] = new_mean, new_var
+        output, *rest = self._run(self._train, self._train_outputs, feeds)
+        new_weights, new_stats = rest[:len(self._updates)], rest[len(self._updates):]
+        self._store.update(zip(self._updates, new_weights))
+        self._write_running_stats(new_stats, len(x))
         return StepResult(loss=float("nan"), correct=0, output=output)
 
     def update_batch_statistics(self, x: np.ndarray, labels: np.ndarray) -> np.ndarray:
-        return self.train_step(x, labels, 0.0, update=False).output
+        check_batch_statistics(self.name, self._stats, len(x))
+        if self._forward is None:
+            self._forward = session(_with_state_inputs(self._model, self._store, self._forward_outputs),
+                                    self._threads)
+        feeds = {self._input: x, self._lr_input: np.zeros((), np.float32), **self._store}
+        output, *new_stats = self._run(self._forward, self._forward_outputs, feeds)
+        self._write_running_stats(new_stats, len(x))
+        return output
+
+    def _write_running_stats(self, new_stats: list[np.ndarray], batch: int) -> None:
+        for stats, new_mean, new_var in zip(self._stats, new_stats[0::2], new_stats[1::2]):
+            new_var = unbiased_running_var(new_var, self._store[stats.var], stats, batch)
+            self._store[stats.mean], self._store[stats.var] = new_mean, new_var
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         feeds = {self._input: x, self._lr_input: np.zeros((), np.float32), **self._store}

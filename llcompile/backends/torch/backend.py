@@ -206,10 +206,7 @@ class HebbianTorchStage(TrainableStage):
         """``lr`` is the localized learning rate; BN uses (and updates) batch statistics. Without
         ``update`` the weights stay and their update is not computed."""
         if not update:
-            self.forward_only.train()
-            with torch.no_grad():
-                output = self.forward_only(x, torch.zeros((), dtype=torch.float32, device=x.device))[0]
-            return StepResult(loss=float("nan"), correct=0, output=output)
+            return StepResult(loss=float("nan"), correct=0, output=self.update_batch_statistics(x, labels))
         self.runner.train()
         with torch.no_grad():
             output, *new_weights = self.runner(x, torch.tensor(lr, dtype=torch.float32, device=x.device))
@@ -218,7 +215,9 @@ class HebbianTorchStage(TrainableStage):
         return StepResult(loss=float("nan"), correct=0, output=output)
 
     def update_batch_statistics(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        return self.train_step(x, labels, 0.0, update=False).output
+        self.forward_only.train()
+        with torch.no_grad():
+            return self.forward_only(x, torch.zeros((), dtype=torch.float32, device=x.device))[0]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.runner.eval()
