@@ -13,24 +13,13 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from llcompile.compiler.verify import relative_error, run_model, run_stage_chain
+from llcompile.compiler.verify import DEFAULT_TOLERANCE, relative_error, run_model, run_stage_chain, static_batch
 from llcompile.errors import LLCompileError, ModelError
 from llcompile.frontend.canonical.training_mode import with_training_mode
 from llcompile.program.program import Program
 
-TOLERANCE = 1e-4  # float32 at another batch: other kernels and summation orders, not other numbers
 REEXPORT = ("re-export it with a dynamic batch (torch.onnx.export(..., dynamic_shapes=...) with a Dim for the "
             "batch, or dynamo=False with dynamic_axes)")
-
-
-def static_batch(model: onnx.ModelProto) -> int | None:
-    """The data input's batch size when the export fixed it, else None."""
-    initializers = {t.name for t in model.graph.initializer}
-    data = next((v for v in model.graph.input if v.name not in initializers), None)
-    if data is None or not data.type.tensor_type.shape.dim:
-        return None
-    first = data.type.tensor_type.shape.dim[0]
-    return first.dim_value if first.HasField("dim_value") and first.dim_value > 0 else None
 
 
 def check_any_batch(program: Program, source: onnx.ModelProto, name: str, seed: int = 0) -> None:
@@ -57,7 +46,7 @@ def check_any_batch(program: Program, source: onnx.ModelProto, name: str, seed: 
         if output.shape[0] != size:
             raise _refusal(name, batch, size, f"its output has a batch of {output.shape[0]}")
         error = relative_error(output, reference[:size])
-        if not error <= TOLERANCE:
+        if not error <= DEFAULT_TOLERANCE:
             raise _refusal(name, batch, size, f"its outputs differ from the model's by {error:.1e} (relative)")
     try:
         output, losses = run_stage_chain(program, samples[:sizes[0]], labels[:sizes[0]], training_form=True)
@@ -69,5 +58,5 @@ def check_any_batch(program: Program, source: onnx.ModelProto, name: str, seed: 
 
 def _refusal(name: str, batch: int, size: int, why: str) -> ModelError:
     return ModelError(f"{name} was exported with a static batch of {batch}, and the program compiled from it "
-                          f"does not compute the model at batch {size} ({why}): a constant in the graph still "
-                          f"carries the exported batch; {REEXPORT}")
+                      f"does not compute the model at batch {size} ({why}): a constant in the graph still "
+                      f"carries the exported batch; {REEXPORT}")

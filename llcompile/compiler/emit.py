@@ -18,9 +18,7 @@ from llcompile.program.program import Program, Stage
 
 def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, source: dict) -> Program:
     """Build the Program for ``model`` (which carries a complete plan)."""
-    plan = Plan.read(model)
-    if plan is None or any(stage.loss is None and stage.updates is None for stage in plan.stages):
-        raise ir.passes.PreconditionError("emit needs a plan whose every stage has a loss or Hebbian updates")
+    plan = complete_plan(model)
     analysis = analyze(eval_model)
     layers_by_name = {layer.name: layer for layer in analysis.layers}
     stages = []
@@ -39,6 +37,18 @@ def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, so
         input={"name": input_value.name, "shape": shape_list(input_value)},
         output=plan.output, logits=plan.logits, num_classes=plan.num_classes, cuts=plan.cuts,
         stages=stages, eval_model=to_checked_proto(eval_model, "eval model"))
+
+
+def complete_plan(model: ir.Model) -> Plan:
+    """The plan ``model`` carries, refused unless every stage has a loss or Hebbian updates."""
+    plan = Plan.read(model)
+    if plan is None:
+        raise LLCompileError("the planned model carries no llcompile plan: run PartitionPass and the passes after "
+                             "it (AuxHeadsPass or HebbianPass, then ModelLossPass) on it first")
+    missing = next((stage.name for stage in plan.stages if stage.loss is None and stage.updates is None), None)
+    if missing is not None:
+        raise LLCompileError(f"stage {missing} of the plan has no loss: run AuxHeadsPass and ModelLossPass first")
+    return plan
 
 
 def _extract_stage(model: ir.Model, stage: StagePlan, labels: str) -> onnx.ModelProto:

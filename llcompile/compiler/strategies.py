@@ -37,7 +37,8 @@ def _blocks_with_heads(compile_program: ProgramCompiler, prefix: int, blocks: in
                        balance_by: str | None = None, aux_head: str | None = None, aux_depth: float | None = None,
                        aux_pool: int | None = None, aux_width: float | None = None,
                        aux_subsample: int | None = None, aux_loss: str | None = None,
-                       aux_recon_weight: float | None = None, seed: int | None = None) -> tuple[PartitionPass, AuxHeadsPass]:
+                       aux_recon_weight: float | None = None,
+                       seed: int | None = None) -> tuple[PartitionPass, AuxHeadsPass]:
     """The partition into K DBL blocks (default DEFAULT_DBL_BLOCKS) after ``prefix`` segments, balanced
     by ``balance_by`` (a block's training cost depends on its head), or at ``cuts``; and the pass
     giving them aux heads."""
@@ -64,7 +65,7 @@ def _dbl(compile_program: ProgramCompiler, inner_cuts: bool = False, **options) 
         return [partition, aux_heads, ModelLossPass()]
     if policy.boundary_policy in POLICIES_OVER_ALL_CUTS:
         raise OptionError(f"--inner-cuts works with the fixed, schedule and adaptive boundary policies, "
-                             f"not {policy.boundary_policy!r}")
+                          f"not {policy.boundary_policy!r}")
     return [JoinInnerCutsPass(), partition, DropUnusedInnerCutsPass(), aux_heads, ModelLossPass()]
 
 

@@ -9,11 +9,11 @@ from onnx_ir.passes import common as ir_common
 
 from llcompile.analysis.structure import analyze
 from llcompile.compiler.batch_check import check_any_batch
-from llcompile.compiler.emit import emit
+from llcompile.compiler.emit import complete_plan, emit
 from llcompile.frontend.importer import ModelSource, canonicalize, file_sha256, read_source
 from llcompile.passes import TrainingModePass
 from llcompile.frontend.pass_pipeline import run_passes
-from llcompile.program.plan import Plan, StageKind
+from llcompile.program.plan import StageKind
 from llcompile.program.program import Program
 from llcompile.errors import LLCompileError
 from llcompile.compiler.strategies import (boundary_policy_of, build_pipeline, check_options, get_strategy,
@@ -118,13 +118,7 @@ def emit_planned(planned: ir.Model, model: ir.Model, strategy: str | None = None
     has (``bp``, ``dbl``, ``local-sgd`` or ``dbl-hebbian``). Boundaries stay where the passes put them
     (the ``fixed`` boundary policy): moving them would recompile with the strategy's own passes.
     Neither model is changed."""
-    plan = Plan.read(planned)
-    if plan is None:
-        raise LLCompileError("the planned model carries no llcompile plan: run PartitionPass and the passes after "
-                             "it (AuxHeadsPass or HebbianPass, then ModelLossPass) on it first")
-    if any(stage.loss is None and stage.updates is None for stage in plan.stages):
-        missing = next(stage.name for stage in plan.stages if stage.loss is None and stage.updates is None)
-        raise LLCompileError(f"stage {missing} of the plan has no loss: run AuxHeadsPass and ModelLossPass first")
+    plan = complete_plan(planned)
     if strategy is None:
         kinds = {stage.kind for stage in plan.stages}
         blocks = StageKind.BLOCK in kinds

@@ -55,7 +55,7 @@ def run_stage_chain(program: Program, x: np.ndarray, labels: np.ndarray | None =
 
 def run_model(model: onnx.ModelProto, x: np.ndarray) -> np.ndarray:
     """The first output of ``model`` on ``x``, fed to its one non-initializer input."""
-    return run_graph(model, None, {model.graph.input[_data_input_index(model)].name: x})[0]
+    return run_graph(model, None, {_data_input(model).name: x})[0]
 
 
 def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
@@ -97,7 +97,7 @@ def verify(program: Program | str | os.PathLike, model: ModelSource | None = Non
         program = Program.load(program)
     source = read_source(model)[0] if model is not None else _recorded_source(program, where)
     rng = np.random.default_rng(seed)
-    batch = _static_batch(source) or batch_size
+    batch = static_batch(source) or batch_size
     x = rng.standard_normal([batch, *program.input["shape"][1:]]).astype(np.float32)
     labels = rng.integers(0, program.num_classes, batch).astype(np.int64)
     reference = run_model(with_training_mode(source, training=False), x)
@@ -126,12 +126,13 @@ def _recorded_source(program: Program, program_dir) -> onnx.ModelProto:
     return read_model_proto(path)
 
 
-def _static_batch(model: onnx.ModelProto) -> int | None:
-    first = model.graph.input[_data_input_index(model)]
-    dim = first.type.tensor_type.shape.dim[0]
-    return dim.dim_value if dim.HasField("dim_value") else None
+def static_batch(model: onnx.ModelProto) -> int | None:
+    """The data input's batch size when the export fixed it, else None."""
+    dims = _data_input(model).type.tensor_type.shape.dim
+    return dims[0].dim_value if dims and dims[0].HasField("dim_value") and dims[0].dim_value > 0 else None
 
 
-def _data_input_index(model: onnx.ModelProto) -> int:
+def _data_input(model: onnx.ModelProto) -> onnx.ValueInfoProto:
+    """The first graph input that is not an initializer."""
     initializers = {t.name for t in model.graph.initializer}
-    return next(i for i, v in enumerate(model.graph.input) if v.name not in initializers)
+    return next(v for v in model.graph.input if v.name not in initializers)

@@ -112,7 +112,7 @@ def _unpickle(path: Path) -> object:
         raise DataError(f"cannot read {path}: {error}") from None
     except _RefusedGlobal as refused:
         raise DataError(f"{path} is not a CIFAR-10 batch: it refers to {refused}, which a batch never holds "
-                             "(refused: loading it could run code)") from None
+                        "(refused: loading it could run code)") from None
     except Exception as error:  # unpickling damaged bytes can raise almost any exception type
         raise DataError(f"{path} is not a readable pickle: {error}") from None
 

@@ -38,10 +38,10 @@ def _arrays(split: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
         x, y = np.stack([np.asarray(s[0]) for s in samples]), np.array([int(s[1]) for s in samples])
     else:
         raise DataError(f"the {name} data is (x, y) arrays, a torch Dataset or a DataLoader, "
-                             f"not {type(split).__name__}")
+                        f"not {type(split).__name__}")
     if x.ndim < 2 or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"the {name} data needs samples x [N, ...] and labels y [N]; got x {list(x.shape)}, "
-                             f"y {list(y.shape)}")
+                        f"y {list(y.shape)}")
     if not np.issubdtype(y.dtype, np.integer):
         raise DataError(f"the {name} labels are class indices (integers), not {y.dtype}")
     if x.dtype != np.uint8:

@@ -24,6 +24,13 @@ class GraphBuilder:
         """An int64 vector initializer: the shapes, axes and indices ops take."""
         return self.initializer(name, np.array(values, dtype=np.int64))
 
+    def batch_norm(self, x: ir.Value, name: str, channels: int) -> ir.Value:
+        """A fresh BatchNormalization of ``x`` on the batch's statistics (training form, momentum 0.9),
+        torch's initial state: weight 1, bias 0, running mean 0, running var 1."""
+        state = [self.initializer(f"{name}.{key}", fill(channels, np.float32)) for key, fill in (
+            ("weight", np.ones), ("bias", np.zeros), ("running_mean", np.zeros), ("running_var", np.ones))]
+        return self.op("BatchNormalization", [x, *state], name, num_outputs=3, training_mode=1, momentum=0.9)
+
     def op(self, op_type: str, inputs: list[ir.Value], output: str, num_outputs: int = 1,
            **attributes) -> ir.Value:
         name = self.names.fresh(f"{self.prefix}.{output}")
@@ -81,27 +88,6 @@ def add_cross_entropy(graph: ir.Graph, logits: ir.Value, labels: ir.Value, loss_
                    attributes=[ir.AttrString("reduction", "mean")])
     graph.append(node)
     return add_loss_output(graph, node, loss_name)
-
-
-def add_weighted_sum(graph: ir.Graph, terms: list[tuple[ir.Value, float]], loss_name: str) -> ir.Value:
-    """sum(weight * term) of scalar ``terms``, added as a graph output named ``loss_name`` (or a fresh
-    variant): a loss of several terms."""
-    names = NameScope(graph)
-    total = None
-    for term, weight in terms:
-        if weight != 1.0:
-            factor = names.initializer(f"{loss_name}.weight", np.array(weight, np.float32))
-            scaled = ir.Node("", "Mul", [term, factor], name=names.fresh(f"{loss_name}.weighted"))
-            scaled.outputs[0].name = scaled.name
-            graph.append(scaled)
-            term = scaled.outputs[0]
-        if total is not None:
-            node = ir.Node("", "Add", [total, term], name=names.fresh(f"{loss_name}.sum"))
-            node.outputs[0].name = node.name
-            graph.append(node)
-            term = node.outputs[0]
-        total = term
-    return add_loss_output(graph, total.producer(), loss_name)
 
 
 def add_loss_output(graph: ir.Graph, node: ir.Node, loss_name: str) -> ir.Value:

@@ -61,7 +61,7 @@ def read_source(model: ModelSource) -> tuple[onnx.ModelProto, str]:
             raise ModelError(f"the model bytes: not a readable ONNX model ({_first_line(exc)})") from None
         return _in_memory(proto, "the model bytes"), "the model bytes"
     raise ModelError(f"a model is the path of an ONNX file, its bytes, an onnx.ModelProto or an onnx_ir.Model, "
-                         f"not {type(model).__name__}")
+                     f"not {type(model).__name__}")
 
 
 def _in_memory(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
@@ -72,7 +72,7 @@ def _in_memory(proto: onnx.ModelProto, source: str) -> onnx.ModelProto:
                      if external_data_helper.uses_external_data(t)), None)
     if external is not None:
         raise ModelError(f"{source}: tensor {external!r} keeps its data in an external file; "
-                             "give the model's path instead, so the data is read from its folder")
+                         "give the model's path instead, so the data is read from its folder")
     return proto
 
 
@@ -193,16 +193,16 @@ def _check_interface(model: ir.Model, source: str) -> None:
     for value in (data_inputs[0], model.graph.outputs[0]):
         if value.dtype != ir.DataType.FLOAT:
             raise ModelError(f"{source}: {value.name!r} is {value.dtype.name.lower()}; llcompile trains "
-                                 "float32 models (convert the model to float32 first)")
+                             "float32 models (convert the model to float32 first)")
     for node in model.graph:
         if node.op_type == "Reshape" and _reshapes_a_dynamic_size_to_a_fixed_one(node):
             raise ModelError(f"{source}: Reshape {node.name!r} turns {_dims(node.inputs[0].shape)} into the fixed "
-                                 f"{_dims(node.outputs[0].shape)}: the export baked its batch size into the target; "
-                                 "re-export with a dynamic batch (torch.onnx.export(..., dynamic_shapes=...))")
+                             f"{_dims(node.outputs[0].shape)}: the export baked its batch size into the target; "
+                             "re-export with a dynamic batch (torch.onnx.export(..., dynamic_shapes=...))")
         if node.op_type in ("Gemm", "MatMul") and node.inputs[0].const_value is not None \
                 and node.inputs[1].const_value is None:
             raise ModelError(f"{source}: {node.op_type} {node.name!r} has its weight as the first operand "
-                                 "(W @ x); only x @ W layers can be trained")
+                             "(W @ x); only x @ W layers can be trained")
 
 
 def _reshapes_a_dynamic_size_to_a_fixed_one(node: ir.Node) -> bool:

@@ -11,7 +11,7 @@ from llcompile.analysis.structure import analyze, parameter_roles
 from llcompile.errors import LLCompileError
 from llcompile.passes.augmented_head import DEFAULT_AUX_DEPTH, check_depth, copy_segments, select_segments
 from llcompile.frontend.canonical.dynamic_batch import BATCH_DIM
-from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, add_weighted_sum, labels_input,
+from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, add_loss_output, labels_input,
                                              subsample_batch, uniform_fan_in, value_named)
 from llcompile.passes.reconstruction import reconstructable, reconstruction_error
 from llcompile.program.plan import HeadPlan, StageKind, require_plan
@@ -184,7 +184,8 @@ class AuxHeadsPass(LLCompilePass):
         output, target, weight = recon
         ce = b.op("SoftmaxCrossEntropyLoss", [logits, labels], "ce", reduction="mean")
         error = reconstruction_error(b, output, target, rng, stage)
-        return add_weighted_sum(b.graph, [(ce, 1.0), (error, weight)], loss_name).name
+        weighted = b.op("Mul", [error, b.initializer("recon_weight", np.array(weight, np.float32))], "recon_weighted")
+        return add_loss_output(b.graph, b.op("Add", [ce, weighted], "loss").producer(), loss_name).name
 
     def _check_pool_applies(self, graph: ir.Graph, cut_points: list[str]) -> None:
         """``pool`` pools feature maps only: refuse it when no cut point of the model is one (a transformer's
@@ -235,10 +236,7 @@ class AuxHeadsPass(LLCompilePass):
                                                         channels * kernel ** dims))
         strided = {} if stride == 1 else {"strides": [stride] * dims, "pads": [kernel // 2] * (2 * dims)}
         x = b.op("Conv", [x, w], "conv", kernel_shape=[kernel] * dims, **strided)
-        bn = [b.initializer(f"bn.{n}", a) for n, a in (
-            ("weight", np.ones(hidden, np.float32)), ("bias", np.zeros(hidden, np.float32)),
-            ("running_mean", np.zeros(hidden, np.float32)), ("running_var", np.ones(hidden, np.float32)))]
-        x = b.op("BatchNormalization", [x, *bn], "bn", num_outputs=3, training_mode=1, momentum=0.9)
+        x = b.batch_norm(x, "bn", hidden)
         spatial = [-(-d // stride) if isinstance(d, int) else d for d in spatial]
         return b.op("Relu", [x], "relu"), spatial
 

@@ -55,10 +55,7 @@ def reconstruction_error(b: GraphBuilder, output: ir.Value, target: ir.Value, rn
     middle = max(in_dims[0], DECODER_MIN_CHANNELS)
     spatial = len(factors)
     x = _conv3x3(b, x, "decoder.conv1", out_dims[0], middle, spatial, rng)
-    bn = [b.initializer(f"decoder.bn.{n}", a) for n, a in (
-        ("weight", np.ones(middle, np.float32)), ("bias", np.zeros(middle, np.float32)),
-        ("running_mean", np.zeros(middle, np.float32)), ("running_var", np.ones(middle, np.float32)))]
-    x = b.op("BatchNormalization", [x, *bn], "decoder.bn", num_outputs=3, training_mode=1, momentum=0.9)
+    x = b.batch_norm(x, "decoder.bn", middle)
     x = b.op("Relu", [x], "decoder.relu")
     x = _conv3x3(b, x, "decoder.conv2", middle, in_dims[0], spatial, rng, bias=True)
     error = b.op("Sub", [x, target], "recon_error")

@@ -42,16 +42,17 @@ def precise_batch_statistics(stages: list[TrainableStage], program: Program, bac
     from the running ones its forward writes from zero: (1 - momentum) x the batch's. The stages'
     buffers are left at the last batch's; load the result into them."""
     momenta = running_statistics(program)
+    zeros = [{name: np.zeros_like(value) for name, value in stage.state().items() if name in momenta}
+             for stage in stages]
     sums: dict[str, np.ndarray] = {}
     count = 0
     for x, labels in batches:
         activation, batch_labels = backend.to_batch(x, labels)
-        for stage in stages:
-            buffers = {name: value for name, value in stage.state().items() if name in momenta}
-            stage.load_state({name: np.zeros_like(value) for name, value in buffers.items()})
+        for stage, zero in zip(stages, zeros):
+            stage.load_state(zero)
             activation = stage.update_batch_statistics(activation, batch_labels)
             state = stage.state()
-            for name in buffers:
+            for name in zero:
                 batch = state[name] / np.float32(1.0 - momenta[name])
                 sums[name] = sums[name] + batch if name in sums else batch
         count += 1

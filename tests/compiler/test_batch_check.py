@@ -11,8 +11,7 @@ from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 import llcompile
-from llcompile.compiler.batch_check import static_batch
-from llcompile.compiler.verify import run_model, run_stage_chain
+from llcompile.compiler.verify import run_model, run_stage_chain, static_batch
 from llcompile.errors import LLCompileError
 from llcompile.frontend.canonical.dynamic_batch import _segments
 from tests.backends.chain import losses_on_both_backends

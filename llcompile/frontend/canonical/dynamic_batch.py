@@ -15,8 +15,8 @@ class DynamicBatchPass(LLCompilePass):
 
     Exporters bake the batch size into Reshape targets (``[1, -1]``, ``[2, heads, T, d]``); those are
     rewritten to follow the batch at run time instead (``_unbake_reshape_target``); what this does not
-    recognise, the compiler's batch check (``compiler/batch_check.py``) refuses. A learned token expanded to the batch (ViT's class token,
-    ``cls.expand(n, -1, -1)``) is folded into a constant of the exported batch: where a Concat joins
+    recognise, the compiler's batch check (``compiler/batch_check.py``) refuses. A learned token
+    expanded to the batch (ViT's class token, ``cls.expand(n, -1, -1)``) is folded into a constant of the exported batch: where a Concat joins
     such a constant to the data, it is expanded to the data's batch again. Inferred shapes of
     intermediate values are dropped so that shape inference recomputes them with the symbolic batch.
     """
@@ -53,8 +53,8 @@ class DynamicBatchPass(LLCompilePass):
         gets a first dim that follows the batch: 0 (copy the input's) or -1 where that is the same
         thing, else computed from the input's first dim at run time. Another target that merges or
         keeps neighbouring dims of the input (``[T, B, heads, d]`` -> ``[T * B, heads * d]``) has those
-        dims computed from the input's at run time, wherever the batch is among them (``_segments``). ``exported_input``: the
-        input's shape in the export, when it was recorded."""
+        dims computed from the input's at run time, wherever the batch is among them (``_segments``).
+        ``exported_input``: the input's shape in the export, when it was recorded."""
         target = node.inputs[1]
         if target in rewritten:
             node.replace_input_with(1, rewritten[target])
