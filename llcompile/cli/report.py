@@ -58,7 +58,7 @@ def _parse_workers(_ctx, _param, value: str | None) -> list[int] | None:
 @click.option("--micro-batches", type=click.IntRange(min=1),
               help="--workers: micro-batches per step of GPipe/1F1B bp [default: 4 x stages].")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
-@click.option("--detail", type=click.Choice(DETAILS), default="layers", show_default=True,
+@click.option("--detail", type=click.Choice(DETAILS), default="summary", show_default=True,
               help="table/markdown/html: strategy summary only, plus stages, plus layers.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write to FILE (markdown also writes FILE's .png beside it) instead of stdout.")
@@ -68,8 +68,8 @@ def report(source, strategies, blocks, prefix, cuts, aux_head, aux_depth, seed, 
     """Predict the cost of training MODEL.onnx (or a compiled PROGRAM_DIR) with bp and each --strategy:
     MACs (forward, backward dX/dW, Hebbian, aux heads), activation memory and off-chip traffic, per
     layer, per stage and per strategy, with ratios to bp. See docs/cost-model.md."""
-    from llcompile.report.measured import attach_measured, read_run
     from llcompile.report.parallel_projection import ProjectionSettings, attach_projection
+    from llcompile.report.measured import read_run
     from llcompile.report.programs import parse_spec, resolve
     from llcompile.report.render import render, write_outputs
     from llcompile.report.report import report_of
@@ -79,11 +79,9 @@ def report(source, strategies, blocks, prefix, cuts, aux_head, aux_depth, seed, 
     specs = [parse_spec(text) for text in strategies]
     flags = {"blocks": blocks, "prefix": prefix, "cuts": cuts, "aux_head": aux_head, "aux_depth": aux_depth,
              "seed": seed}
-    for run_dir in measured:  # a bad RUN_DIR fails before the compile work
-        read_run(run_dir)
+    runs = [read_run(run_dir) for run_dir in measured]  # a bad RUN_DIR fails before the compile work
     resolved = resolve(source, specs, flags)
-    data = report_of(resolved, batch_size=batch_size, onchip_kib=onchip_kib, optimizer=optimizer)
-    attach_measured(data, list(measured))
+    data = report_of(resolved, batch_size=batch_size, onchip_kib=onchip_kib, optimizer=optimizer, runs=runs)
     if workers:
         dbl_options = {k: flags[k] for k in ("aux_head", "aux_depth", "seed") if flags[k] is not None}
         attach_projection(data, resolved.model, resolved.analysis,

@@ -2,9 +2,11 @@
 
 A run directory holds ``run.json`` (the program it trained, as ``program_json``, and the config:
 batch size, backend, device) and ``metrics.jsonl`` (one record per epoch: ``epoch_time_s``,
-``images_per_s``, ``peak_memory_mb``). Seconds per step are taken from the last epoch
-(``batch_size / images_per_s``: the first epoch carries warm-up); peak memory is the largest over
-the epochs. A run is matched to the report's strategy with the same strategy name and options.
+``images_per_s``, ``peak_memory_mb``, ``test_acc``). Seconds per step are taken from the last epoch
+(``batch_size / images_per_s``: the first epoch carries warm-up), test accuracy from the last
+epoch; peak memory is the largest over the epochs. A run is matched to the report's strategy with
+the same strategy name and options; a run of a strategy the report was not asked for is costed
+too (``spec_of_run``), from the report's model.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import json
 import os
 from pathlib import Path
 
+from llcompile.compiler.options import TRANSFORM_OPTION_SPECS
+from llcompile.compiler.strategies import get_strategy
 from llcompile.errors import LLCompileError
+from llcompile.report.programs import ReportInput, StrategySpec, add_program
 from llcompile.util.paths import inside
 
 RUN_FILE = "run.json"
@@ -46,6 +51,7 @@ def read_run(run_dir: str | os.PathLike) -> dict:
         last = records[-1]
         images_per_s = float(last["images_per_s"])
         peak_mb = max(float(r["peak_memory_mb"]) for r in records)
+        test_acc = None if last.get("test_acc") is None else float(last["test_acc"])
     except (IndexError, KeyError, TypeError, ValueError):
         raise LLCompileError(f"--measured {root}: {METRICS_FILE} has no complete epoch record") from None
     if images_per_s <= 0:
@@ -53,30 +59,26 @@ def read_run(run_dir: str | os.PathLike) -> dict:
     return {"run_dir": os.fspath(root), "strategy": strategy, "options": options, "batch_size": batch_size,
             "backend": config.get("backend"), "device": config.get("device"), "epochs": len(records),
             "s_per_step": batch_size / images_per_s, "images_per_s": images_per_s,
-            "peak_memory_bytes": int(peak_mb * 2**20), "parallel": (last.get("parallel") or {}).get("mode")}
+            "peak_memory_bytes": int(peak_mb * 2**20), "test_acc": test_acc,
+            "data": [config.get("data"), config.get("data_limit")],
+            "parallel": (last.get("parallel") or {}).get("mode")}
 
 
-def attach_measured(report: dict, run_dirs: list[str | os.PathLike]) -> None:
-    """Put each run beside the strategy it trained (``strategies.<name>.measured``), with the ratios."""
+def attach_measured(report: dict, runs: list[dict]) -> None:
+    """Put each run (``read_run``) beside the strategy it trained (``strategies.<name>.measured``),
+    with its ratios to bp's run: time and peak memory where both ran on the same device and backend,
+    test accuracy (in points) where both trained on the same data for as many epochs."""
     batch_size = report["settings"]["batch_size"]
     strategies = report["strategies"]
-    for run_dir in run_dirs:
-        run = read_run(run_dir)
+    for run in runs:
         if run["batch_size"] != batch_size:
             raise LLCompileError(f"--measured {run['run_dir']}: trained at batch {run['batch_size']}, the report "
                                  f"predicts batch {batch_size}; pass --batch-size {run['batch_size']}")
-        label = next((name for name, entry in strategies.items()
-                      if entry["strategy"] == run["strategy"] and _same(entry["options"], run["options"])), None)
-        if label is None:
-            options = ",".join(f"{k}={v}" for k, v in run["options"].items())
-            raise LLCompileError(f"--measured {run['run_dir']}: it trained {run['strategy']} ({options}), which is "
-                                 f"not in this report; add --strategy {run['strategy']} with those options")
+        label = next(name for name, entry in strategies.items() if trained(entry["strategy"], entry["options"], run))
         if strategies[label]["measured"] is not None:
             raise LLCompileError(f"--measured {run['run_dir']}: {label} already has a measured run "
                                  f"({strategies[label]['measured']['run_dir']})")
-        predicted = strategies[label]["memory"]["peak_bytes"]
-        strategies[label]["measured"] = {**run, "predicted_peak_bytes": predicted,
-                                         "peak_memory_ratio": run["peak_memory_bytes"] / predicted if predicted else None}
+        strategies[label]["measured"] = {**run, "predicted_peak_bytes": strategies[label]["memory"]["peak_bytes"]}
     baseline = strategies.get("bp", {}).get("measured")
     for entry in strategies.values():
         measured = entry["measured"]
@@ -84,10 +86,43 @@ def attach_measured(report: dict, run_dirs: list[str | os.PathLike]) -> None:
             continue
         same_place = baseline is not None and (baseline["device"], baseline["backend"]) == (
             measured["device"], measured["backend"])
+        same_budget = baseline is not None and (baseline["data"], baseline["epochs"]) == (
+            measured["data"], measured["epochs"]) and None not in (baseline["test_acc"], measured["test_acc"])
         measured["s_per_step_vs_bp"] = measured["s_per_step"] / baseline["s_per_step"] if same_place else None
         measured["speedup_vs_bp"] = baseline["s_per_step"] / measured["s_per_step"] if same_place else None
         measured["peak_memory_vs_bp"] = (measured["peak_memory_bytes"] / baseline["peak_memory_bytes"]
                                          if same_place else None)
+        measured["test_acc_vs_bp_points"] = (100 * (measured["test_acc"] - baseline["test_acc"])
+                                             if same_budget else None)
+
+
+def trained(strategy: str, options: dict, run: dict) -> bool:
+    """Whether ``run`` trained the program of ``strategy`` with ``options``."""
+    return strategy == run["strategy"] and _same(options, run["options"])
+
+
+def cost_runs(resolved: ReportInput, runs: list[dict]) -> None:
+    """Add to the report's programs the one each run trained where no strategy asked for is it,
+    compiled from the report's model (a label taken already gets the run directory's name)."""
+    for run in runs:
+        if any(trained(p.program.strategy, p.program.options, run) for p in resolved.programs):
+            continue
+        spec = spec_of_run(run)
+        taken = any(p.label == spec.label for p in resolved.programs)
+        add_program(resolved, spec, f"{spec.label} ({Path(run['run_dir']).name})" if taken else None)
+
+
+def spec_of_run(run: dict) -> StrategySpec:
+    """The strategy a run trained, as a report asks for it: the options its program records that
+    the strategy takes, those at their defaults left out (so a run of plain ``dbl`` is ``dbl``) and
+    the number of blocks where the cuts say it."""
+    takes = get_strategy(run["strategy"]).options
+    options = {k: v for k, v in run["options"].items()
+               if k in takes and v is not None and not (k in TRANSFORM_OPTION_SPECS
+                                                        and v == TRANSFORM_OPTION_SPECS[k].default)}
+    if "cuts" in options:  # the cuts are the blocks
+        options.pop("blocks", None)
+    return StrategySpec(run["strategy"], options)
 
 
 def _same(a: dict, b: dict) -> bool:

@@ -1,5 +1,6 @@
 """The report's figure (matplotlib, Agg backend): per-layer MACs stacked by kind for every strategy,
-activation memory per stage, and the strategies side by side. Returns PNG bytes."""
+activation memory per stage, the strategies side by side and, when training runs are attached,
+their test accuracy against each cost. Returns PNG bytes."""
 
 from __future__ import annotations
 
@@ -9,20 +10,41 @@ KINDS = [("forward", "macs_forward", "#4c72b0"), ("backward dX", "macs_backward_
          ("backward dW", "macs_backward_dw", "#c44e52"), ("Hebbian", "macs_hebbian", "#55a868")]
 AUX_COLOR = "#8172b3"
 HEADROOM = 0.12  # above the tallest bar, so that no bar touches its panel's top
+MAX_LAYER_TICKS = 80  # layer names on the x axis; a longer model names every k-th layer
+LAYER_NAME_CHARS = 28
+# the trade-off panels: (title, the value of a strategy's report entry) per cost
+TRADEOFF_COSTS = [
+    ("seconds per step (measured)", lambda e: e["measured"]["s_per_step"]),
+    ("peak memory, MiB (measured, whole process)", lambda e: e["measured"]["peak_memory_bytes"] / 2**20),
+    ("training MACs per sample, millions (cost model)", lambda e: e["macs"]["total"] / 1e6),
+    ("activation peak, MiB per step (cost model)", lambda e: e["memory"]["activation_peak_bytes"] / 2**20),
+]
 
 
 def report_png(report: dict, dpi: int = 100) -> bytes:
+    out = io.BytesIO()
+    report_figure(report, dpi).savefig(out, format="png")
+    return out.getvalue()
+
+
+def report_figure(report: dict, dpi: int = 100):
+    """The report's figure, a matplotlib ``Figure`` (not attached to pyplot)."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
 
     strategies = report["strategies"]
     names = list(strategies)
     n = len(names)
-    fig = Figure(figsize=(12, 2.4 * n + 0.4 * n + 3), dpi=dpi, layout="constrained")
-    grid = fig.add_gridspec(n + 1, 2, height_ratios=[2.4] * n + [0.4 * n + 2])
+    measured = [name for name in names if strategies[name]["measured"] and strategies[name]["measured"]["test_acc"]
+                is not None]
+    tradeoff_rows = 2 if measured else 0
+    heights = [2.4] * n + [0.4 * n + 2] + [3.2] * tradeoff_rows
+    fig = Figure(figsize=(12, sum(heights) + 2), dpi=dpi, layout="constrained")
+    grid = fig.add_gridspec(n + 1 + tradeoff_rows, 2, height_ratios=heights)
     share = None
     for row, name in enumerate(names):
         ax = fig.add_subplot(grid[row, :], sharex=share, sharey=share)
@@ -40,12 +62,18 @@ def report_png(report: dict, dpi: int = 100) -> bytes:
         starts = [i for i in range(1, len(layers)) if layers[i]["stage"] != layers[i - 1]["stage"]]
         for i in starts:
             ax.axvline(i - 0.5, color="black", linewidth=0.8, linestyle="--")
-        ax.set_title(f"{name}: MACs per layer (millions per sample; dashed lines: stage boundaries)", fontsize=9,
-                     loc="left")
+        aux = strategies[name]["macs"]["aux"] / 1e6
+        ax.set_title(f"{name}: MACs per layer (millions per sample; dashed lines: stage boundaries)"
+                     + (f"; aux heads {aux:,.3f} M in all, purple" if heads else ""), fontsize=9, loc="left")
         ax.set_ylabel("M MACs")
         ax.margins(y=HEADROOM)
         if row == n - 1:
-            ax.set_xlabel("layer (graph order)")
+            step = -(-len(layers) // MAX_LAYER_TICKS)
+            ticks = list(range(0, len(layers), step))
+            ax.set_xticks(ticks, [short_layer_name(layers[i]["name"]) for i in ticks], rotation=90, fontsize=6)
+            ax.set_xlabel("layer (graph order" + (f", every {step}th named)" if step > 1 else ")"))
+        else:
+            ax.tick_params(axis="x", labelbottom=False)
     handles = [Patch(color=color, label=label) for label, _, color in KINDS]
     handles.append(Patch(color=AUX_COLOR, label="aux head (forward + backward, on its stage's last layer)"))
     fig.legend(handles=handles, fontsize=8, ncols=len(handles), loc="outside upper right", frameon=False)
@@ -68,6 +96,7 @@ def report_png(report: dict, dpi: int = 100) -> bytes:
     memory = fig.add_subplot(grid[n, 1], sharey=totals)
     height = 0.7
     cmap = matplotlib.colormaps["tab20"]
+    most_stages = max(len(strategies[name]["stages"]) for name in names)
     for i, name in enumerate(names):
         stages = strategies[name]["stages"]
         base = 0.0
@@ -83,9 +112,13 @@ def report_png(report: dict, dpi: int = 100) -> bytes:
     memory.set_xlabel("MiB per step")
     memory.set_title("activations kept per stage (stacked; black: the peak, one stage at a time)", fontsize=9,
                      loc="left", wrap=True)
-    out = io.BytesIO()
-    fig.savefig(out, format="png")
-    return out.getvalue()
+    stage_handles = [Patch(color=cmap(j % 20), label=f"stage {j + 1}") for j in range(min(most_stages, 20))]
+    stage_handles.append(Line2D([], [], color="black", linewidth=2, label="peak"))
+    memory.legend(handles=stage_handles, fontsize=7, ncols=min(len(stage_handles), 6), loc="upper center",
+                  bbox_to_anchor=(0.5, -0.18), frameon=False)
+    if measured:
+        tradeoff_panels(fig, grid, n + 1, {name: strategies[name] for name in measured})
+    return fig
 
 
 def head_bars(entry: dict) -> list[tuple[int, int]]:
@@ -94,3 +127,39 @@ def head_bars(entry: dict) -> list[tuple[int, int]]:
     last = {layer["stage"]: i for i, layer in enumerate(entry["layers"])}
     return [(last[s["name"]], s["macs"]["aux_forward"] + s["macs"]["aux_backward"])
             for s in entry["stages"] if s["head"] and s["name"] in last]
+
+
+def tradeoff_panels(fig, grid, first_row: int, entries: dict) -> None:
+    """Test accuracy (y) against each of ``TRADEOFF_COSTS`` (x), one point per measured strategy;
+    dotted lines through bp's point, the reference."""
+    import matplotlib
+
+    colors = matplotlib.colormaps["tab10"]
+    for k, (title, cost_of) in enumerate(TRADEOFF_COSTS):
+        ax = fig.add_subplot(grid[first_row + k // 2, k % 2])
+        for i, (name, entry) in enumerate(entries.items()):
+            x, y = cost_of(entry), entry["measured"]["test_acc"]
+            ax.scatter([x], [y], color=colors(i % 10), marker="*" if name == "bp" else "o", s=90, label=name,
+                       zorder=3)
+            if name == "bp":
+                ax.axhline(y, color="grey", linewidth=0.8, linestyle=":")
+                ax.axvline(x, color="grey", linewidth=0.8, linestyle=":")
+        ax.set_xlabel(title, fontsize=8)
+        ax.set_ylabel("test accuracy (last epoch)", fontsize=8)
+        ax.margins(0.15)
+        ax.grid(alpha=0.3)
+        if k == 0:
+            ax.set_title("accuracy against cost per strategy (up and left is better; dotted: bp)", fontsize=9,
+                         loc="left")
+            ax.legend(fontsize=7, loc="best")
+
+
+def short_layer_name(name: str) -> str:
+    """A layer's name short enough for an axis: the path components that say where it is (a parent
+    repeated in its child's name and the trailing op type left out), at most LAYER_NAME_CHARS."""
+    parts = [p for p in name.split("/") if p]
+    if len(parts) > 1 and parts[-1][:1].isupper():  # the exporter's op type: /conv1/conv/Conv
+        parts.pop()
+    parts = [p for p, following in zip(parts, [*parts[1:], ""]) if not following.startswith(p)]
+    text = "/".join(parts) or name
+    return text if len(text) <= LAYER_NAME_CHARS else "…" + text[-(LAYER_NAME_CHARS - 1):]

@@ -168,6 +168,13 @@ def resolve(source: ModelSource, specs: list[StrategySpec], flags: dict) -> Repo
                        notes=notes)
 
 
+def add_program(resolved: ReportInput, spec: StrategySpec, label: str | None = None) -> CostedProgram:
+    """Compile ``spec`` from the report's model and cost it too, under ``label`` (its own by default)."""
+    costed = CostedProgram(label=label or spec.label, program=_compile(resolved.model, spec))
+    resolved.programs.append(costed)
+    return costed
+
+
 def _program_label(program: Program) -> str:
     """A program directory's key: its strategy, with its aux head when that is not the default ``fc``
     (an augmented head costs far more) and its aux loss when that is not cross-entropy alone."""

@@ -5,9 +5,13 @@ The dict is the machine contract (schema in docs/cost-model.md); every renderer 
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 from llcompile.cost.cost_model import OPTIMIZER_SLOTS, ProgramCost, cost_program
 from llcompile.report.programs import BASELINE, ReportInput, StrategySpec, resolve
 from llcompile.cost.traffic import offchip_traffic
+from llcompile.report.measured import attach_measured, cost_runs, read_run
 from llcompile.frontend.importer import ModelSource
 from llcompile.version import __version__
 
@@ -24,14 +28,20 @@ UNITS = {
 
 def build_report(source: ModelSource, specs: list[StrategySpec], flags: dict | None = None,
                  batch_size: int = DEFAULT_BATCH_SIZE, onchip_kib: int = DEFAULT_ONCHIP_KIB,
-                 optimizer: str = "sgd") -> dict:
-    """The report of the model file, program directory or in-memory model ``source`` (``programs.resolve``)."""
+                 optimizer: str = "sgd", measured: Sequence[str | os.PathLike] = ()) -> dict:
+    """The report of the model file, program directory or in-memory model ``source`` (``programs.resolve``),
+    with the training runs in ``measured`` (``llcompile train``'s run directories) beside the
+    strategies they trained, each such strategy costed too."""
+    runs = [read_run(run_dir) for run_dir in measured]  # a bad run directory fails before the compile work
     resolved = resolve(source, specs, flags or {})
-    return report_of(resolved, batch_size=batch_size, onchip_kib=onchip_kib, optimizer=optimizer)
+    return report_of(resolved, batch_size=batch_size, onchip_kib=onchip_kib, optimizer=optimizer, runs=runs)
 
 
 def report_of(resolved: ReportInput, batch_size: int = DEFAULT_BATCH_SIZE, onchip_kib: int = DEFAULT_ONCHIP_KIB,
-              optimizer: str = "sgd") -> dict:
+              optimizer: str = "sgd", runs: Sequence[dict] = ()) -> dict:
+    """The report of ``resolved``'s programs, each run (``measured.read_run``) beside the program it
+    trained (which is costed too when it is not among them)."""
+    cost_runs(resolved, runs)
     onchip_bytes = onchip_kib * 1024
     strategies = {}
     for costed in resolved.programs:
@@ -41,7 +51,7 @@ def report_of(resolved: ReportInput, batch_size: int = DEFAULT_BATCH_SIZE, onchi
     for entry in strategies.values():
         entry["vs_bp"] = vs_baseline(entry, baseline) if baseline is not None else None
     a = resolved.analysis
-    return {
+    report = {
         "report_version": REPORT_VERSION,
         "llcompile_version": __version__,
         "source": {"path": resolved.source, "kind": resolved.kind},
@@ -54,6 +64,8 @@ def report_of(resolved: ReportInput, batch_size: int = DEFAULT_BATCH_SIZE, onchi
         "notes": list(resolved.notes),
         "strategies": strategies,
     }
+    attach_measured(report, runs)
+    return report
 
 
 def strategy_entry(cost: ProgramCost, onchip_bytes: int) -> dict:

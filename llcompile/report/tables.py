@@ -71,22 +71,36 @@ def summary_tables(report: dict) -> list[Table]:
                "BN buffers, gradients and optimizer state; off-chip: weights + updates + spilled activations "
                "+ stage hand-offs (docs/cost-model.md).", *offchip_notes(report)]),
     ]
-    measured = [(name, e["measured"]) for name, e in report["strategies"].items() if e["measured"]]
-    if measured:
-        mrows = []
-        for name, r in measured:
-            e = report["strategies"][name]
-            mrows.append([name, f"{r['backend']}/{r['device']}", f"{r['s_per_step']:.4f}", ratio(r["speedup_vs_bp"]),
-                          ratio((e["vs_bp"] or {}).get("ideal_speedup")), mib(r["peak_memory_bytes"]),
-                          mib(r["predicted_peak_bytes"]), ratio(r["peak_memory_ratio"]),
-                          ratio(r["peak_memory_vs_bp"]), ratio((e["vs_bp"] or {}).get("peak_bytes"))])
-        tables.append(Table(
-            "Measured (training runs) next to predicted",
-            ["strategy", "backend/device", "s/step", "speed-up vs bp", "ideal speed-up", "peak MiB measured",
-             "peak MiB predicted", "measured / predicted", "measured peak / bp", "predicted peak / bp"], mrows,
-            ["s/step from the last epoch (batch / images per second); peak memory is torch's allocator peak on "
-             "CUDA and the process's resident set on CPU (which includes the runtime itself)."]))
+    if any(e["measured"] for e in report["strategies"].values()):
+        tables.insert(0, tradeoff_table(report))  # what a strategy gains and loses comes first
     return tables
+
+
+def tradeoff_table(report: dict) -> Table:
+    """What each measured strategy gains and loses against bp: its test accuracy beside its measured
+    time and memory and its modelled MACs and activation peak."""
+    rows = []
+    for name, e in report["strategies"].items():
+        r, vs = e["measured"], e["vs_bp"] or {}
+        if r is None:
+            continue
+        acc = "-" if r["test_acc"] is None else f"{r['test_acc']:.4f}"
+        points = r["test_acc_vs_bp_points"]
+        rows.append([name, f"{r['backend']}/{r['device']}", str(r["epochs"]), acc,
+                     "-" if points is None else f"{points:+.1f}", f"{r['s_per_step']:.4f}",
+                     ratio(r["s_per_step_vs_bp"]), mib(r["peak_memory_bytes"]), ratio(r["peak_memory_vs_bp"]),
+                     ratio(vs.get("macs_total")), ratio(vs.get("activation_peak_bytes")), mib(r["predicted_peak_bytes"])])
+    return Table(
+        "Accuracy against cost: training runs (measured) beside the cost model",
+        ["strategy", "backend/device", "epochs", "test acc", "vs bp (points)", "s/step", "time / bp",
+         "peak MiB (process)", "peak / bp", "MACs / bp (model)", "act. peak / bp (model)",
+         "training state MiB (model)"], rows,
+        ["Measured: test accuracy after the last epoch; s/step from the last epoch (batch / images per second); "
+         "peak MiB is the whole process's resident set on CPU (interpreter, runtime, data and libraries "
+         "included) and torch's allocator peak on CUDA. Model: training state = parameters, BN buffers, "
+         "gradients, optimizer state and the largest stage's kept activations, at this batch. The two "
+         "memory figures count different things and are not divided. vs bp: only runs on the same "
+         "device and backend (time, memory), the same data and epochs (accuracy); '-' otherwise."])
 
 
 def offchip_notes(report: dict) -> list[str]:

@@ -93,7 +93,10 @@ def test_csv_table_markdown_html(tiny_model, tmp_path, monkeypatch, capsys):
 
     code, out, err = run(monkeypatch, capsys, "report", tiny_model, *SPECS)
     assert code == 0, err
-    assert "total FLOPs" in out and "FLOPs = 2 x MACs" in out and "local-sgd:prefix=1: layers" in out
+    assert "total FLOPs" in out and "FLOPs = 2 x MACs" in out and ": layers" not in out  # the summary by default
+    code, out, err = run(monkeypatch, capsys, "report", tiny_model, *SPECS, "--detail", "layers")
+    assert code == 0, err
+    assert "local-sgd:prefix=1: stages" in out and "local-sgd:prefix=1: layers" in out
 
     md = tmp_path / "cost.md"
     code, _, err = run(monkeypatch, capsys, "report", tiny_model, *SPECS, "--format", "markdown", "-o", md)
@@ -145,30 +148,55 @@ def test_measured_run(tiny_model, tmp_path, monkeypatch, capsys):
         train(tmp_path / f"prog-{strategy}", config, tmp_path / f"run-{strategy}", show_progress=False)
     # measured times and memory are not reproducible: give the runs figures to compute from by hand
     # (bp: two epochs, the first slower, the larger peak in the last; dbl: one epoch)
-    figures = {"bp": [(100.0, 90.0), (400.0, 120.0)], "dbl": [(800.0, 60.0)]}
+    figures = {"bp": [(100.0, 90.0, 0.5), (400.0, 120.0, 0.625)], "dbl": [(800.0, 60.0, 0.6)]}
     for strategy, epochs in figures.items():
         record = json.loads((tmp_path / f"run-{strategy}" / "metrics.jsonl").read_text().splitlines()[0])
         (tmp_path / f"run-{strategy}" / "metrics.jsonl").write_text("".join(
-            json.dumps({**record, "epoch": epoch, "images_per_s": rate, "peak_memory_mb": mb}) + "\n"
-            for epoch, (rate, mb) in enumerate(epochs, start=1)))
-    code, out, err = run(monkeypatch, capsys, "report", tiny_model, "-s", "dbl:cuts=u1.out", "--batch-size", "8",
+            json.dumps({**record, "epoch": epoch, "images_per_s": rate, "peak_memory_mb": mb, "test_acc": acc}) + "\n"
+            for epoch, (rate, mb, acc) in enumerate(epochs, start=1)))
+    # the dbl run's strategy was not asked for: the report costs it, from the run's program options
+    code, out, err = run(monkeypatch, capsys, "report", tiny_model, "--batch-size", "8",
                          "--measured", tmp_path / "run-bp", "--measured", tmp_path / "run-dbl", "--format", "json")
     assert code == 0, err
     strategies = json.loads(out)["strategies"]
+    assert list(strategies) == ["bp", "dbl:cuts=u1.out"]
     bp, dbl = strategies["bp"]["measured"], strategies["dbl:cuts=u1.out"]["measured"]
-    # seconds per step from the last epoch: 8 images / 400 per s; the peak is the largest over the epochs
+    # seconds per step from the last epoch: 8 images / 400 per s; the peak is the largest over the epochs;
+    # the accuracy is the last epoch's
     assert bp["epochs"] == 2 and bp["s_per_step"] == pytest.approx(0.02) and dbl["s_per_step"] == pytest.approx(0.01)
     assert bp["peak_memory_bytes"] == 120 * 2**20 and dbl["peak_memory_bytes"] == 60 * 2**20
+    assert bp["test_acc"] == 0.625 and dbl["test_acc"] == 0.6
     assert dbl["speedup_vs_bp"] == pytest.approx(2.0) and dbl["s_per_step_vs_bp"] == pytest.approx(0.5)
     assert dbl["peak_memory_vs_bp"] == pytest.approx(0.5)
+    # bp trained 2 epochs, dbl 1: their accuracies are not compared
+    assert bp["test_acc_vs_bp_points"] == 0 and dbl["test_acc_vs_bp_points"] is None
     # predicted peak at batch 8, by hand: 494 parameters (u0.conv 108, BN 8, u2.conv 288, fc 90), their
     # gradients and SGD momentum, 3 x 494 x 4 bytes; BN running statistics 32; bp's kept activations
     # 8 x 4176 + 36 (the per-sample count of test_json_contract)
     assert bp["predicted_peak_bytes"] == 3 * 494 * 4 + 32 + 8 * 4176 + 36 == 39404
-    assert bp["peak_memory_ratio"] == pytest.approx(120 * 2**20 / 39404)
+    assert strategies["dbl:cuts=u1.out"]["macs"] == json.loads(run(
+        monkeypatch, capsys, "report", tiny_model, "-s", "dbl:cuts=u1.out", "--format", "json")[1])[
+        "strategies"]["dbl:cuts=u1.out"]["macs"]
+
+    # the same data and epochs: the accuracy gap in points
+    (tmp_path / "run-bp" / "metrics.jsonl").write_text(
+        (tmp_path / "run-bp" / "metrics.jsonl").read_text().splitlines()[1] + "\n")
+    code, out, err = run(monkeypatch, capsys, "report", tiny_model, "-s", "dbl:cuts=u1.out", "--batch-size", "8",
+                         "--measured", tmp_path / "run-dbl", "--measured", tmp_path / "run-bp", "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["strategies"]["dbl:cuts=u1.out"]["measured"]["test_acc_vs_bp_points"] == pytest.approx(
+        100 * (0.6 - 0.625))
+    code, out, err = run(monkeypatch, capsys, "report", tiny_model, "--batch-size", "8", "--measured",
+                         tmp_path / "run-dbl", "--measured", tmp_path / "run-bp")
+    assert code == 0, err
+    assert "Accuracy against cost" in out
+    row = next(line.split() for line in out.splitlines() if line.strip().startswith("dbl:cuts=u1.out") and "/cpu" in line)
+    assert row[2:7] == ["1", "0.6000", "-2.5", "0.0100", "0.500"]
+    user_error(run(monkeypatch, capsys, "report", tiny_model, "--batch-size", "8", "--measured",
+                   tmp_path / "run-bp", "--measured", tmp_path / "run-bp"), "bp already has a measured run")
     code, out, _ = run(monkeypatch, capsys, "report", tiny_model, "--batch-size", "8", "--measured",
                        tmp_path / "run-bp")
-    assert code == 0 and "Measured (training runs) next to predicted" in out
+    assert code == 0 and "Accuracy against cost" in out
     user_error(run(monkeypatch, capsys, "report", tiny_model, "--measured", tmp_path / "run-bp"),
                "trained at batch 8", "--batch-size 8")
     user_error(run(monkeypatch, capsys, "report", tiny_model, "--batch-size", "8", "--measured",
