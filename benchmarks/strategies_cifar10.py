@@ -77,6 +77,9 @@ CELLS = {
     # + InfoPro's reconstruction term (of each block's input)
     "dbl fixed K=2 dgl recon": ("dbl", {"blocks": 2, "aux_head": "dgl", "aux_loss": "ce+recon", **FIXED}),
     "dbl fixed K=4 dgl recon": ("dbl", {"blocks": 4, "aux_head": "dgl", "aux_loss": "ce+recon", **FIXED}),
+    # MAN: the next unit with exponentially averaged weights, plus a learned copy, then fc
+    "dbl fixed K=2 ema": ("dbl", {"blocks": 2, "aux_head": "ema", **FIXED}),
+    "dbl fixed K=4 ema": ("dbl", {"blocks": 4, "aux_head": "ema", **FIXED}),
     "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented", **FIXED}),
     "dbl fixed K=2 augmented": ("dbl", {"blocks": 2, "aux_head": "augmented", **FIXED}),
     # the shallowest augmented heads (the segments that change shape, and the deepest): the

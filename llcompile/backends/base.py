@@ -97,6 +97,11 @@ class TrainableStage(ABC):
     def state(self) -> dict[str, np.ndarray]:
         """Parameters, buffers and optimizer slots by name (copies)."""
 
+    def arrays(self, names) -> dict[str, np.ndarray]:
+        """The named parameters and buffers (copies): what ``state`` holds of them, without the rest."""
+        state = self.state()
+        return {name: state[name] for name in names}
+
     @abstractmethod
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         """Set every entry of ``state`` this stage has; ignore the others."""

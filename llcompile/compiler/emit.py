@@ -25,6 +25,8 @@ def emit(model: ir.Model, eval_model: ir.Model, strategy: str, options: dict, so
     for index, stage_plan in enumerate(plan.stages):
         stage_model = _extract_stage(model, stage_plan, plan.labels)
         roles = parameter_roles(ir.from_proto(stage_model).graph)
+        # an ema head's averaged weights: a weight's place in the graph, but no gradient trains them
+        roles.update(dict.fromkeys(stage_plan.head.ema if stage_plan.head and stage_plan.head.ema else (), "buffer"))
         node_names = {node.name for node in stage_model.graph.node}
         stages.append(Stage(
             **vars(stage_plan), graph=f"stages/{index:02d}_{stage_plan.name}.onnx", labels=plan.labels,

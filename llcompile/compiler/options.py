@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from llcompile.cost.block_costs import BALANCE_CRITERIA, DEFAULT_BALANCE, ELEMENT_OP_MACS
 from llcompile.passes.aux_heads import AUX_HEAD_KINDS, AUX_LOSSES, DEFAULT_RECON_WEIGHT
+from llcompile.passes.ema_head import DEFAULT_EMA_MOMENTUM
 from llcompile.passes.hebbian import ACTIVATIONS
 from llcompile.passes.hebbian_function import RULES
 from llcompile.policies.boundary_policy import BoundaryPolicy
@@ -47,6 +48,10 @@ class HeadOptions:
              "block's input (InfoPro)", choices=tuple(AUX_LOSSES), default="ce")
     aux_recon_weight: float | None = option(float, "--aux-loss ce+recon: the reconstruction term's weight",
                                             minimum=0, min_open=True, default=DEFAULT_RECON_WEIGHT)
+    aux_ema_momentum: float | None = option(
+        float, "ema aux head: each step its averaged copy of the next segment keeps this share of its weights and takes "
+               "the rest from the segment's trained ones", minimum=0, maximum=1, max_open=True,
+        default=DEFAULT_EMA_MOMENTUM)
     seed: int | None = option(int, "dbl: seed of the aux-head initialisation", minimum=0, default=0)
 
 

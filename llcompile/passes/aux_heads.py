@@ -10,6 +10,7 @@ import onnx_ir as ir
 from llcompile.analysis.structure import analyze, parameter_roles
 from llcompile.errors import LLCompileError
 from llcompile.passes.augmented_head import DEFAULT_AUX_DEPTH, check_depth, copy_segments, select_segments
+from llcompile.passes.ema_head import DEFAULT_EMA_MOMENTUM, add_ema_copies
 from llcompile.frontend.canonical.dynamic_batch import BATCH_DIM
 from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, add_loss_output, labels_input,
                                              subsample_batch, uniform_fan_in, value_named)
@@ -28,6 +29,8 @@ AUX_HEAD_KINDS = {
     "dgl": f"3x3 stride-2 Conv(C -> C) + BN + ReLU -> pool -> MLP(C -> {DGL_HIDDEN} -> classes): the conv head "
            "DGL and InfoPro train blocks with",
     "augmented": "copies of the model's own later segments (--aux-depth of them) -> pool -> Gemm: AugLocal style",
+    "ema": "the next segment twice, with exponentially averaged weights (no gradient) plus a learned copy, summed "
+           "-> pool -> Gemm: MAN style",
 }
 
 AUX_LOSSES = {
@@ -54,6 +57,11 @@ class AuxHeadsPass(LLCompilePass):
     ``augmented`` (``passes/augmented_head.py``): copies of the model's own later segments, with
     their current weights, then the pooling and a fresh classifier; ``depth`` (default 0.1) is the
     fraction of the later segments it copies. The head records the segments in ``segments``.
+
+    ``ema`` (``passes/ema_head.py``): the next segment twice, an averaged copy that no gradient
+    trains (the stage's buffers; the runtime moves it towards the segment's trained weights by
+    ``ema_momentum`` after every step) and a learned one, summed, then the ``fc`` read-out. The head
+    records which weights each averaged one follows in ``ema``.
 
     ``pool`` P (any head): average-pool a spatial activation to P x P (each spatial size divided
     by P; they must divide) instead of pooling it globally, so the classifier sees where features
@@ -88,7 +96,7 @@ class AuxHeadsPass(LLCompilePass):
 
     def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None, pool: int | None = None,
                  width: float | None = None, subsample: int | None = None, loss: str = "ce",
-                 recon_weight: float | None = None):
+                 recon_weight: float | None = None, ema_momentum: float | None = None):
         super().__init__()
         if loss not in AUX_LOSSES:
             raise LLCompileError(f"unknown aux loss {loss!r}; choose one of: {', '.join(AUX_LOSSES)}")
@@ -102,6 +110,10 @@ class AuxHeadsPass(LLCompilePass):
             raise LLCompileError(f"the aux-head seed must be >= 0, got {seed}")
         if depth is not None and kind != "augmented":
             raise LLCompileError(f"--aux-depth applies to --aux-head augmented only, not {kind}")
+        if ema_momentum is not None and kind != "ema":
+            raise LLCompileError(f"--aux-ema-momentum applies to --aux-head ema only, not {kind}")
+        if ema_momentum is not None and not 0 <= ema_momentum < 1:
+            raise LLCompileError(f"--aux-ema-momentum must be in [0, 1), got {ema_momentum}")
         if width is not None and kind not in CONV_HEADS:
             raise LLCompileError(f"--aux-width applies to --aux-head {' and '.join(CONV_HEADS)} only, not {kind}")
         if width is not None and not 0 < width <= 1:
@@ -117,12 +129,14 @@ class AuxHeadsPass(LLCompilePass):
         self.subsample = subsample
         self.recon_weight = (DEFAULT_RECON_WEIGHT if recon_weight is None else recon_weight) if loss != "ce" else None
         self.depth = check_depth(DEFAULT_AUX_DEPTH if depth is None else depth) if kind == "augmented" else None
+        self.ema_momentum = (DEFAULT_EMA_MOMENTUM if ema_momentum is None else ema_momentum) if kind == "ema" else None
 
     def call(self, model: ir.Model) -> ir.passes.PassResult:
         plan = require_plan(model, type(self).__name__)
         graph = model.graph
         labels = labels_input(graph, plan.labels)
-        analysis = analyze(model) if self.kind == "augmented" or self.pool is not None else None  # before any head
+        copies = self.kind in ("augmented", "ema")
+        analysis = analyze(model) if copies or self.pool is not None else None  # before any head
         if self.pool is not None:
             self._check_pool_applies(graph, analysis.cut_points)
         readout = model_readout(graph)
@@ -144,10 +158,12 @@ class AuxHeadsPass(LLCompilePass):
                 block_input = rest[0] if rest else block_input
             block_output = x
             existing = set(graph) if subset else None
-            segments = copied_from = None
+            segments = copied_from = ema = None
             if self.kind == "augmented":
                 segments = select_segments(analysis, stage.output, self.depth)
                 x, copied_from = copy_segments(builder, analysis, segments, x)
+            elif self.kind == "ema":
+                x, segments, copied_from, ema = add_ema_copies(builder, analysis, stage.output, x)
             pooled = self.pool is not None and is_feature_map(x)  # tokens and vectors are reduced whole
             logits = self._build_head(builder, x, plan.num_classes, rng, readout)
             stage.loss = self._add_loss(builder, logits, head_labels, rng, stage.name,
@@ -156,18 +172,22 @@ class AuxHeadsPass(LLCompilePass):
                 _unbind_batch(node for node in graph if node not in existing)
             added = set(graph.initializers) - before
             roles = parameter_roles(graph)  # copied shape constants and the like are neither
+            averaged = set(ema or ())  # trained by no gradient: the runtime averages them
             stage.head = HeadPlan(kind=self.kind, logits=logits.name,
-                                  params=sorted(n for n in added if roles.get(n) == "param"),
-                                  buffers=sorted(n for n in added if roles.get(n) == "buffer"),
+                                  params=sorted(n for n in added if roles.get(n) == "param" and n not in averaged),
+                                  buffers=sorted(n for n in added if roles.get(n) == "buffer" or n in averaged),
                                   pool=self.pool if pooled else None, width=self.width,
                                   subsample=self.subsample if subset else None,
-                                  segments=segments, copied_from=copied_from, recon=recon)
+                                  segments=segments, copied_from=copied_from, recon=recon,
+                                  ema=ema or None, momentum=self.ema_momentum if ema else None)
             modified = True
         plan.options["aux_head"] = self.kind
         plan.options.update({k: v for k, v in (("aux_pool", self.pool), ("aux_width", self.width),
                                                ("aux_subsample", self.subsample)) if v is not None})
         if self.depth is not None:
             plan.options["aux_depth"] = self.depth
+        if self.ema_momentum is not None:
+            plan.options["aux_ema_momentum"] = self.ema_momentum
         if self.recon_weight is not None:
             plan.options.update(aux_loss="ce+recon", aux_recon_weight=self.recon_weight)
         plan.write(model)

@@ -30,15 +30,18 @@ class StageKind(enum.StrEnum):
 class HeadPlan:
     """A block's aux head (``AuxHeadsPass``): what it is and which initializers it added."""
 
-    kind: str  # fc | conv | dgl | augmented
+    kind: str  # fc | conv | dgl | augmented | ema
     logits: str  # the tensor whose argmax is the block's prediction
     params: list[str]
     buffers: list[str]
     pool: int | None = None  # pooled to pool x pool (a feature map only); None: globally
     width: float | None = None  # conv, dgl: hidden channels as a fraction of the block's
     subsample: int | None = None  # trains on every k-th sample of the batch; None: on all of it
-    segments: list[int] | None = None  # augmented: the later segments it copies
-    copied_from: dict[str, str] | None = None  # augmented: copied initializer -> the model's original
+    segments: list[int] | None = None  # augmented, ema: the later segments it copies
+    copied_from: dict[str, str] | None = None  # augmented, ema: copied initializer -> the model's original
+    # ema: the averaged weights (buffers, no gradient) -> the trained weight each follows, and the momentum
+    ema: dict[str, str] | None = None
+    momentum: float | None = None
     recon: float | None = None  # ce+recon: the reconstruction term's weight; None: cross-entropy alone
 
     @property

@@ -13,6 +13,7 @@ from llcompile.backends.base import Backend, TrainableStage
 from llcompile.data import Dataset
 from llcompile.program.program import Program
 from llcompile.train.config import TrainConfig
+from llcompile.train.ema_heads import AveragedHead, averaged_heads, update_averaged_heads
 from llcompile.train.interrupt import DeferredInterrupt
 from llcompile.train.transition import ProgramController
 
@@ -48,6 +49,14 @@ class EpochWork:
     start_step: int
     steps_per_epoch: int
     sums: EpochSums
+    averaged: list[AveragedHead] = field(init=False)  # the program's ema heads
+
+    def __post_init__(self) -> None:
+        self.averaged = averaged_heads(self.program)
+
+    def after_step(self) -> None:
+        """Once every stage has taken the step: the ema heads' averages follow the trained weights."""
+        update_averaged_heads(self.averaged, self.stages)
 
     def hebbian(self, lr: float, step: int) -> tuple[float, bool]:
         """A Hebbian stage's localized rate at SGD rate ``lr``, and whether it updates its weights at

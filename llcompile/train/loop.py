@@ -194,6 +194,7 @@ def _train_epoch(work: EpochWork, interrupt: DeferredInterrupt, show_progress: b
                 activation, loss, correct = train_stage(work, stage, index, activation, batch_labels, lr, step)
                 if plan.updates is None:
                     sums.add(stage.name, loss, correct, len(labels))
+            work.after_step()
             sums.samples += len(labels)
             show_step(shown, step, sums, work.stages[-1].name, started, lr)
         else:

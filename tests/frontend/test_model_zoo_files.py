@@ -49,7 +49,8 @@ def check_zoo_graph(name: str, tmp_path: Path) -> None:
     onnx.save_model(with_random_weights(onnx.load(LIGHT / f"light_{name}.onnx")), path)
     analysis = llcompile.analyze(llcompile.load(path))
     assert analysis.num_classes == 1000 and analysis.cut_points
-    for strategy, options in [("bp", {}), ("dbl", {"blocks": 3}), ("dbl", {"blocks": 2, "aux_head": "conv"})]:
+    # bp's one stage is the eval model, which every program's verify compares with the source too
+    for strategy, options in [("dbl", {"blocks": 3}), ("dbl", {"blocks": 2, "aux_head": "conv"})]:
         out = tmp_path / f"{strategy}{options.get('blocks', 1)}"
         llcompile.transform(path, strategy, **options).save(out)
         errors = verify(out).errors

@@ -119,6 +119,10 @@ class OrtStage(TrainableStage):
         values[f"{self.name}/step"] = np.array(self._optimizer.steps, dtype=np.int64)
         return values
 
+    def arrays(self, names) -> dict[str, np.ndarray]:
+        parameters = self._state.parameters
+        return {name: parameters[name].data.copy() for name in names}
+
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         for name in self._params + self._buffers:
             if name in state:

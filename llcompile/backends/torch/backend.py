@@ -56,6 +56,7 @@ class TorchBackend(Backend):
             return HebbianTorchStage(stage.name, module, self._runner(module), self._runner(forward_only),
                                      list(stage.updates))
         module = build_module(stage.model, [stage.loss, stage.output, classifier_logits_name(stage, program)])
+        module.freeze(set(stage.buffers))
         module.to(self.device)
         return TorchStage(stage.name, module, self._runner(module), make_optimizer(config, module),
                           head_subsample(stage))
@@ -86,8 +87,8 @@ def _checked_device(device: str | torch.device) -> torch.device:
 
 
 def make_optimizer(config: OptimizerConfig, module: StageModule) -> torch.optim.Optimizer:
-    """torch's own optimizer over the module's parameters; the lr is set at every step."""
-    params = list(module.onnx_parameters().values())
+    """torch's own optimizer over the module's trained parameters; the lr is set at every step."""
+    params = [p for p in module.onnx_parameters().values() if p.requires_grad]
     if config.name == "sgd":
         # Nesterov needs momentum: without it, plain SGD is what the config describes.
         return torch.optim.SGD(params, lr=0.0, momentum=config.momentum,
@@ -167,6 +168,10 @@ class TorchStage(TrainableStage):
                     state[f"{name}/{slot}"] = slots[slot].detach().cpu().numpy().copy()
         state[f"{self.name}/step"] = np.array(self.steps, dtype=np.int64)
         return state
+
+    def arrays(self, names) -> dict[str, np.ndarray]:
+        tensors = {**self.module.onnx_parameters(), **self.module.onnx_buffers()}
+        return {name: tensors[name].detach().cpu().numpy().copy() for name in names}
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         if f"{self.name}/step" in state:

@@ -47,6 +47,13 @@ class StageModule(fx.GraphModule):
     def onnx_parameters(self) -> dict[str, nn.Parameter]:
         return {name: self.get_parameter(path) for name, path in self._parameter_paths.items()}
 
+    def freeze(self, names) -> None:
+        """Parameters (by ONNX name) that no gradient trains: the weights of a module the program
+        lists as buffers (an ema aux head's averaged copy), still state, never the optimizer's."""
+        for name, param in self.onnx_parameters().items():
+            if name in names:
+                param.requires_grad_(False)
+
     def onnx_buffers(self) -> dict[str, Tensor]:
         """BatchNormalization running statistics."""
         return {name: self.get_buffer(path) for name, path in self._buffer_paths.items()}

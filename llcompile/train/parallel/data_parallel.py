@@ -58,6 +58,7 @@ class DataParallel(RankTeam, RankMeans):
                     stage.average_over_ranks(self)
                     if plan.updates is None:
                         local.add(stage.name, loss, correct, len(share))
+                work.after_step()
                 busy += time.perf_counter() - step_started
                 local.samples += len(share)
                 show_step(shown, step, local, work.stages[-1].name, started, lr)

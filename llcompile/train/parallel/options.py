@@ -35,6 +35,9 @@ class ParallelOptions:
                                      f"for {world_size} ranks (use fewer processes or --parallel data)")
             if self.placement is not None:
                 check_counts(self.placement, stages, world_size)
+            if any(stage.head is not None and stage.head.ema for stage in program.stages):
+                raise LLCompileError("an ema aux head follows the next block's weights after every step, which "
+                                     "--parallel stages keeps on another rank: use --parallel data or one process")
         else:
             if self.placement is not None:
                 raise LLCompileError("--placement applies to --parallel stages only")
