@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from llcompile.backends.base import Backend, OptimizerConfig, StepResult, TrainableStage
 from llcompile.errors import LLCompileError
+from llcompile.util.option_names import option_name
 
 BACKENDS = ("torch", "ort")
 
@@ -17,7 +18,7 @@ def make_backend(name: str, device: str = "cpu", torch_mode: str = "eager", thre
         return TorchBackend(device=device, mode=torch_mode)
     if name == "ort":
         if torch_mode != "eager":
-            raise LLCompileError("--torch-mode applies to the torch backend only")
+            raise LLCompileError(f"{option_name('torch_mode')} applies to the torch backend only")
         from llcompile.backends.ort.backend import OrtBackend
 
         return OrtBackend(device=device, threads=threads or 0)

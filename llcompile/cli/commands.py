@@ -17,6 +17,7 @@ from llcompile.compiler.verify import DEFAULT_TOLERANCE
 from llcompile.train.config import DEFAULT_PRECISE_BN
 from llcompile.errors import LLCompileError
 from llcompile.cli.report import report as report_command
+from llcompile.util.option_names import options_named_as_flags
 from llcompile.util.terminal import printable
 
 FORMATS = click.Choice(["text", "json"])
@@ -271,7 +272,8 @@ def models_export(name, output, num_classes, input_shape, mode, opset, seed, for
 def main() -> None:
     """Entry point: user errors are one line on stderr with exit code 2, never a traceback."""
     try:
-        cli.main(standalone_mode=False)
+        with options_named_as_flags():
+            cli.main(standalone_mode=False)
     except click.ClickException as exc:  # usage errors included: one line, like every other error
         click.echo(f"llcompile: error: {printable(exc.format_message())}", err=True)
         sys.exit(exc.exit_code)

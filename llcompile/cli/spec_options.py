@@ -7,7 +7,8 @@ from typing import Callable
 import click
 
 from llcompile.cli.parsing import parse_csv
-from llcompile.util.option_spec import OptionSpec, flag, option_specs
+from llcompile.util.option_names import cli_flag
+from llcompile.util.option_spec import OptionSpec, option_specs
 
 
 def click_option(name: str, spec: OptionSpec) -> Callable:
@@ -26,7 +27,7 @@ def click_option(name: str, spec: OptionSpec) -> Callable:
     else:
         settings["type"] = spec.kind
     flags = [spec.short_flag] if spec.short_flag else []
-    return click.option(*flags, flag(name), name, **settings)
+    return click.option(*flags, cli_flag(name), name, **settings)
 
 
 def declared_options(*option_classes) -> Callable:

@@ -16,7 +16,8 @@ from llcompile.errors import OptionError
 from llcompile.policies.learning_mode import LearningMode
 from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, PartitionPass
 from llcompile.passes.inner_cuts import DropUnusedInnerCutsPass, JoinInnerCutsPass
-from llcompile.util.option_spec import flag, problem
+from llcompile.util.option_names import option_name
+from llcompile.util.option_spec import problem
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,7 @@ def _dbl(compile_program: ProgramCompiler, inner_cuts: bool = False, **options) 
     if not inner_cuts:
         return [partition, aux_heads, ModelLossPass()]
     if policy.boundary_policy in POLICIES_OVER_ALL_CUTS:
-        raise OptionError(f"--inner-cuts works with the fixed, schedule and adaptive boundary policies, "
+        raise OptionError(f"{option_name('inner_cuts')} works with the fixed, schedule and adaptive boundary policies, "
                           f"not {policy.boundary_policy!r}")
     return [JoinInnerCutsPass(), partition, DropUnusedInnerCutsPass(), aux_heads, ModelLossPass()]
 
@@ -127,10 +128,10 @@ def check_options(name: str, options: dict) -> dict:
     given = {k: v for k, v in options.items() if v is not None}
     foreign = sorted(set(given) - set(strategy.options))
     if foreign:
-        flags = ", ".join(flag(k) for k in foreign)
+        flags = ", ".join(option_name(k) for k in foreign)
         raise OptionError(f"strategy {name!r} takes no {flags}")
-    for option_name, value in given.items():
-        message = problem(option_name, TRANSFORM_OPTION_SPECS[option_name], value)
+    for key, value in given.items():
+        message = problem(key, TRANSFORM_OPTION_SPECS[key], value)
         if message:
             raise OptionError(message)
     return given

@@ -18,6 +18,7 @@ from llcompile.program.program import Program
 from llcompile.errors import LLCompileError
 from llcompile.compiler.strategies import (boundary_policy_of, build_pipeline, check_options, get_strategy,
                                           learning_mode_of)
+from llcompile.util.option_names import option_name
 
 
 def transform(model: ModelSource, strategy: str = "dbl", **options) -> Program:
@@ -46,7 +47,7 @@ def transform(model: ModelSource, strategy: str = "dbl", **options) -> Program:
         try:  # every scheduled partition must compile: fail now, not in the middle of a run
             recompile(program, **entry.options())
         except LLCompileError as exc:
-            raise LLCompileError(f"--boundary-schedule entry for epoch {entry.epoch}: {exc}") from None
+            raise LLCompileError(f"{option_name('boundary_schedule')} entry for epoch {entry.epoch}: {exc}") from None
     if policy is not None and policy.boundary_policy in ("progressive", "sliding"):
         # a boundary may reach any cut point after the prefix: every one must take an aux head, so a
         # program with a block per segment is compiled once now (the runtime emits the others lazily)
@@ -54,7 +55,7 @@ def transform(model: ModelSource, strategy: str = "dbl", **options) -> Program:
         try:
             recompile(program, blocks=segments, cuts=None)
         except LLCompileError as exc:
-            raise LLCompileError(f"--boundary-policy {policy.boundary_policy} may move a boundary to any cut "
+            raise LLCompileError(f"{option_name('boundary_policy', policy.boundary_policy)} may move a boundary to any cut "
                                  f"point, but not every one takes an aux head: {exc}") from None
     return program
 

@@ -19,6 +19,7 @@ from llcompile.util.ort_errors import ort_error
 from llcompile.util.ort_session import session
 from llcompile.frontend.canonical.training_mode import with_training_mode
 from llcompile.program.program import Program
+from llcompile.util.option_names import option_name
 
 
 def run_graph(model: onnx.ModelProto, outputs: list[str] | None, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
@@ -119,10 +120,10 @@ def _recorded_source(program: Program, program_dir) -> onnx.ModelProto:
     recorded = program.source if isinstance(program.source, dict) else {}
     path, sha256 = recorded.get("path"), recorded.get("sha256")
     if not isinstance(path, str) or not isinstance(sha256, str):
-        raise LLCompileError(f"{program_dir}: the program records no source model; pass --model")
+        raise LLCompileError(f"{program_dir}: the program records no source model; pass {option_name('model')}")
     if not os.path.isfile(path) or file_sha256(path) != sha256:
         raise LLCompileError(f"{program_dir}: the recorded source model {path!r} is missing or is not the file the "
-                             "program was compiled from; pass --model")
+                             f"program was compiled from; pass {option_name('model')}")
     return read_model_proto(path)
 
 

@@ -23,6 +23,7 @@ from llcompile.analysis.structure import ModelAnalysis
 from llcompile.cost.cost_model import cost_program
 from llcompile.errors import LLCompileError
 from llcompile.program.program import Program
+from llcompile.util.option_names import option_name
 
 BALANCE_CRITERIA = ("macs", "train-macs", "train-cost")
 DEFAULT_BALANCE = "train-cost"  # chosen by measurement: docs/strategies.md, "Balancing the blocks"
@@ -39,7 +40,7 @@ def segment_coster(criterion: str, head_options: dict, compile_program: ProgramC
     options that shape the aux heads and their losses (aux_head, aux_depth, aux_pool, aux_width, aux_subsample,
     aux_loss, aux_recon_weight, seed)."""
     if criterion not in BALANCE_CRITERIA:
-        raise LLCompileError(f"unknown --balance-by {criterion!r}; choose one of: {', '.join(BALANCE_CRITERIA)}")
+        raise LLCompileError(f"unknown {option_name('balance_by')} {criterion!r}; choose one of: {', '.join(BALANCE_CRITERIA)}")
     if criterion == "macs":
         return forward_mac_costs
 

@@ -79,7 +79,7 @@ def _channels_and_spatial(node: ir.Node) -> tuple[int, list[int]]:
     dims = list(shape.dims)[1:] if shape is not None else []
     if len(dims) < 2 or not all(isinstance(d, int) for d in dims):
         raise LLCompileError(f"AveragePool {node.name!r}: the ort backend needs its input's channels and "
-                             "spatial size to be static; use --backend torch")
+                             "spatial size to be static; use the torch backend")
     return dims[0], dims[1:]
 
 

@@ -136,7 +136,7 @@ def decompose_lrn(node: ir.Node) -> list[ir.Node]:
     shape = x.shape
     if shape is None or len(shape) < 3 or not isinstance(shape[1], int):
         raise LLCompileError(f"LRN {node.name!r}: the ort backend needs its input's channels to be static; "
-                             "use --backend torch")
+                             "use the torch backend")
     channels, size = shape[1], node.attributes.get_int("size")
     offsets = np.arange(channels)[None, :] - np.arange(channels)[:, None]  # input channel - output channel
     band = ((offsets >= -((size - 1) // 2)) & (offsets <= size // 2)).astype(element_dtype(x))

@@ -37,13 +37,14 @@ import onnx_ir as ir
 from llcompile.analysis.structure import ModelAnalysis
 from llcompile.errors import LLCompileError
 from llcompile.frontend.graph_builder import GraphBuilder
+from llcompile.util.option_names import option_name
 
 DEFAULT_AUX_DEPTH = 0.1  # measured: docs/results.md#boundaries
 
 
 def check_depth(depth: float) -> float:
     if isinstance(depth, bool) or not isinstance(depth, (int, float)) or not 0 < depth <= 1:
-        raise LLCompileError(f"--aux-depth must be in (0, 1], got {depth!r}")
+        raise LLCompileError(f"{option_name('aux_depth')} must be in (0, 1], got {depth!r}")
     return float(depth)
 
 

@@ -19,6 +19,7 @@ from llcompile.passes import hebbian_function
 from llcompile.frontend.graph_builder import GraphBuilder, subsample_batch
 from llcompile.program.plan import StageKind, require_plan
 from llcompile.frontend.pass_pipeline import LLCompilePass
+from llcompile.util.option_names import option_name
 
 ACTIVATIONS = {
     "pre": "the layer's own output (before normalisation and nonlinearity)",
@@ -42,7 +43,7 @@ class HebbianPass(LLCompilePass):
         if activation not in ACTIVATIONS:
             raise LLCompileError(f"unknown Hebbian activation {activation!r}; choose one of: {', '.join(ACTIVATIONS)}")
         if subsample < 1:
-            raise LLCompileError("--hebbian-subsample must be >= 1")
+            raise LLCompileError(f"{option_name('hebbian_subsample')} must be >= 1")
         self.rule = rule
         self.activation = activation
         self.subsample = subsample  # the update reads every subsample-th sample of the batch

@@ -12,6 +12,7 @@ from llcompile.errors import LLCompileError
 from llcompile.frontend.naming import NameScope
 from llcompile.program.plan import LABELS, Plan, StageKind, StagePlan
 from llcompile.frontend.pass_pipeline import LLCompilePass
+from llcompile.util.option_names import option_name
 
 
 def min_max_partition(count: int, parts: int, group_cost: Callable[[int, int], float]) -> list[tuple[int, int]]:
@@ -50,9 +51,10 @@ class PartitionPass(LLCompilePass):
                  coster: SegmentCoster = forward_mac_costs):
         super().__init__()
         if blocks is not None and cuts is not None and blocks != len(cuts) + 1:
-            raise LLCompileError(f"--blocks {blocks} disagrees with {len(cuts)} --cuts (that is {len(cuts) + 1} blocks)")
+            raise LLCompileError(f"{option_name('blocks', blocks)} disagrees with {len(cuts)} {option_name('cuts')} "
+                                f"(that is {len(cuts) + 1} blocks)")
         if prefix < 0:
-            raise LLCompileError(f"--prefix must be >= 0, got {prefix}")
+            raise LLCompileError(f"{option_name('prefix')} must be >= 0, got {prefix}")
         self.blocks = blocks
         self.cuts = cuts
         self.prefix = prefix
@@ -68,7 +70,7 @@ class PartitionPass(LLCompilePass):
                 f"got {analysis.segments[-1].output_shape}")
         if self.prefix >= len(analysis.segments):
             raise LLCompileError(
-                f"--prefix {self.prefix} leaves no layer to train by gradient: this model has "
+                f"{option_name('prefix', self.prefix)} leaves no layer to train by gradient: this model has "
                 f"{len(analysis.segments)} segments, so the prefix can be at most {len(analysis.segments) - 1}")
         trained = analysis.segments[self.prefix:]
         block_cuts, balance_by = self._choose_cuts(model, analysis, trained)
@@ -102,17 +104,17 @@ class PartitionPass(LLCompilePass):
                     f"{', '.join(analysis.cut_points) or '(none)'}")
             in_prefix = [c for c in self.cuts if c not in valid]
             if in_prefix:
-                raise LLCompileError(f"--cuts {', '.join(in_prefix)} lie(s) inside or at the end of the Hebbian "
+                raise LLCompileError(f"{option_name('cuts')} {', '.join(in_prefix)} lie(s) inside or at the end of the Hebbian "
                                      f"prefix of {self.prefix} segments")
             if len(set(self.cuts)) != len(self.cuts):
-                raise LLCompileError(f"--cuts lists a tensor twice: {', '.join(self.cuts)}")
+                raise LLCompileError(f"{option_name('cuts')} lists a tensor twice: {', '.join(self.cuts)}")
             return sorted(self.cuts, key=valid.index), None
         blocks = 1 if self.blocks is None else self.blocks
         if blocks < 1:
-            raise LLCompileError(f"--blocks must be at least 1, got {blocks}")
+            raise LLCompileError(f"{option_name('blocks')} must be at least 1, got {blocks}")
         if blocks > len(trained):
             raise LLCompileError(
-                f"--blocks {blocks} is more than this model allows: at most {len(trained)} "
+                f"{option_name('blocks', blocks)} is more than this model allows: at most {len(trained)} "
                 f"({len(trained) - 1} cut points{' after the prefix' if self.prefix else ''})")
         if blocks in (1, len(trained)):  # one way to cut: nothing to cost
             return (valid if blocks > 1 else []), None

@@ -17,6 +17,7 @@ import onnx_ir as ir
 
 from llcompile.errors import LLCompileError
 from llcompile.frontend.graph_builder import GraphBuilder, uniform_fan_in
+from llcompile.util.option_names import option_name
 
 DECODER_MIN_CHANNELS = 16  # the decoder's middle width: the block input's channels, at least this many
 
@@ -47,7 +48,7 @@ def reconstruction_error(b: GraphBuilder, output: ir.Value, target: ir.Value, rn
     ``target`` is the stage's input, which no gradient reaches (the stage chain detaches it).
     """
     if not reconstructable(output, target):
-        raise LLCompileError(f"--aux-loss ce+recon: {stage}'s input {target.name!r} {target.shape} cannot be "
+        raise LLCompileError(f"{option_name('aux_loss', 'ce+recon')}: {stage}'s input {target.name!r} {target.shape} cannot be "
                              f"reconstructed from its output {output.name!r} {output.shape}")
     out_dims, in_dims = feature_map_dims(output), feature_map_dims(target)
     factors = [i // o for i, o in zip(in_dims[1:], out_dims[1:])]

@@ -36,7 +36,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from llcompile.errors import LLCompileError
-from llcompile.util.option_spec import DeclaredOptions, check_values, flag, option, option_specs
+from llcompile.util.option_names import option_name
+from llcompile.util.option_spec import DeclaredOptions, check_values, option, option_specs
 
 POLICIES = ("fixed", "schedule", "adaptive", "progressive", "sliding")
 ADDING_POLICIES = ("schedule", "adaptive", "sliding")  # those that may add a boundary during the run
@@ -94,16 +95,16 @@ class BoundaryPolicy(DeclaredOptions):
     def __post_init__(self) -> None:
         check_values(self)
         if (self.boundary_policy == "schedule") != (self.boundary_schedule is not None):
-            raise LLCompileError(f"{flag('boundary_schedule')} goes with {flag('boundary_policy')} schedule, and it "
-                                 "needs one")
+            raise LLCompileError(f"{option_name('boundary_schedule')} goes with "
+                                 f"{option_name('boundary_policy', 'schedule')}, and it needs one")
         allowed = POLICY_SETTINGS.get(self.boundary_policy, ())
         given = [name for name in SETTING_DEFAULTS if getattr(self, name) is not None and name not in allowed]
         if given:
-            flags = ", ".join(flag(name) for name in given)
+            flags = ", ".join(option_name(name) for name in given)
             readers = [p for p, names in POLICY_SETTINGS.items() if all(n in names for n in given)]
-            raise LLCompileError(f"{flags} go(es) with {flag('boundary_policy')} {' or '.join(readers)}")
+            raise LLCompileError(f"{flags} go(es) with {option_name('boundary_policy')} {' or '.join(readers)}")
         if self.head_warmup and self.boundary_policy not in ADDING_POLICIES:
-            raise LLCompileError(f"{flag('head_warmup')} goes with {flag('boundary_policy')} "
+            raise LLCompileError(f"{option_name('head_warmup')} goes with {option_name('boundary_policy')} "
                                  f"{', '.join(ADDING_POLICIES)} (the policies that add a boundary during the run)")
         self.entries()  # checks the schedule's syntax
 
@@ -129,17 +130,17 @@ class BoundaryPolicy(DeclaredOptions):
             except ValueError:
                 epoch = 0
             if epoch < 1 or not spec:
-                raise LLCompileError(f"--boundary-schedule entry {item.strip()!r}: expected EPOCH:K or "
+                raise LLCompileError(f"{option_name('boundary_schedule')} entry {item.strip()!r}: expected EPOCH:K or "
                                      "EPOCH:CUT+CUT with EPOCH >= 1")
             if spec.isdigit():
                 if int(spec) < 1:
-                    raise LLCompileError(f"--boundary-schedule entry {item.strip()!r}: K must be >= 1")
+                    raise LLCompileError(f"{option_name('boundary_schedule')} entry {item.strip()!r}: K must be >= 1")
                 entries.append(ScheduleEntry(epoch, blocks=int(spec)))
             else:
                 entries.append(ScheduleEntry(epoch, cuts=tuple(c for c in spec.split("+") if c)))
         epochs = [e.epoch for e in entries]
         if epochs != sorted(set(epochs)):
-            raise LLCompileError(f"--boundary-schedule: epochs must increase, got {', '.join(map(str, epochs))}")
+            raise LLCompileError(f"{option_name('boundary_schedule')}: epochs must increase, got {', '.join(map(str, epochs))}")
         return entries
 
     def entry_for(self, epoch: int) -> ScheduleEntry | None:

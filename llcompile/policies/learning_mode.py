@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from llcompile.errors import LLCompileError
 from llcompile.policies.settling import layers_settled, per_unit_lr
 from llcompile.util.option_spec import DeclaredOptions, check_values, option
+from llcompile.util.option_names import option_name
 
 MODES = ("static", "dynamic")
 SCHEDULES = ("linear", "step", "exp")
@@ -79,7 +80,7 @@ class LearningMode(DeclaredOptions):
         limit = len(segment_macs) - 1
         if self.max_prefix is not None:
             if self.max_prefix > limit:
-                raise LLCompileError(f"--max-prefix {self.max_prefix} leaves no layer on SGD: this model has "
+                raise LLCompileError(f"{option_name('max_prefix', self.max_prefix)} leaves no layer on SGD: this model has "
                                      f"{len(segment_macs)} segments, so at most {limit}")
             return self
         total, running, best = sum(segment_macs), 0, 0

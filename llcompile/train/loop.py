@@ -41,6 +41,7 @@ from llcompile.train.progress import EpochProgress, print_epoch
 from llcompile.train.epoch import EpochSums, EpochWork, T, Team
 from llcompile.train.step import step_lr, train_stage
 from llcompile.train.transition import ProgramController, update_norms
+from llcompile.util.option_names import option_name
 
 CHECKPOINT = "checkpoint.npz"
 EPOCH_START = "epoch_start/"  # checkpoint arrays: the layer weights when the epoch began
@@ -149,7 +150,8 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
                 progress = {"epoch": epoch, "step": stopped_at, "sums": sums.__dict__, "history": history}
                 _save(run_dir, merged_state(stages), carried, progress, controller, epoch_start)
                 raise TrainingInterrupted(
-                    f"interrupted at epoch {epoch + 1} step {stopped_at}; checkpoint saved, continue with --resume")
+                    f"interrupted at epoch {epoch + 1} step {stopped_at}; checkpoint saved, continue with "
+                    f"{option_name('resume')}")
             if config.precise_bn:  # before the evaluation and the checkpoint, so the trained model has them
                 statistics = team.share(lambda: precise_batch_statistics(
                     stages, program, backend, islice(train_loader(dataset, config, epoch), config.precise_bn)))
@@ -316,7 +318,8 @@ def _prepare_run_dir(run_dir: Path, program_dir, config: TrainConfig, resume: bo
             if run_dir.exists() and any(run_dir.iterdir()):
                 if not force:
                     raise LLCompileError(
-                        f"{run_dir} already holds a run (use --resume to continue it or --force to replace it)")
+                        f"{run_dir} already holds a run (use {option_name('resume')} to continue it or "
+                        f"{option_name('force')} to replace it)")
                 shutil.rmtree(run_dir)
             run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(run_dir / RUN_FILE, json.dumps(run_record, indent=2))
@@ -343,9 +346,10 @@ def _resumable_checkpoint(run_dir: Path, program_dir, config: TrainConfig,
                      if previous_config.get(k) != v and k not in TrainConfig.RESUMABLE_CHANGES)
     if changed:
         raise LLCompileError(f"cannot resume with other settings: {', '.join(changed)} "
-                             "differ(s) from the run's (only --epochs and --threads may change)")
+                             f"differ(s) from the run's (only {option_name('epochs')}, {option_name('threads')} and "
+                             f"{option_name('precise_bn')} may change)")
     arrays, progress = load_checkpoint(checkpoint)
     if config.epochs < progress["epoch"]:
-        raise LLCompileError(f"the run has already trained {progress['epoch']} epochs; --epochs {config.epochs} "
+        raise LLCompileError(f"the run has already trained {progress['epoch']} epochs; {option_name('epochs', config.epochs)} "
                              "is fewer")
     return arrays, progress

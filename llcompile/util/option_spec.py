@@ -4,7 +4,7 @@ default and help in the field's metadata.
 The CLI's click options (``llcompile.cli.spec_options``) and the Python-side checks
 (``check_values``, ``from_options``) are both generated from these declarations, so a flag's
 range, choices and default cannot differ between ``llcompile transform`` and ``llcompile.transform``.
-Every message names the option as its CLI flag (``flag``).
+Every message names the option as its caller does (``util.option_names.option_name``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from llcompile.errors import OptionError
+from llcompile.util.option_names import option_name
 
 METADATA_KEY = "option"
 
@@ -62,11 +63,6 @@ def option_specs(cls) -> dict[str, OptionSpec]:
     return {f.name: f.metadata[METADATA_KEY] for f in dataclasses.fields(cls) if METADATA_KEY in f.metadata}
 
 
-def flag(name: str) -> str:
-    """The CLI flag of option ``name``: how every message names it."""
-    return "--" + name.replace("_", "-")
-
-
 def range_text(spec: OptionSpec) -> str:
     """The range of a number option, as messages state it: ``in (0, 1]`` or ``>= 1``."""
     if spec.maximum is None:
@@ -92,14 +88,14 @@ def problem(name: str, spec: OptionSpec, value: Any) -> str | None:
         return None
     is_kind, kind_text = KINDS[spec.kind]
     if not is_kind(value):
-        return f"{flag(name)} must be {kind_text}, not {value!r}"
+        return f"{option_name(name)} must be {kind_text}, not {value!r}"
     if spec.choices is not None and value not in spec.choices:
-        return f"{flag(name)} must be one of {', '.join(spec.choices)}, not {value!r}"
+        return f"{option_name(name)} must be one of {', '.join(spec.choices)}, not {value!r}"
     if spec.minimum is not None:
         low_ok = value > spec.minimum if spec.min_open else value >= spec.minimum
         high_ok = spec.maximum is None or (value < spec.maximum if spec.max_open else value <= spec.maximum)
         if not (low_ok and high_ok):
-            return f"{flag(name)} must be {range_text(spec)}"
+            return f"{option_name(name)} must be {range_text(spec)}"
     return None
 
 

@@ -289,14 +289,15 @@ def test_transform_help_is_the_declared_options():
     from llcompile.compiler.options import TRANSFORM_OPTIONS
     from llcompile.policies.boundary_policy import SETTING_DEFAULTS, BoundaryPolicy
     from llcompile.policies.learning_mode import LearningMode
-    from llcompile.util.option_spec import flag, option_specs
+    from llcompile.util.option_names import cli_flag
+    from llcompile.util.option_spec import option_specs
 
     help_text = " ".join(CliRunner().invoke(cli, ["transform", "--help"], terminal_width=400).output.split())
     params = {p.name: p for p in cli.commands["transform"].params}
     for option_class in TRANSFORM_OPTIONS:
         for name, spec in option_specs(option_class).items():
             param = params[name]
-            assert flag(name) in param.opts and param.help == spec.help_line()
+            assert cli_flag(name) in param.opts and param.help == spec.help_line()
             assert " ".join(spec.help_line().split()) in help_text, name
             if spec.choices is not None:
                 assert tuple(param.type.choices) == spec.choices

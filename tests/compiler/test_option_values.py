@@ -17,18 +17,18 @@ def model():
 
 
 @pytest.mark.parametrize("strategy, options, message", [
-    ("dbl", {"blocks": "2"}, "--blocks must be an integer, not '2'"),
-    ("dbl", {"blocks": True}, "--blocks must be an integer, not True"),
-    ("dbl", {"blocks": 2.0}, "--blocks must be an integer, not 2.0"),
-    ("dbl", {"blocks": 0}, "--blocks must be >= 1"),
-    ("dbl", {"cuts": "a,b"}, "--cuts must be a list of names, not 'a,b'"),
-    ("dbl", {"aux_width": 2.0, "aux_head": "conv"}, "--aux-width must be in (0, 1]"),
-    ("dbl", {"aux_head": "mlp"}, "--aux-head must be one of fc, conv, dgl, augmented, not 'mlp'"),
-    ("dbl", {"merge_gain": "high"}, "--merge-gain must be a number, not 'high'"),
-    ("dbl", {"inner_cuts": "yes"}, "--inner-cuts must be True or False, not 'yes'"),
-    ("local-sgd", {"prefix": 1.5}, "--prefix must be an integer, not 1.5"),
-    ("local-sgd", {"hebbian_every": 0}, "--hebbian-every must be >= 1"),
-    ("dbl-hebbian", {"hebbian_subsample": "2"}, "--hebbian-subsample must be an integer, not '2'"),
+    ("dbl", {"blocks": "2"}, "blocks must be an integer, not '2'"),
+    ("dbl", {"blocks": True}, "blocks must be an integer, not True"),
+    ("dbl", {"blocks": 2.0}, "blocks must be an integer, not 2.0"),
+    ("dbl", {"blocks": 0}, "blocks must be >= 1"),
+    ("dbl", {"cuts": "a,b"}, "cuts must be a list of names, not 'a,b'"),
+    ("dbl", {"aux_width": 2.0, "aux_head": "conv"}, "aux_width must be in (0, 1]"),
+    ("dbl", {"aux_head": "mlp"}, "aux_head must be one of fc, conv, dgl, augmented, ema, not 'mlp'"),
+    ("dbl", {"merge_gain": "high"}, "merge_gain must be a number, not 'high'"),
+    ("dbl", {"inner_cuts": "yes"}, "inner_cuts must be True or False, not 'yes'"),
+    ("local-sgd", {"prefix": 1.5}, "prefix must be an integer, not 1.5"),
+    ("local-sgd", {"hebbian_every": 0}, "hebbian_every must be >= 1"),
+    ("dbl-hebbian", {"hebbian_subsample": "2"}, "hebbian_subsample must be an integer, not '2'"),
 ])
 def test_bad_values_are_refused_before_any_pass(model, monkeypatch, strategy, options, message):
     def no_pass_may_run(*args, **kwargs):

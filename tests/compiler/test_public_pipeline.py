@@ -79,11 +79,11 @@ def test_run_passes_raises_the_passs_own_error_not_a_pass_error():
     passes = [PartitionPass(cuts=[CUT_4D]), AuxHeadsPass(pool=3)]  # 3 does not divide the 8 x 8 activation
     with pytest.raises(ir.passes.PassError):  # onnx_ir's manager wraps it
         ir.passes.PassManager(passes)(llcompile.load(lm.small_cnn()))
-    with pytest.raises(LLCompileError, match="--aux-pool 3: the spatial sizes \\[8, 8\\]"):
+    with pytest.raises(LLCompileError, match="aux_pool=3: the spatial sizes \\[8, 8\\]"):
         llcompile.passes.run_passes(passes, llcompile.load(lm.small_cnn()))
 
 
 def test_passes_print_as_their_options():
     assert repr(AuxHeadsPass(kind="dgl", seed=3)) == ("AuxHeadsPass(kind='dgl', seed=3, pool=None, width=None, "
-                                                     "subsample=None, recon_weight=None, depth=None)")
+                                                     "subsample=None, recon_weight=None, depth=None, ema_momentum=None)")
     assert repr(PartitionPass(cuts=[CUT_4D])).startswith(f"PartitionPass(blocks=None, cuts=['{CUT_4D}'], prefix=0")

@@ -120,7 +120,7 @@ def test_a_cut_without_an_aux_head_falls_back_to_forward_macs():
 
 
 def test_unknown_criterion_is_a_clear_error():
-    with pytest.raises(LLCompileError, match="unknown --balance-by 'flops'"):
+    with pytest.raises(LLCompileError, match="unknown balance_by 'flops'"):
         segment_coster("flops", {}, transform)
 
 

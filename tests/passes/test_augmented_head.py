@@ -258,7 +258,7 @@ def test_kept_activations_match_torch(small_resnet):
 
 
 @pytest.mark.parametrize("kwargs, fragment", [
-    (dict(kind="fc", depth=0.5), "--aux-depth applies to --aux-head augmented only"),
+    (dict(kind="fc", depth=0.5), "aux_depth applies to aux_head='augmented' only"),
     (dict(kind="augmented", depth=0.0), "must be in (0, 1]"),
     (dict(kind="augmented", depth=1.5), "must be in (0, 1]"),
 ])
@@ -270,7 +270,7 @@ def test_bad_depth_is_refused(kwargs, fragment):
 
 def test_depth_is_only_recorded_for_augmented(resnet20):
     assert "aux_depth" not in llcompile.transform(resnet20, "dbl", blocks=2).options
-    with pytest.raises(LLCompileError, match="takes no --aux-depth"):
+    with pytest.raises(LLCompileError, match="takes no aux_depth"):
         llcompile.transform(resnet20, "bp", aux_depth=0.5)
 
 

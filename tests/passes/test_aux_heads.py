@@ -412,10 +412,10 @@ def test_a_head_on_the_whole_batch_records_no_subsample():
 
 
 @pytest.mark.parametrize("options, fragment", [
-    (dict(kind="fc", subsample=0), "--aux-subsample must be >= 1"),
-    (dict(kind="fc", width=0.5), "--aux-width applies to --aux-head conv and dgl only"),
-    (dict(kind="conv", width=1.5), "--aux-width must be in"),
-    (dict(kind="fc", pool=0), "--aux-pool must be >= 1"),
+    (dict(kind="fc", subsample=0), "aux_subsample must be >= 1"),
+    (dict(kind="fc", width=0.5), "aux_width applies to the conv and dgl aux heads only"),
+    (dict(kind="conv", width=1.5), "aux_width must be in"),
+    (dict(kind="fc", pool=0), "aux_pool must be >= 1"),
 ])
 def test_bad_cheap_head_options(options, fragment):
     with pytest.raises(LLCompileError, match=fragment):
@@ -425,7 +425,7 @@ def test_bad_cheap_head_options(options, fragment):
 def test_pool_that_does_not_divide_the_activation_is_refused():
     model = canonicalize(lm.small_cnn())
     PartitionPass(cuts=[CUT_4D])(model)
-    with pytest.raises(LLCompileError, match="--aux-pool 3: the spatial sizes \\[8, 8\\]"):
+    with pytest.raises(LLCompileError, match="aux_pool=3: the spatial sizes \\[8, 8\\]"):
         AuxHeadsPass(kind="fc", pool=3)(model)
 
 
@@ -505,7 +505,7 @@ def test_pool_is_refused_where_every_cut_point_is_a_token_tensor(tmp_path, name)
     export_tiny(name, tmp_path / "m.onnx")
     model = load(tmp_path / "m.onnx")
     PartitionPass(cuts=[analyze(model).cut_points[1]])(model)
-    with pytest.raises(LLCompileError, match="--aux-pool 2 pools feature maps .* every cut point of this model is a "
+    with pytest.raises(LLCompileError, match="aux_pool=2 pools feature maps .* every cut point of this model is a "
                                              "token tensor"):
         AuxHeadsPass(kind="fc", pool=2)(model)
 

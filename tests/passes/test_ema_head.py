@@ -159,7 +159,7 @@ def test_cost_report_charges_the_averaged_copy_no_weight_gradient(resnet20):
 
 
 @pytest.mark.parametrize("options, fragment", [
-    (dict(aux_head="fc", aux_ema_momentum=0.9), "applies to --aux-head ema only"),
+    (dict(aux_head="fc", aux_ema_momentum=0.9), "applies to aux_head='ema' only"),
     (dict(aux_head="ema", aux_ema_momentum=1.0), "must be in [0, 1)"),
     (dict(aux_head="ema", aux_ema_momentum=-0.1), "must be in [0, 1)"),
 ])

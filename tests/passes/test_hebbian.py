@@ -386,7 +386,7 @@ def test_pass_without_a_prefix_only_records_its_rule(save_model):
 @pytest.mark.parametrize("options, message", [
     (dict(rule="bcm"), "unknown Hebbian rule 'bcm'"),
     (dict(activation="middle"), "unknown Hebbian activation 'middle'"),
-    (dict(subsample=0), "--hebbian-subsample must be >= 1"),
+    (dict(subsample=0), "hebbian_subsample must be >= 1"),
 ])
 def test_unknown_rule_or_activation(options, message):
     with pytest.raises(LLCompileError, match=message):

@@ -95,8 +95,8 @@ def test_balancing_over_inner_cuts(resnet):
 
 
 @pytest.mark.parametrize("strategy, options, message", [
-    ("bp", {}, "strategy 'bp' takes no --inner-cuts"),
-    ("dbl-hebbian", {"blocks": 2}, "strategy 'dbl-hebbian' takes no --inner-cuts"),
+    ("bp", {}, "strategy 'bp' takes no inner_cuts"),
+    ("dbl-hebbian", {"blocks": 2}, "strategy 'dbl-hebbian' takes no inner_cuts"),
     ("dbl", {"blocks": 2, "boundary_policy": "sliding"}, "not 'sliding'"),
     ("dbl", {"blocks": 2, "boundary_policy": "progressive"}, "not 'progressive'"),
 ])

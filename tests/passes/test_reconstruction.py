@@ -110,8 +110,8 @@ def test_cross_entropy_alone_records_no_recon():
 
 @pytest.mark.parametrize("options, fragment", [
     (dict(loss="mse"), "unknown aux loss 'mse'"),
-    (dict(recon_weight=0.5), "--aux-recon-weight applies to --aux-loss ce\\+recon only"),
-    (dict(loss="ce+recon", recon_weight=0.0), "--aux-recon-weight must be > 0"),
+    (dict(recon_weight=0.5), "aux_recon_weight applies to aux_loss='ce\\+recon' only"),
+    (dict(loss="ce+recon", recon_weight=0.0), "aux_recon_weight must be > 0"),
 ])
 def test_bad_loss_options(options, fragment):
     with pytest.raises(LLCompileError, match=fragment):

@@ -90,11 +90,11 @@ def test_layers_settled_against_each_layers_own_peak():
 
 
 @pytest.mark.parametrize("options, fragment", [
-    ({"boundary_policy": "fixed", "merge_gain": 0.1}, "--merge-gain go"),
-    ({"boundary_policy": "schedule", "boundary_schedule": "1:2", "min_blocks": 2}, "--min-blocks go"),
-    ({"boundary_policy": "adaptive", "settle_threshold": 0.0}, "--settle-threshold must be in"),
-    ({"boundary_policy": "adaptive", "boundary_patience": 0}, "--boundary-patience must be"),
-    ({"boundary_policy": "adaptive", "merge_gain": 2.0}, "--merge-gain must be in"),
+    ({"boundary_policy": "fixed", "merge_gain": 0.1}, "merge_gain go"),
+    ({"boundary_policy": "schedule", "boundary_schedule": "1:2", "min_blocks": 2}, "min_blocks go"),
+    ({"boundary_policy": "adaptive", "settle_threshold": 0.0}, "settle_threshold must be in"),
+    ({"boundary_policy": "adaptive", "boundary_patience": 0}, "boundary_patience must be"),
+    ({"boundary_policy": "adaptive", "merge_gain": 2.0}, "merge_gain must be in"),
 ])
 def test_bad_adaptive_options_are_one_line_errors(options, fragment):
     with pytest.raises(LLCompileError, match=fragment) as info:

@@ -18,9 +18,9 @@ def test_schedule_entries_and_the_entry_in_force():
 
 
 @pytest.mark.parametrize("policy, schedule, fragment", [
-    ("sometimes", None, "--boundary-policy must be one of"),
+    ("sometimes", None, "boundary_policy must be one of"),
     ("schedule", None, "needs one"),
-    ("fixed", "1:4", "goes with --boundary-policy schedule"),
+    ("fixed", "1:4", "goes with boundary_policy='schedule'"),
     ("schedule", "0:4", "EPOCH >= 1"),
     ("schedule", "x:4", "EPOCH:K"),
     ("schedule", "2", "EPOCH:K"),
@@ -43,7 +43,7 @@ def test_transform_checks_every_scheduled_partition(zoo_file):
         llcompile.transform(path, "dbl", boundary_policy="schedule", boundary_schedule="1:4,3:99")
     with pytest.raises(LLCompileError, match="entry for epoch 2.*not a cut point: nope"):
         llcompile.transform(path, "dbl", boundary_policy="schedule", boundary_schedule="2:nope")
-    with pytest.raises(LLCompileError, match="takes no --boundary-policy"):
+    with pytest.raises(LLCompileError, match="takes no boundary_policy"):
         llcompile.transform(path, "local-sgd", boundary_policy="fixed")
 
 

@@ -74,7 +74,7 @@ def test_the_moving_policies_read_their_settings_only():
     policy = BoundaryPolicy("progressive", settle_threshold=0.8)
     assert policy.to_json() == {"boundary_policy": "progressive", "boundary_schedule": None, "settle_threshold": 0.8,
                                 "min_blocks": 2, "boundary_patience": 2, "activation_budget": 0.7}
-    with pytest.raises(LLCompileError, match="--merge-gain go\\(es\\) with --boundary-policy adaptive$"):
+    with pytest.raises(LLCompileError, match="merge_gain go\\(es\\) with boundary_policy adaptive$"):
         BoundaryPolicy("sliding", merge_gain=0.1)
     with pytest.raises(LLCompileError, match="adaptive or progressive or sliding"):
         BoundaryPolicy("fixed", min_blocks=3)

@@ -119,7 +119,7 @@ def test_verify_reads_only_the_recorded_source_it_was_compiled_from(tmp_path):
     data = json.loads((program_dir / "program.json").read_text())
     data["source"]["path"] = str(other)
     (program_dir / "program.json").write_text(json.dumps(data))
-    with pytest.raises(LLCompileError, match="not the file the program was compiled from; pass --model"):
+    with pytest.raises(LLCompileError, match="not the file the program was compiled from; pass model"):
         verify(program_dir)
     assert verify(program_dir, source).worst < 1e-4
 

@@ -174,7 +174,7 @@ def test_transform_refuses_a_moving_policy_when_a_cut_point_takes_no_head(zoo_fi
     cut_points = llcompile.analyze(llcompile.load(path)).cut_points
     flat = cut_points[-1]  # the Flatten output: a 2-D cut, which any pool size accepts
     llcompile.transform(path, "dbl", cuts=[flat], aux_pool=3, boundary_policy="fixed")
-    with pytest.raises(LLCompileError, match="may move a boundary to any cut point.*--aux-pool 3"):
+    with pytest.raises(LLCompileError, match="may move a boundary to any cut point.*aux_pool=3"):
         llcompile.transform(path, "dbl", cuts=[flat], aux_pool=3, boundary_policy="sliding")
 
 

@@ -98,9 +98,9 @@ def test_warmups_follow_the_cuts_across_moves(small_cnn):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"boundary_policy": "fixed", "head_warmup": 1.0}, "--head-warmup goes with --boundary-policy schedule"),
-    ({"boundary_policy": "progressive", "head_warmup": 1.0}, "--head-warmup goes with"),
-    ({"boundary_policy": "adaptive", "head_warmup": -1.0}, "--head-warmup must be >= 0"),
+    ({"boundary_policy": "fixed", "head_warmup": 1.0}, "head_warmup goes with boundary_policy schedule"),
+    ({"boundary_policy": "progressive", "head_warmup": 1.0}, "head_warmup goes with"),
+    ({"boundary_policy": "adaptive", "head_warmup": -1.0}, "head_warmup must be >= 0"),
 ])
 def test_a_warmup_no_head_can_use_is_refused(options, message):
     with pytest.raises(llcompile.LLCompileError, match=message):

@@ -154,7 +154,7 @@ def _generate(model: onnx.ModelProto, params: list[str], extra_outputs: list[str
                                          additional_output_names=list(extra_outputs) or None)
     except Exception as exc:  # the gradient builder raises RuntimeError or ORT's own Fail types
         raise ort_error(f"onnxruntime-training cannot build the training graph of {model.graph.name!r} "
-                        "(--backend torch may train it)", exc) from exc
+                        "(the torch backend may train it)", exc) from exc
     _fix_eval_model(directory / EVAL_MODEL)
     _cap_ir_version(directory / TRAINING_MODEL)
 

@@ -33,7 +33,7 @@ from llcompile.util.ort_errors import ort_error
 from llcompile.program.program import Program, Stage
 from llcompile.util.ort_session import session_options
 
-NO_CUDA = "the installed onnxruntime-training has no CUDA support; use --backend torch for GPU training"
+NO_CUDA = "the installed onnxruntime-training has no CUDA support; use the torch backend for GPU training"
 
 
 class OrtBackend(Backend):
@@ -46,7 +46,7 @@ class OrtBackend(Backend):
 
     def build(self, program: Program, optimizer: OptimizerConfig) -> list[TrainableStage]:
         if self.device != "cpu" and any(stage.updates is not None for stage in program.stages):
-            raise LLCompileError("the ort backend runs Hebbian stages on the CPU only; use --backend torch")
+            raise LLCompileError("the ort backend runs Hebbian stages on the CPU only; use the torch backend")
         return [OrtHebbianStage(stage, self.threads) if stage.updates is not None else
                 OrtStage(stage, classifier_logits_name(stage, program), optimizer, self.device, self.cache_dir,
                          self.threads)

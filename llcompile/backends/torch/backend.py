@@ -21,6 +21,7 @@ from llcompile.backends.torch.module import StageModule
 from llcompile.backends.torch.hebbian import share_state
 from llcompile.errors import LLCompileError
 from llcompile.program.program import Program, Stage
+from llcompile.util.option_names import option_name
 
 MODES = ("eager", "script", "compile")
 # Optimizer slots exchanged as "<param>/<slot>", per optimizer.
@@ -78,7 +79,7 @@ def _checked_device(device: str | torch.device) -> torch.device:
         raise LLCompileError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
     if checked.type == "cuda":
         if not torch.cuda.is_available():
-            raise LLCompileError("this torch has no usable CUDA device; train on --device cpu")
+            raise LLCompileError(f"this torch has no usable CUDA device; train on {option_name('device', 'cpu')}")
         if checked.index is not None and checked.index >= torch.cuda.device_count():
             raise LLCompileError(f"{device}: there are {torch.cuda.device_count()} CUDA devices")
     elif checked.type != "cpu":

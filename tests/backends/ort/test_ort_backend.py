@@ -262,7 +262,7 @@ def test_the_cache_lives_under_llcompile_cache(tmp_path, monkeypatch):
 
 def test_cuda_is_refused_without_a_cuda_build(monkeypatch):
     monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CPUExecutionProvider"])
-    with pytest.raises(LLCompileError, match="has no CUDA support; use --backend torch for GPU training"):
+    with pytest.raises(LLCompileError, match="has no CUDA support; use the torch backend for GPU training"):
         OrtBackend(device="cuda")
 
 

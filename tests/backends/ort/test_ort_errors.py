@@ -32,7 +32,7 @@ def test_an_op_without_a_gradient_is_named_on_one_line(tmp_path):
     with pytest.raises(LLCompileError) as caught:
         stage_artifacts(_stage_with("Round"), ["W"], [], tmp_path)
     message = str(caught.value)
-    assert message == ("onnxruntime-training cannot build the training graph of 'block0' (--backend torch may "
+    assert message == ("onnxruntime-training cannot build the training graph of 'block0' (the torch backend may "
                        "train it): no gradient for Round (node 'rounding')")
 
 
