@@ -80,6 +80,8 @@ CELLS = {
     # MAN: the next unit with exponentially averaged weights, plus a learned copy, then fc
     "dbl fixed K=2 ema": ("dbl", {"blocks": 2, "aux_head": "ema", **FIXED}),
     "dbl fixed K=4 ema": ("dbl", {"blocks": 4, "aux_head": "ema", **FIXED}),
+    # MAN's heads are InfoPro's: the averaged unit, then the decoder's reconstruction term too
+    "dbl fixed K=4 ema recon": ("dbl", {"blocks": 4, "aux_head": "ema", "aux_loss": "ce+recon", **FIXED}),
     "dbl fixed K=4 augmented": ("dbl", {"blocks": 4, "aux_head": "augmented", **FIXED}),
     "dbl fixed K=2 augmented": ("dbl", {"blocks": 2, "aux_head": "augmented", **FIXED}),
     # the shallowest augmented heads (the segments that change shape, and the deepest): the
