@@ -158,7 +158,9 @@ def train(program_dir: str | Path, config: TrainConfig, run_dir: str | Path, res
                 for stage in stages:
                     stage.load_state(statistics)
             test_acc = team.test_accuracy(stages, backend, dataset, config.batch_size)
-            record = {**_epoch_record(program, config, epoch, steps_per_epoch, sums, test_acc), **team.describe()}
+            record = {**_epoch_record(program, config, epoch, steps_per_epoch, sums, test_acc), **team.describe(),
+                      # the batches the BN statistics were recomputed over before the evaluation (0: none)
+                      "precise_bn_batches": min(config.precise_bn, steps_per_epoch)}
             state = merged_state(stages)
             norms = update_norms(epoch_start, state, layer_weights)
             if controller is not None:

@@ -86,3 +86,27 @@ def _with_weights(program, state) -> list[SimpleNamespace]:
                 tensor.CopyFrom(onnx.numpy_helper.from_array(state[tensor.name].astype(np.float32), tensor.name))
         views.append(SimpleNamespace(model=model, input=stage.input, output=stage.output, labels=stage.labels))
     return views
+
+
+def test_the_loop_recomputes_them_before_each_evaluation_and_records_it(program, tmp_path):
+    """After a run's last epoch the checkpoint's running statistics are the first N batches' own, of
+    that epoch's batch order, at the final weights; the metrics say how many batches."""
+    from itertools import islice
+
+    from llcompile.data.dataset import fit_to_program
+    from llcompile.data.in_memory import IN_MEMORY, in_memory_splits
+    from llcompile.train import TrainConfig
+    from llcompile.train.loop import train_loader
+
+    rng = np.random.default_rng(1)
+    data = ((rng.standard_normal((40, *SHAPE)).astype(np.float32), rng.integers(0, 10, 40)),) * 2
+    result = llcompile.fit(program, data, run_dir=tmp_path / "run", epochs=1, batch_size=8, precise_bn=2)
+    assert result.history[-1]["precise_bn_batches"] == 2
+    state = dict(np.load(tmp_path / "run" / "checkpoint.npz"))
+    dataset = fit_to_program(IN_MEMORY, in_memory_splits(*data), SHAPE, program.num_classes)
+    batches = list(islice(train_loader(dataset, TrainConfig(data=IN_MEMORY, epochs=1, batch_size=8), 0), 2))
+    reference = _reference(_with_weights(program, state), batches)
+    for name in running_statistics(program):
+        np.testing.assert_allclose(state[name], reference[name], rtol=1e-3, atol=1e-5, err_msg=name)
+    off = llcompile.fit(program, data, run_dir=tmp_path / "off", epochs=1, batch_size=8, precise_bn=0)
+    assert off.history[-1]["precise_bn_batches"] == 0
