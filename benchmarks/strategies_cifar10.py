@@ -77,6 +77,9 @@ CELLS = {
     # + InfoPro's reconstruction term (of each block's input)
     "dbl fixed K=2 dgl recon": ("dbl", {"blocks": 2, "aux_head": "dgl", "aux_loss": "ce+recon", **FIXED}),
     "dbl fixed K=4 dgl recon": ("dbl", {"blocks": 4, "aux_head": "dgl", "aux_loss": "ce+recon", **FIXED}),
+    # the reconstruction weighed as MAN's CIFAR command weighs it against the cross-entropy (5 : 0.5)
+    "dbl fixed K=4 dgl recon w10": ("dbl", {"blocks": 4, "aux_head": "dgl", "aux_loss": "ce+recon",
+                                            "aux_recon_weight": 10.0, **FIXED}),
     # MAN: the next unit with exponentially averaged weights, plus a learned copy, then fc
     "dbl fixed K=2 ema": ("dbl", {"blocks": 2, "aux_head": "ema", **FIXED}),
     "dbl fixed K=4 ema": ("dbl", {"blocks": 4, "aux_head": "ema", **FIXED}),
