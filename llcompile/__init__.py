@@ -22,12 +22,12 @@ from llcompile.compiler.strategies import STRATEGIES
 from llcompile.compiler.transform import emit_planned as emit
 from llcompile.compiler.transform import transform
 from llcompile.compiler.verify import Verification, verify
-from llcompile.errors import DataError, LLCompileError, ModelError, OptionError, ProgramError
+from llcompile.errors import DataError, LLCompileError, ModelError, OptionError, ProgramError, TrainingDiverged
 from llcompile.frontend.importer import load
 from llcompile.program.program import Program
 from llcompile.train.fit import FitResult, fit
 from llcompile.version import __version__
 
 __all__ = ["DataError", "FitResult", "LLCompileError", "ModelError", "OptionError", "Program", "ProgramError",
-           "STRATEGIES", "Verification", "__version__", "analyze", "emit", "fit", "load", "make_backend", "transform",
-           "verify"]
+           "STRATEGIES", "TrainingDiverged", "Verification", "__version__", "analyze", "emit", "fit", "load",
+           "make_backend", "transform", "verify"]

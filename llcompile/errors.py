@@ -26,3 +26,8 @@ class DataError(LLCompileError):
 
 class ProgramError(LLCompileError):
     """A program directory that is missing, unreadable or inconsistent."""
+
+
+class TrainingDiverged(LLCompileError):
+    """A stage's loss became NaN or infinite during training (the options, usually the learning rate,
+    do not suit the model)."""

@@ -14,9 +14,11 @@ import numpy as np
 import torch
 
 from llcompile.backends.base import TrainableStage
+from llcompile.errors import TrainingDiverged
 from llcompile.train.config import TrainConfig
 from llcompile.train.epoch import EpochWork
 from llcompile.train.lr_schedule import learning_rate
+from llcompile.util.option_names import option_name
 
 
 def step_lr(config: TrainConfig, epoch: int, step: int, steps_per_epoch: int) -> float:
@@ -41,4 +43,7 @@ def train_stage(work: EpochWork, stage: TrainableStage, stage_index: int, activa
         rate, update = work.hebbian(lr, step)
         return stage.train_step(activation, labels, rate, update=update).output, float("nan"), 0
     result = stage.train_step(activation, labels, lr, hold=work.held(stage_index, step))
+    if not math.isfinite(result.loss):  # every later step would train on it: stop, and say where
+        raise TrainingDiverged(f"training diverged: {plan.name}'s loss is {result.loss} at epoch {work.epoch + 1}, "
+                               f"step {step + 1}; lower the learning rate ({option_name('lr')})")
     return result.output, result.loss, result.correct

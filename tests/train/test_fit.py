@@ -77,3 +77,11 @@ def test_a_program_directory_and_a_run_dir(program, tmp_path):
 def test_bad_data_and_options_are_named(program, data, options, fragment):
     with pytest.raises(LLCompileError, match=fragment):
         llcompile.fit(program, data, **options)
+
+
+def test_a_diverging_run_stops_at_the_first_bad_loss(program, tmp_path):
+    """A learning rate far too large: the loss becomes NaN and the run stops there, in one line that
+    says where, instead of training on NaN to the end."""
+    with pytest.raises(llcompile.TrainingDiverged, match=r"^training diverged: block\d's loss is nan at epoch \d+, "
+                                                         r"step \d+; lower the learning rate \(lr\)$"):
+        llcompile.fit(program, _arrays(), run_dir=tmp_path / "run", epochs=3, batch_size=16, lr=1e4)
