@@ -49,8 +49,8 @@ class HeadOptions:
     aux_recon_weight: float | None = option(float, "--aux-loss ce+recon: the reconstruction term's weight",
                                             minimum=0, min_open=True, default=DEFAULT_RECON_WEIGHT)
     aux_ema_momentum: float | None = option(
-        float, "ema aux head: each step its averaged copy of the next segment keeps this share of its weights and takes "
-               "the rest from the segment's trained ones", minimum=0, maximum=1, max_open=True,
+        float, "ema aux head: each step its averaged copy of the next segment keeps this share of its weights and "
+               "takes the rest from the segment's trained ones", minimum=0, maximum=1, max_open=True,
         default=DEFAULT_EMA_MOMENTUM)
     seed: int | None = option(int, "dbl: seed of the aux-head initialisation", minimum=0, default=0)
 

@@ -55,8 +55,8 @@ def transform(model: ModelSource, strategy: str = "dbl", **options) -> Program:
         try:
             recompile(program, blocks=segments, cuts=None)
         except LLCompileError as exc:
-            raise LLCompileError(f"{option_name('boundary_policy', policy.boundary_policy)} may move a boundary to any cut "
-                                 f"point, but not every one takes an aux head: {exc}") from None
+            raise LLCompileError(f"{option_name('boundary_policy', policy.boundary_policy)} may move a boundary to "
+                                 f"any cut point, but not every one takes an aux head: {exc}") from None
     return program
 
 

@@ -40,7 +40,8 @@ def segment_coster(criterion: str, head_options: dict, compile_program: ProgramC
     options that shape the aux heads and their losses (aux_head, aux_depth, aux_pool, aux_width, aux_subsample,
     aux_loss, aux_recon_weight, seed)."""
     if criterion not in BALANCE_CRITERIA:
-        raise LLCompileError(f"unknown {option_name('balance_by')} {criterion!r}; choose one of: {', '.join(BALANCE_CRITERIA)}")
+        raise LLCompileError(f"unknown {option_name('balance_by')} {criterion!r}; choose one of: "
+                             f"{', '.join(BALANCE_CRITERIA)}")
     if criterion == "macs":
         return forward_mac_costs
 

@@ -102,7 +102,8 @@ class AuxHeadsPass(LLCompilePass):
         if loss not in AUX_LOSSES:
             raise LLCompileError(f"unknown aux loss {loss!r}; choose one of: {', '.join(AUX_LOSSES)}")
         if recon_weight is not None and loss != "ce+recon":
-            raise LLCompileError(f"{option_name('aux_recon_weight')} applies to {option_name('aux_loss', 'ce+recon')} only, not {loss}")
+            raise LLCompileError(f"{option_name('aux_recon_weight')} applies to "
+                                 f"{option_name('aux_loss', 'ce+recon')} only, not {loss}")
         if recon_weight is not None and not recon_weight > 0:
             raise LLCompileError(f"{option_name('aux_recon_weight')} must be > 0, got {recon_weight}")
         if kind not in AUX_HEAD_KINDS:
@@ -110,13 +111,16 @@ class AuxHeadsPass(LLCompilePass):
         if seed < 0:
             raise LLCompileError(f"the aux-head seed must be >= 0, got {seed}")
         if depth is not None and kind != "augmented":
-            raise LLCompileError(f"{option_name('aux_depth')} applies to {option_name('aux_head', 'augmented')} only, not {kind}")
+            raise LLCompileError(f"{option_name('aux_depth')} applies to {option_name('aux_head', 'augmented')} only, "
+                                 f"not {kind}")
         if ema_momentum is not None and kind != "ema":
-            raise LLCompileError(f"{option_name('aux_ema_momentum')} applies to {option_name('aux_head', 'ema')} only, not {kind}")
+            raise LLCompileError(f"{option_name('aux_ema_momentum')} applies to {option_name('aux_head', 'ema')} only, "
+                                 f"not {kind}")
         if ema_momentum is not None and not 0 <= ema_momentum < 1:
             raise LLCompileError(f"{option_name('aux_ema_momentum')} must be in [0, 1), got {ema_momentum}")
         if width is not None and kind not in CONV_HEADS:
-            raise LLCompileError(f"{option_name('aux_width')} applies to the {' and '.join(CONV_HEADS)} aux heads only, not {kind}")
+            raise LLCompileError(f"{option_name('aux_width')} applies to the {' and '.join(CONV_HEADS)} aux heads "
+                                 f"only, not {kind}")
         if width is not None and not 0 < width <= 1:
             raise LLCompileError(f"{option_name('aux_width')} must be in (0, 1], got {width}")
         if pool is not None and pool < 1:
@@ -213,8 +217,9 @@ class AuxHeadsPass(LLCompilePass):
         or Mixer's residual stream is a token tensor), rather than ignore it in every head. The model's cut
         points, not this program's: boundaries that move may reach any of them."""
         if not any(is_feature_map(value_named(graph, cut)) for cut in cut_points):
-            raise LLCompileError(f"{option_name('aux_pool', self.pool)} pools feature maps [N, C, H, W], but every cut point of "
-                                 f"this model is a token tensor [N, tokens, features] or a vector: leave it out")
+            raise LLCompileError(f"{option_name('aux_pool', self.pool)} pools feature maps [N, C, H, W], but every cut "
+                                 "point of this model is a token tensor [N, tokens, features] or a vector: leave it "
+                                 "out")
 
     def _build_head(self, b: GraphBuilder, x: ir.Value, classes: int, rng, readout: Readout) -> ir.Value:
         rank = x.shape.rank() if x.shape is not None else 0
@@ -285,8 +290,8 @@ class AuxHeadsPass(LLCompilePass):
         if self.pool is None:
             return b.op("GlobalAveragePool", [x], "pool"), channels
         if not all(isinstance(d, int) and d % self.pool == 0 for d in spatial):
-            raise LLCompileError(f"{option_name('aux_pool', self.pool)}: the spatial sizes {spatial} of {x.name!r} must be "
-                                 f"multiples of {self.pool}")
+            raise LLCompileError(f"{option_name('aux_pool', self.pool)}: the spatial sizes {spatial} of {x.name!r} "
+                                 f"must be multiples of {self.pool}")
         kernel = [d // self.pool for d in spatial]
         pooled = b.op("AveragePool", [x], "pool", kernel_shape=kernel, strides=kernel)
         return pooled, channels * self.pool ** len(spatial)

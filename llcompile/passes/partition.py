@@ -104,8 +104,8 @@ class PartitionPass(LLCompilePass):
                     f"{', '.join(analysis.cut_points) or '(none)'}")
             in_prefix = [c for c in self.cuts if c not in valid]
             if in_prefix:
-                raise LLCompileError(f"{option_name('cuts')} {', '.join(in_prefix)} lie(s) inside or at the end of the Hebbian "
-                                     f"prefix of {self.prefix} segments")
+                raise LLCompileError(f"{option_name('cuts')} {', '.join(in_prefix)} lie(s) inside or at the end of the "
+                                     f"Hebbian prefix of {self.prefix} segments")
             if len(set(self.cuts)) != len(self.cuts):
                 raise LLCompileError(f"{option_name('cuts')} lists a tensor twice: {', '.join(self.cuts)}")
             return sorted(self.cuts, key=valid.index), None

@@ -48,8 +48,8 @@ def reconstruction_error(b: GraphBuilder, output: ir.Value, target: ir.Value, rn
     ``target`` is the stage's input, which no gradient reaches (the stage chain detaches it).
     """
     if not reconstructable(output, target):
-        raise LLCompileError(f"{option_name('aux_loss', 'ce+recon')}: {stage}'s input {target.name!r} {target.shape} cannot be "
-                             f"reconstructed from its output {output.name!r} {output.shape}")
+        raise LLCompileError(f"{option_name('aux_loss', 'ce+recon')}: {stage}'s input {target.name!r} {target.shape} "
+                             f"cannot be reconstructed from its output {output.name!r} {output.shape}")
     out_dims, in_dims = feature_map_dims(output), feature_map_dims(target)
     factors = [i // o for i, o in zip(in_dims[1:], out_dims[1:])]
     x = _upsample(b, output, out_dims, factors)

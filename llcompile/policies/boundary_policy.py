@@ -140,7 +140,8 @@ class BoundaryPolicy(DeclaredOptions):
                 entries.append(ScheduleEntry(epoch, cuts=tuple(c for c in spec.split("+") if c)))
         epochs = [e.epoch for e in entries]
         if epochs != sorted(set(epochs)):
-            raise LLCompileError(f"{option_name('boundary_schedule')}: epochs must increase, got {', '.join(map(str, epochs))}")
+            raise LLCompileError(f"{option_name('boundary_schedule')}: epochs must increase, got "
+                                 f"{', '.join(map(str, epochs))}")
         return entries
 
     def entry_for(self, epoch: int) -> ScheduleEntry | None:

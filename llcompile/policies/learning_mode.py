@@ -80,8 +80,8 @@ class LearningMode(DeclaredOptions):
         limit = len(segment_macs) - 1
         if self.max_prefix is not None:
             if self.max_prefix > limit:
-                raise LLCompileError(f"{option_name('max_prefix', self.max_prefix)} leaves no layer on SGD: this model has "
-                                     f"{len(segment_macs)} segments, so at most {limit}")
+                raise LLCompileError(f"{option_name('max_prefix', self.max_prefix)} leaves no layer on SGD: this model "
+                                     f"has {len(segment_macs)} segments, so at most {limit}")
             return self
         total, running, best = sum(segment_macs), 0, 0
         for count, macs in enumerate(segment_macs[:limit], start=1):

@@ -89,7 +89,8 @@ def tradeoff_table(report: dict) -> Table:
         rows.append([name, f"{r['backend']}/{r['device']}", str(r["epochs"]), acc,
                      "-" if points is None else f"{points:+.1f}", f"{r['s_per_step']:.4f}",
                      ratio(r["s_per_step_vs_bp"]), mib(r["peak_memory_bytes"]), ratio(r["peak_memory_vs_bp"]),
-                     ratio(vs.get("macs_total")), ratio(vs.get("activation_peak_bytes")), mib(r["predicted_peak_bytes"])])
+                     ratio(vs.get("macs_total")), ratio(vs.get("activation_peak_bytes")),
+                     mib(r["predicted_peak_bytes"])])
     return Table(
         "Accuracy against cost: training runs (measured) beside the cost model",
         ["strategy", "backend/device", "epochs", "test acc", "vs bp (points)", "s/step", "time / bp",

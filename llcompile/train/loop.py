@@ -352,6 +352,6 @@ def _resumable_checkpoint(run_dir: Path, program_dir, config: TrainConfig,
                              f"{option_name('precise_bn')} may change)")
     arrays, progress = load_checkpoint(checkpoint)
     if config.epochs < progress["epoch"]:
-        raise LLCompileError(f"the run has already trained {progress['epoch']} epochs; {option_name('epochs', config.epochs)} "
-                             "is fewer")
+        raise LLCompileError(f"the run has already trained {progress['epoch']} epochs; "
+                             f"{option_name('epochs', config.epochs)} is fewer")
     return arrays, progress

@@ -190,7 +190,8 @@ def test_measured_run(tiny_model, tmp_path, monkeypatch, capsys):
                          tmp_path / "run-dbl", "--measured", tmp_path / "run-bp")
     assert code == 0, err
     assert "Accuracy against cost" in out
-    row = next(line.split() for line in out.splitlines() if line.strip().startswith("dbl:cuts=u1.out") and "/cpu" in line)
+    row = next(line.split() for line in out.splitlines()
+               if line.strip().startswith("dbl:cuts=u1.out") and "/cpu" in line)
     assert row[2:7] == ["1", "0.6000", "-2.5", "0.0100", "0.500"]
     user_error(run(monkeypatch, capsys, "report", tiny_model, "--batch-size", "8", "--measured",
                    tmp_path / "run-bp", "--measured", tmp_path / "run-bp"), "bp already has a measured run")

@@ -171,8 +171,7 @@ class TorchStage(TrainableStage):
         return state
 
     def arrays(self, names) -> dict[str, np.ndarray]:
-        tensors = {**self.module.onnx_parameters(), **self.module.onnx_buffers()}
-        return {name: tensors[name].detach().cpu().numpy().copy() for name in names}
+        return self.module.onnx_state(names)
 
     def load_state(self, state: dict[str, np.ndarray]) -> None:
         if f"{self.name}/step" in state:

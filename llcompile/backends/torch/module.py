@@ -58,9 +58,10 @@ class StageModule(fx.GraphModule):
         """BatchNormalization running statistics."""
         return {name: self.get_buffer(path) for name, path in self._buffer_paths.items()}
 
-    def onnx_state(self) -> dict[str, np.ndarray]:
+    def onnx_state(self, names=None) -> dict[str, np.ndarray]:
+        """Copies of the parameters and buffers by ONNX name: all, or those in ``names``."""
         tensors = {**self.onnx_parameters(), **self.onnx_buffers()}
-        return {name: tensor.detach().cpu().numpy().copy() for name, tensor in tensors.items()}
+        return {name: tensors[name].detach().cpu().numpy().copy() for name in (tensors if names is None else names)}
 
     def load_onnx_state(self, state: dict[str, np.ndarray]) -> None:
         """Copy in every entry of ``state`` this module has (ONNX layout); ignore the others."""

@@ -16,8 +16,9 @@ class DynamicBatchPass(LLCompilePass):
     Exporters bake the batch size into Reshape targets (``[1, -1]``, ``[2, heads, T, d]``); those are
     rewritten to follow the batch at run time instead (``_unbake_reshape_target``); what this does not
     recognise, the compiler's batch check (``compiler/batch_check.py``) refuses. A learned token
-    expanded to the batch (ViT's class token, ``cls.expand(n, -1, -1)``) is folded into a constant of the exported batch: where a Concat joins
-    such a constant to the data, it is expanded to the data's batch again. Inferred shapes of
+    expanded to the batch (ViT's class token, ``cls.expand(n, -1, -1)``) is folded into a constant of
+    the exported batch: where a Concat joins such a constant to the data, it is expanded to the data's
+    batch again. Inferred shapes of
     intermediate values are dropped so that shape inference recomputes them with the symbolic batch.
     """
 
