@@ -190,6 +190,12 @@ def seeded(strategy: str, options: dict, seed: int) -> dict:
     return {**options, "seed": seed} if "seed" in get_strategy(strategy).options else options
 
 
+def train_options(args) -> tuple[str, ...]:
+    """The `llcompile train` options every cell gets from this script's command line."""
+    precise_bn = () if args.precise_bn is None else ("--precise-bn", str(args.precise_bn))
+    return ("--device", args.device, *precise_bn)
+
+
 def benchmark_model(name: str, tmp: Path, args) -> None:
     args = argparse.Namespace(**{**vars(args), "lr": args.lr or DEFAULT_LR.get(name, 0.1)})
     cells = [c.strip() for c in args.cells.split(",")] if args.cells else list(CELLS)
@@ -215,7 +221,7 @@ def benchmark_model(name: str, tmp: Path, args) -> None:
                 tmp / f"program-{slug}-{seed}", force=True)
             program = llcompile.Program.load(program_dir)
             epochs = done[seed]["epochs"] if seed in done else train_run(program_dir, tmp / f"run-{slug}-{seed}",
-                                                                         args, ("--device", args.device), seed)
+                                                                         args, train_options(args), seed)
             per_epoch_costs = [costs.of_epoch(program, e) for e in epochs]
             runs.append({"seed": seed, "epochs": epochs, "macs": statistics.mean(c[0] for c in per_epoch_costs),
                          "activations": [c[1] for c in per_epoch_costs]})
@@ -369,6 +375,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu", help="llcompile train --device of every cell (cuda: with --no-plain, "
                         "the plain loop runs on the CPU)")
+    parser.add_argument("--precise-bn", type=int, metavar="N",
+                        help="llcompile train --precise-bn of every cell [default: train's own] (0: the running "
+                             "averages, as the runs before --precise-bn existed)")
     parser.add_argument("--lr", type=float, help="peak SGD learning rate [default: 0.1; VGG-11-BN 0.01]")
     parser.add_argument("--cells", help=f"comma-separated subset of: {', '.join(CELLS)}")
     parser.add_argument("--seeds", type=int, default=1, help="runs per cell, seeds 0..N-1 (mean ± std)")
