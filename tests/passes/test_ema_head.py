@@ -117,13 +117,12 @@ def test_the_training_loop_averages_after_every_step(small_resnet, tmp_path):
     assert result.history[-1]["epoch"] == 1
 
 
-@pytest.mark.filterwarnings("ignore:TF32 acceleration on top of oneDNN")  # torch says so whenever the flags are set
 def test_both_backends_train_it_alike(small_resnet, tmp_path):
-    """torch without oneDNN: on one thread, torch with oneDNN (mkldnn) computes the first block's
-    gradient differently from onnxruntime and from itself without oneDNN once the averages have
-    moved (1 % of a momentum buffer at the second step); cause not found, see docs/strategies.md."""
-    import torch
-
+    """Batches of seed 1, not 0: seed 0's second batch puts one sum of the averaged copy's residual
+    block at 1e-7, on ReLU's kink, where its sign (and so whether the largest gradient element
+    passes) follows the order of a convolution's summation: torch with oneDNN on one thread and
+    onnxruntime round it to opposite sides (a tie, not a difference of the backends; about 1 in
+    3,000 such batches, see docs/strategies.md)."""
     from llcompile.backends.ort.backend import OrtBackend
     from llcompile.backends.torch.backend import TorchBackend
 
@@ -134,15 +133,14 @@ def test_both_backends_train_it_alike(small_resnet, tmp_path):
     torch_backend = TorchBackend(device="cpu", mode="eager")
     ort_stages = OrtBackend(cache_dir=tmp_path).build(program, config)
     torch_stages = torch_backend.build(program, config)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(1)
     ort_losses, torch_losses = [], []
     for _ in range(3):
         x = rng.standard_normal((8, 3, 8, 8)).astype(np.float32)
         labels = rng.integers(0, CLASSES, 8).astype(np.int64)
         ort_losses.append(train_chain(ort_stages, x, labels, 0.05))
         update_averaged_heads(heads, ort_stages)
-        with torch.backends.mkldnn.flags(enabled=False):
-            torch_losses.append(train_chain(torch_stages, *torch_backend.to_batch(x, labels), 0.05))
+        torch_losses.append(train_chain(torch_stages, *torch_backend.to_batch(x, labels), 0.05))
         update_averaged_heads(heads, torch_stages)
     np.testing.assert_allclose(ort_losses, torch_losses, rtol=1e-4)
     for ort_stage, torch_stage in zip(ort_stages, torch_stages):  # no optimizer slots for the averaged copies
