@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -176,8 +178,11 @@ def test_compile_mode_matches_eager_in_inference(tiny_program):
     torch.testing.assert_close(_compiled_or_skip(lambda: compiled_stage.forward(x)), eager_stage.forward(x))
 
 
-@pytest.mark.slow
-def test_compile_mode_trains_like_eager(tiny_program):
+# aot_eager: dynamo's graph and AOT autograd's backward, run by eager kernels (3 s); inductor's own
+# code generation for the backward takes ~30 s on a CPU without its cache, so that one is slow
+@pytest.mark.parametrize("compiler", ["aot_eager", pytest.param("inductor", marks=pytest.mark.slow)])
+def test_compile_mode_trains_like_eager(tiny_program, monkeypatch, compiler):
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend=compiler))
     eager, compiled = TorchBackend(mode="eager"), TorchBackend(mode="compile")
     x, labels = _tiny_batch(eager)
     (compiled_stage,) = compiled.build(tiny_program, SGD)
