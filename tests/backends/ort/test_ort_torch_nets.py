@@ -65,7 +65,7 @@ def test_ort_gradients_match_torch_autograd_on_the_module(backend, net_path, nam
 
 
 @pytest.mark.parametrize("kind", list(PROGRAMS))
-@pytest.mark.parametrize("mode", ["training", pytest.param("dynamo", marks=pytest.mark.slow)])  # dynamo: ~45 s
+@pytest.mark.parametrize("mode", ["training", "dynamo"])  # dynamo: 3-8 s a net, most of it the export
 @pytest.mark.parametrize("name", NETS)
 def test_steps_match_the_torch_backend(backend, net_path, name, mode, kind):
     """Per-stage losses of five SGD steps, both backends from the same program, weights and batches."""
