@@ -80,6 +80,9 @@ CELLS = {
     # the reconstruction weighed as MAN's CIFAR command weighs it against the cross-entropy (5 : 0.5)
     "dbl fixed K=4 dgl recon w10": ("dbl", {"blocks": 4, "aux_head": "dgl", "aux_loss": "ce+recon",
                                             "aux_recon_weight": 10.0, **FIXED}),
+    # InfoPro's per-block weights (its ResNet-32 K=4 command: reconstruction 6 -> 1, task loss 0 -> 2)
+    "dbl fixed K=4 dgl recon infopro": ("dbl", {"blocks": 4, "aux_head": "dgl", "aux_loss": "ce+recon",
+                                                "aux_recon_weight": "6:1", "aux_ce_weight": "0:2", **FIXED}),
     # MAN: the next unit with exponentially averaged weights, plus a learned copy, then fc
     "dbl fixed K=2 ema": ("dbl", {"blocks": 2, "aux_head": "ema", **FIXED}),
     "dbl fixed K=4 ema": ("dbl", {"blocks": 4, "aux_head": "ema", **FIXED}),

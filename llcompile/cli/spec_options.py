@@ -9,6 +9,20 @@ import click
 from llcompile.cli.parsing import parse_csv
 from llcompile.util.option_names import cli_flag
 from llcompile.util.option_spec import OptionSpec, option_specs
+from llcompile.util.ramp import Ramp, ramp_ends
+
+
+class RampType(click.ParamType):
+    """A number (given as a float) or FIRST:LAST (kept as written); the range is the Python side's check."""
+
+    name = "number or FIRST:LAST"
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        if ramp_ends(value) is None:
+            self.fail(f"{value!r} is not a number or FIRST:LAST (two numbers)", param, ctx)
+        return float(value) if ":" not in value else value
 
 
 def click_option(name: str, spec: OptionSpec) -> Callable:
@@ -19,6 +33,8 @@ def click_option(name: str, spec: OptionSpec) -> Callable:
         settings.update(is_flag=True, default=None)
     elif spec.kind is list:
         settings["callback"] = parse_csv
+    elif spec.kind is Ramp:
+        settings["type"] = RampType()
     elif spec.choices is not None:
         settings["type"] = click.Choice(list(spec.choices))
     elif spec.minimum is not None:

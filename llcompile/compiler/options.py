@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llcompile.cost.block_costs import BALANCE_CRITERIA, DEFAULT_BALANCE, ELEMENT_OP_MACS
-from llcompile.passes.aux_heads import AUX_HEAD_KINDS, AUX_LOSSES, DEFAULT_RECON_WEIGHT
+from llcompile.passes.aux_heads import AUX_HEAD_KINDS, AUX_LOSSES, DEFAULT_CE_WEIGHT, DEFAULT_RECON_WEIGHT
 from llcompile.passes.ema_head import DEFAULT_EMA_MOMENTUM
 from llcompile.passes.hebbian import ACTIVATIONS
 from llcompile.passes.hebbian_function import RULES
 from llcompile.policies.boundary_policy import BoundaryPolicy
 from llcompile.policies.learning_mode import LearningMode
 from llcompile.util.option_spec import option, option_specs
+from llcompile.util.ramp import Ramp
 
 DEFAULT_DBL_BLOCKS = 4
 
@@ -46,8 +47,14 @@ class HeadOptions:
     aux_loss: str | None = option(
         str, "dbl: each block's local loss: the head's cross-entropy, or that plus a decoder's reconstruction of the "
              "block's input (InfoPro)", choices=tuple(AUX_LOSSES), default="ce")
-    aux_recon_weight: float | None = option(float, "--aux-loss ce+recon: the reconstruction term's weight",
-                                            minimum=0, min_open=True, default=DEFAULT_RECON_WEIGHT)
+    aux_recon_weight: float | str | None = option(
+        Ramp, "--aux-loss ce+recon: the reconstruction term's weight, or FIRST:LAST from the first block's to the "
+              "last aux block's, linear between (InfoPro's per-block weights)", minimum=0,
+        default=DEFAULT_RECON_WEIGHT, metavar="W|FIRST:LAST")
+    aux_ce_weight: float | str | None = option(
+        Ramp, "dbl: the aux heads' cross-entropy weight in each block's loss, or FIRST:LAST as --aux-recon-weight "
+              "(InfoPro's ResNet-32 K=4: --aux-ce-weight 0:2 --aux-recon-weight 6:1)", minimum=0,
+        default=DEFAULT_CE_WEIGHT, metavar="W|FIRST:LAST")
     aux_ema_momentum: float | None = option(
         float, "ema aux head: each step its averaged copy of the next segment keeps this share of its weights and "
                "takes the rest from the segment's trained ones", minimum=0, maximum=1, max_open=True,

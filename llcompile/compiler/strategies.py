@@ -38,14 +38,15 @@ def _blocks_with_heads(compile_program: ProgramCompiler, prefix: int, blocks: in
                        balance_by: str | None = None, aux_head: str | None = None, aux_depth: float | None = None,
                        aux_pool: int | None = None, aux_width: float | None = None,
                        aux_subsample: int | None = None, aux_loss: str | None = None,
-                       aux_recon_weight: float | None = None, aux_ema_momentum: float | None = None,
+                       aux_recon_weight: float | str | None = None, aux_ce_weight: float | str | None = None,
+                       aux_ema_momentum: float | None = None,
                        seed: int | None = None) -> tuple[PartitionPass, AuxHeadsPass]:
     """The partition into K DBL blocks (default DEFAULT_DBL_BLOCKS) after ``prefix`` segments, balanced
     by ``balance_by`` (a block's training cost depends on its head), or at ``cuts``; and the pass
     giving them aux heads."""
     heads = {"aux_head": aux_head, "aux_depth": aux_depth, "aux_pool": aux_pool, "aux_width": aux_width,
              "aux_subsample": aux_subsample, "aux_loss": aux_loss, "aux_recon_weight": aux_recon_weight,
-             "aux_ema_momentum": aux_ema_momentum, "seed": seed}
+             "aux_ce_weight": aux_ce_weight, "aux_ema_momentum": aux_ema_momentum, "seed": seed}
     if blocks is None and cuts is None:
         blocks = DEFAULT_DBL_BLOCKS
     coster = segment_coster(balance_by or DEFAULT_BALANCE, {k: v for k, v in heads.items() if v is not None},
@@ -53,7 +54,7 @@ def _blocks_with_heads(compile_program: ProgramCompiler, prefix: int, blocks: in
     return (PartitionPass(blocks=blocks, cuts=cuts, prefix=prefix, coster=coster),
             AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth, pool=aux_pool, width=aux_width,
                          subsample=aux_subsample, loss=aux_loss or "ce", recon_weight=aux_recon_weight,
-                         ema_momentum=aux_ema_momentum))
+                         ce_weight=aux_ce_weight, ema_momentum=aux_ema_momentum))
 
 
 # the policies that walk every cut point of the model; they do not know the inner ones

@@ -19,6 +19,7 @@ from llcompile.program.plan import HeadPlan, StageKind, require_plan
 from llcompile.analysis.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
 from llcompile.frontend.pass_pipeline import LLCompilePass
 from llcompile.util.option_names import option_name
+from llcompile.util.ramp import ramp_at, ramp_ends, ramp_text
 
 HEAD_PREFIX = "aux@"
 DGL_HIDDEN = 128  # the dgl head's MLP width, as DGL's and InfoPro's CIFAR heads
@@ -40,6 +41,7 @@ AUX_LOSSES = {
                 "block's output back to its input (InfoPro's reconstruction term)",
 }
 DEFAULT_RECON_WEIGHT = 1.0
+DEFAULT_CE_WEIGHT = 1.0
 
 
 def is_feature_map(value: ir.Value) -> bool:
@@ -93,19 +95,29 @@ class AuxHeadsPass(LLCompilePass):
     its input, named and recorded with the head (``recon`` in its entry holds the weight). A block
     whose input cannot be reconstructed that way (a vector or token output) keeps the cross-entropy
     alone, and its entry has no ``recon``.
+
+    ``ce_weight`` multiplies the cross-entropy (``ce`` in the head's entry when it is not 1). Either
+    weight may be a ramp (``util/ramp.py``): the i-th of the n blocks with heads gets the value at i,
+    as InfoPro weighs its terms per block (more reconstruction early, more cross-entropy late).
     """
 
     def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None, pool: int | None = None,
                  width: float | None = None, subsample: int | None = None, loss: str = "ce",
-                 recon_weight: float | None = None, ema_momentum: float | None = None):
+                 recon_weight: float | str | None = None, ce_weight: float | str | None = None,
+                 ema_momentum: float | None = None):
         super().__init__()
         if loss not in AUX_LOSSES:
             raise LLCompileError(f"unknown aux loss {loss!r}; choose one of: {', '.join(AUX_LOSSES)}")
         if recon_weight is not None and loss != "ce+recon":
             raise LLCompileError(f"{option_name('aux_recon_weight')} applies to "
                                  f"{option_name('aux_loss', 'ce+recon')} only, not {loss}")
-        if recon_weight is not None and not recon_weight > 0:
-            raise LLCompileError(f"{option_name('aux_recon_weight')} must be > 0, got {recon_weight}")
+        for name, weight in (("aux_recon_weight", recon_weight), ("aux_ce_weight", ce_weight)):
+            ends = ramp_ends(weight) if weight is not None else (1.0, 1.0)
+            if ends is None or min(ends) < 0:
+                raise LLCompileError(f"{option_name(name)} must be a number >= 0 or FIRST:LAST of two, got {weight!r}")
+        if recon_weight is not None and max(ramp_ends(recon_weight)) == 0:
+            raise LLCompileError(f"{option_name('aux_recon_weight')} must be > 0 for one block at least, "
+                                 f"got {recon_weight!r}")
         if kind not in AUX_HEAD_KINDS:
             raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
         if seed < 0:
@@ -133,6 +145,7 @@ class AuxHeadsPass(LLCompilePass):
         self.width = width
         self.subsample = subsample
         self.recon_weight = (DEFAULT_RECON_WEIGHT if recon_weight is None else recon_weight) if loss != "ce" else None
+        self.ce_weight = ce_weight
         self.depth = check_depth(DEFAULT_AUX_DEPTH if depth is None else depth) if kind == "augmented" else None
         self.ema_momentum = (DEFAULT_EMA_MOMENTUM if ema_momentum is None else ema_momentum) if kind == "ema" else None
 
@@ -146,14 +159,19 @@ class AuxHeadsPass(LLCompilePass):
             self._check_pool_applies(graph, analysis.cut_points)
         readout = model_readout(graph)
         modified = False
-        for stage in plan.stages[:-1]:
-            if stage.loss is not None or stage.kind == StageKind.HEBBIAN:  # a Hebbian stage has no loss
-                continue
+        # a Hebbian stage has no loss
+        headed = [s for s in plan.stages[:-1] if s.loss is None and s.kind != StageKind.HEBBIAN]
+        for index, stage in enumerate(headed):
             builder = GraphBuilder(graph, f"{HEAD_PREFIX}{stage.output}")
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.output.encode())])
             before = set(graph.initializers)
             x, head_labels, block_input = value_named(graph, stage.output), labels, value_named(graph, stage.input)
-            recon = self.recon_weight if self.recon_weight is not None and reconstructable(x, block_input) else None
+            recon = (ramp_at(self.recon_weight, index, len(headed))
+                     if self.recon_weight is not None and reconstructable(x, block_input) else None)
+            ce = ramp_at(self.ce_weight, index, len(headed)) if self.ce_weight is not None else DEFAULT_CE_WEIGHT
+            if ce == 0 and not recon:
+                raise LLCompileError(f"{stage.name} would have no loss: its {option_name('aux_ce_weight')} is 0 and "
+                                     "it has no reconstruction term")
             subset = self.subsample is not None and self.subsample > 1
             if subset:
                 seen = {"x_subsample": x, "labels_subsample": labels}
@@ -171,7 +189,7 @@ class AuxHeadsPass(LLCompilePass):
                 x, segments, copied_from, ema = add_ema_copies(builder, analysis, stage.output, x)
             pooled = self.pool is not None and is_feature_map(x)  # tokens and vectors are reduced whole
             logits = self._build_head(builder, x, plan.num_classes, rng, readout)
-            stage.loss = self._add_loss(builder, logits, head_labels, rng, stage.name,
+            stage.loss = self._add_loss(builder, logits, head_labels, rng, stage.name, ce,
                                         (block_output, block_input, recon) if recon is not None else None)
             if subset:
                 _unbind_batch(node for node in graph if node not in existing)
@@ -184,6 +202,7 @@ class AuxHeadsPass(LLCompilePass):
                                   pool=self.pool if pooled else None, width=self.width,
                                   subsample=self.subsample if subset else None,
                                   segments=segments, copied_from=copied_from, recon=recon,
+                                  ce=ce if ce != DEFAULT_CE_WEIGHT else None,
                                   ema=ema or None, momentum=self.ema_momentum if ema else None)
             modified = True
         plan.options["aux_head"] = self.kind
@@ -194,23 +213,31 @@ class AuxHeadsPass(LLCompilePass):
         if self.ema_momentum is not None:
             plan.options["aux_ema_momentum"] = self.ema_momentum
         if self.recon_weight is not None:
-            plan.options.update(aux_loss="ce+recon", aux_recon_weight=self.recon_weight)
+            plan.options.update(aux_loss="ce+recon", aux_recon_weight=_recorded(self.recon_weight))
+        if self.ce_weight is not None:
+            plan.options["aux_ce_weight"] = _recorded(self.ce_weight)
         plan.write(model)
         return ir.passes.PassResult(model, modified)
 
     @staticmethod
-    def _add_loss(b: GraphBuilder, logits: ir.Value, labels: ir.Value, rng, stage: str,
+    def _add_loss(b: GraphBuilder, logits: ir.Value, labels: ir.Value, rng, stage: str, ce_weight: float,
                   recon: tuple[ir.Value, ir.Value, float] | None) -> str:
-        """The block's loss, a graph output: the head's cross-entropy, plus with ``recon`` (the block's
-        output, its input, the weight) the weighted error of the input's reconstruction from the output."""
+        """The block's loss, a graph output: the head's cross-entropy times ``ce_weight``, plus with
+        ``recon`` (the block's output, its input, the weight) the weighted error of the input's
+        reconstruction from the output."""
         loss_name = f"{stage}.aux_loss"
-        if recon is None:
+        if recon is None and ce_weight == DEFAULT_CE_WEIGHT:
             return add_cross_entropy(b.graph, logits, labels, loss_name).name
-        output, target, weight = recon
-        ce = b.op("SoftmaxCrossEntropyLoss", [logits, labels], "ce", reduction="mean")
-        error = reconstruction_error(b, output, target, rng, stage)
-        weighted = b.op("Mul", [error, b.initializer("recon_weight", np.array(weight, np.float32))], "recon_weighted")
-        return add_loss_output(b.graph, b.op("Add", [ce, weighted], "loss").producer(), loss_name).name
+        loss = b.op("SoftmaxCrossEntropyLoss", [logits, labels], "ce", reduction="mean")
+        if ce_weight != DEFAULT_CE_WEIGHT:
+            loss = b.op("Mul", [loss, b.initializer("ce_weight", np.array(ce_weight, np.float32))], "ce_weighted")
+        if recon is not None:
+            output, target, weight = recon
+            error = reconstruction_error(b, output, target, rng, stage)
+            weighted = b.op("Mul", [error, b.initializer("recon_weight", np.array(weight, np.float32))],
+                            "recon_weighted")
+            loss = b.op("Add", [loss, weighted], "loss")
+        return add_loss_output(b.graph, loss.producer(), loss_name).name
 
     def _check_pool_applies(self, graph: ir.Graph, cut_points: list[str]) -> None:
         """``pool`` pools feature maps only: refuse it when no cut point of the model is one (a transformer's
@@ -302,6 +329,12 @@ class AuxHeadsPass(LLCompilePass):
         w = b.initializer(f"{name}.weight", uniform_fan_in(rng, (fan_out, fan_in), fan_in))
         bias = b.initializer(f"{name}.bias", uniform_fan_in(rng, (fan_out,), fan_in))
         return b.op("Gemm", [x, w, bias], output or name, transB=1)
+
+
+def _recorded(weight) -> float | str:
+    """A weight as program.json records it: a number, or FIRST:LAST as the command line writes it."""
+    text = ramp_text(weight)
+    return float(text) if ":" not in text else text
 
 
 def _unbind_batch(nodes) -> None:

@@ -43,6 +43,7 @@ class HeadPlan:
     ema: dict[str, str] | None = None
     momentum: float | None = None
     recon: float | None = None  # ce+recon: the reconstruction term's weight; None: cross-entropy alone
+    ce: float | None = None  # the cross-entropy term's weight when it is not 1
 
     @property
     def every(self) -> int:

@@ -15,14 +15,16 @@ from typing import Any
 
 from llcompile.errors import OptionError
 from llcompile.util.option_names import option_name
+from llcompile.util.ramp import Ramp, ramp_ends
 
 METADATA_KEY = "option"
 
 
 @dataclass(frozen=True)
 class OptionSpec:
-    """One transform option: ``kind`` is int, float, str, bool (a flag) or list (comma-separated
-    names); ``minimum``/``maximum`` bound a number (``*_open``: the bound itself excluded);
+    """One transform option: ``kind`` is int, float, str, bool (a flag), list (comma-separated
+    names) or Ramp (a number per block, ``util.ramp``); ``minimum``/``maximum`` bound a number (each
+    end of a ramp; ``*_open``: the bound itself excluded);
     ``choices`` lists a string's values; ``default`` is what a missing value means, shown in
     ``--help`` unless ``default_text`` words it (None: no default shown)."""
 
@@ -79,6 +81,7 @@ KINDS = {
     str: (lambda v: isinstance(v, str), "a string"),
     bool: (lambda v: isinstance(v, bool), "True or False"),
     list: (lambda v: isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v), "a list of names"),
+    Ramp: (lambda v: ramp_ends(v) is not None, "a number or FIRST:LAST"),
 }
 
 
@@ -92,10 +95,12 @@ def problem(name: str, spec: OptionSpec, value: Any) -> str | None:
     if spec.choices is not None and value not in spec.choices:
         return f"{option_name(name)} must be one of {', '.join(spec.choices)}, not {value!r}"
     if spec.minimum is not None:
-        low_ok = value > spec.minimum if spec.min_open else value >= spec.minimum
-        high_ok = spec.maximum is None or (value < spec.maximum if spec.max_open else value <= spec.maximum)
-        if not (low_ok and high_ok):
-            return f"{option_name(name)} must be {range_text(spec)}"
+        numbers = set(ramp_ends(value)) if spec.kind is Ramp else {value}
+        for number in numbers:
+            low_ok = number > spec.minimum if spec.min_open else number >= spec.minimum
+            high_ok = spec.maximum is None or (number < spec.maximum if spec.max_open else number <= spec.maximum)
+            if not (low_ok and high_ok):
+                return f"{option_name(name)} must be {range_text(spec)}" + (" at both ends" if len(numbers) > 1 else "")
     return None
 
 

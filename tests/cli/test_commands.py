@@ -173,6 +173,32 @@ def test_moving_policy_and_cheap_head_options_reach_program_json(tmp_path, small
     assert run("verify", out).returncode == 0
 
 
+SMALL_CNN_CUTS = "/pool/MaxPool_output_0,/fc/Flatten_output_0"  # a feature map, then a vector
+
+
+def test_per_block_loss_weights_reach_program_json(tmp_path, small_model):
+    out = tmp_path / "out"
+    result = run("transform", small_model, "-o", out, "--cuts", SMALL_CNN_CUTS,
+                 "--aux-loss", "ce+recon", "--aux-recon-weight", "6:1", "--aux-ce-weight", "0.5:2")
+    assert result.returncode == 0, result.stderr
+    program = json.loads((out / "program.json").read_text())
+    assert (program["options"]["aux_recon_weight"], program["options"]["aux_ce_weight"]) == ("6:1", "0.5:2")
+    first, second = (stage["head"] for stage in program["stages"][:2])
+    assert (first["ce"], first["recon"]) == (0.5, 6.0)
+    assert (second["ce"], "recon" in second) == (2.0, False)  # a vector: no reconstruction
+    assert run("verify", out).returncode == 0
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--aux-ce-weight", "1:x"], "'1:x' is not a number or FIRST:LAST"),
+    (["--aux-loss", "ce+recon", "--aux-recon-weight", "-1:2"], "--aux-recon-weight must be >= 0 at both ends"),
+    (["--aux-ce-weight", "1:0"], "block2 would have no loss: its --aux-ce-weight is 0"),
+])
+def test_bad_loss_weights(tmp_path, small_model, args, fragment):
+    assert_user_error(run("transform", small_model, "-o", tmp_path / "out", "--cuts", SMALL_CNN_CUTS, *args), fragment)
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("args, fragment", [
     (["-s", "dbl", "--prefix", "1"], "takes no --prefix"),
     (["-s", "local-sgd", "--prefix", "9"], "leaves no layer"),
@@ -286,11 +312,13 @@ def test_transform_help_is_the_declared_options():
     from click.testing import CliRunner
 
     from llcompile.cli.commands import cli
+    from llcompile.cli.spec_options import RampType
     from llcompile.compiler.options import TRANSFORM_OPTIONS
     from llcompile.policies.boundary_policy import SETTING_DEFAULTS, BoundaryPolicy
     from llcompile.policies.learning_mode import LearningMode
     from llcompile.util.option_names import cli_flag
     from llcompile.util.option_spec import option_specs
+    from llcompile.util.ramp import Ramp
 
     help_text = " ".join(CliRunner().invoke(cli, ["transform", "--help"], terminal_width=400).output.split())
     params = {p.name: p for p in cli.commands["transform"].params}
@@ -301,6 +329,8 @@ def test_transform_help_is_the_declared_options():
             assert " ".join(spec.help_line().split()) in help_text, name
             if spec.choices is not None:
                 assert tuple(param.type.choices) == spec.choices
+            elif spec.kind is Ramp:  # its range is checked at each end on the Python side (test_bad_loss_weights)
+                assert isinstance(param.type, RampType)
             elif spec.minimum is not None:
                 assert (param.type.min, param.type.max, param.type.min_open, param.type.max_open) == \
                     (spec.minimum, spec.maximum, spec.min_open, spec.max_open)

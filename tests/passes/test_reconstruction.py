@@ -108,11 +108,57 @@ def test_cross_entropy_alone_records_no_recon():
     assert not any("decoder" in name for name in model.graph.initializers)
 
 
+def test_per_block_weights_ramp_from_the_first_block_to_the_last():
+    """InfoPro's form: block i of n gets FIRST + (LAST - FIRST) * i / (n - 1) of each term. Two blocks
+    with heads: the first at the ramps' first ends, the second (a vector: no reconstruction) at their last."""
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D, CUT_2D])(model)
+    AuxHeadsPass(kind="fc", loss="ce+recon", recon_weight="3:1", ce_weight=(0.5, 2))(model)
+    ModelLossPass()(model)
+    plan = Plan.read(model)
+    first, second = plan.stages[:2]
+    assert (first.head.ce, first.head.recon) == (0.5, 3.0)
+    assert (second.head.ce, second.head.recon) == (2.0, None)
+    assert plan.options["aux_recon_weight"] == "3:1" and plan.options["aux_ce_weight"] == "0.5:2"
+    x, labels = _batch()
+    second_logits = f"aux@{CUT_2D}.logits"
+    out = _outputs(model, [CUT_4D, f"{HEAD}.logits", second_logits], x, labels)
+    error = _torch_reconstruction_error(model, out[CUT_4D], x)
+    np.testing.assert_allclose(out["block1.aux_loss"],
+                               0.5 * softmax_cross_entropy(out[f"{HEAD}.logits"], labels) + 3.0 * error, rtol=1e-5)
+    np.testing.assert_allclose(out["block2.aux_loss"], 2.0 * softmax_cross_entropy(out[second_logits], labels),
+                               rtol=1e-5)
+
+
+def test_per_block_weights_train_alike_on_both_backends():
+    """A cross-entropy weight of 0 in the first block (InfoPro's K=4 start): its classifier gets no
+    gradient, the block learns from the reconstruction alone."""
+    import llcompile
+    from tests.backends.chain import losses_on_both_backends
+
+    program = llcompile.transform(canonicalize(lm.small_cnn()), "dbl", cuts=[CUT_4D, CUT_2D], aux_loss="ce+recon",
+                                  aux_recon_weight="6:1", aux_ce_weight="0:2")
+    x, labels = _batch(8)
+    losses = losses_on_both_backends(program, x, labels, steps=3, lr=0.05)
+    np.testing.assert_allclose(losses["ort"], losses["torch"], rtol=1e-4)
+
+
 @pytest.mark.parametrize("options, fragment", [
     (dict(loss="mse"), "unknown aux loss 'mse'"),
     (dict(recon_weight=0.5), "aux_recon_weight applies to aux_loss='ce\\+recon' only"),
-    (dict(loss="ce+recon", recon_weight=0.0), "aux_recon_weight must be > 0"),
+    (dict(loss="ce+recon", recon_weight=0.0), "aux_recon_weight must be > 0 for one block at least"),
+    (dict(loss="ce+recon", recon_weight="1:x"), "aux_recon_weight must be a number >= 0 or FIRST:LAST"),
+    (dict(loss="ce+recon", recon_weight="1:2:3"), "aux_recon_weight must be a number >= 0 or FIRST:LAST"),
+    (dict(ce_weight=-1.0), "aux_ce_weight must be a number >= 0"),
 ])
 def test_bad_loss_options(options, fragment):
     with pytest.raises(LLCompileError, match=fragment):
         AuxHeadsPass(**options)
+
+
+def test_a_block_left_without_a_loss_is_refused():
+    """A cross-entropy weight of 0 where no reconstruction applies (the second block ends in a vector)."""
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D, CUT_2D])(model)
+    with pytest.raises(LLCompileError, match="block2 would have no loss: its aux_ce_weight is 0"):
+        AuxHeadsPass(kind="fc", loss="ce+recon", ce_weight="1:0")(model)
