@@ -186,6 +186,9 @@ def test_per_block_loss_weights_reach_program_json(tmp_path, small_model):
     first, second = (stage["head"] for stage in program["stages"][:2])
     assert (first["ce"], first["recon"]) == (0.5, 6.0)
     assert (second["ce"], "recon" in second) == (2.0, False)  # a vector: no reconstruction
+    shown = run("inspect", out).stdout
+    assert "loss: 0.5 x the head's cross-entropy + 6 x the error of the decoder's reconstruction of input" in shown
+    assert "loss: 2 x the head's cross-entropy\n" in shown
     assert run("verify", out).returncode == 0
 
 
