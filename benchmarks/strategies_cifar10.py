@@ -83,6 +83,9 @@ CELLS = {
     # InfoPro's per-block weights (its ResNet-32 K=4 command: reconstruction 6 -> 1, task loss 0 -> 2)
     "dbl fixed K=4 dgl recon infopro": ("dbl", {"blocks": 4, "aux_head": "dgl", "aux_loss": "ce+recon",
                                                 "aux_recon_weight": "6:1", "aux_ce_weight": "0:2", **FIXED}),
+    # + InfoPro's contrastive term (a 128-d projection, temperature 0.07), every weight 1
+    "dbl fixed K=4 dgl contrast recon": ("dbl", {"blocks": 4, "aux_head": "dgl", "aux_loss": "ce+contrast+recon",
+                                                 **FIXED}),
     # MAN: the next unit with exponentially averaged weights, plus a learned copy, then fc
     "dbl fixed K=2 ema": ("dbl", {"blocks": 2, "aux_head": "ema", **FIXED}),
     "dbl fixed K=4 ema": ("dbl", {"blocks": 4, "aux_head": "ema", **FIXED}),

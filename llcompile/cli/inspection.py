@@ -188,8 +188,11 @@ def _render_program(d: dict) -> str:
                        f"params {', '.join(s['head']['params'])}")
         if s["head"] and "subsample" in s["head"]:
             out.append(f"  aux head trained on one sample in {s['head']['subsample']} of each batch (aux_subsample)")
-        if s["head"] and ("ce" in s["head"] or "recon" in s["head"]):  # weighted terms (aux_ce/recon_weight)
+        if s["head"] and {"ce", "contrast", "recon"} & set(s["head"]):  # weighted terms (aux_*_weight)
             terms = [f"{s['head'].get('ce', 1):g} x the head's cross-entropy"]
+            if "contrast" in s["head"]:
+                terms.append(f"{s['head']['contrast']:g} x the supervised contrastive loss of its projection "
+                             f"(temperature {d['options']['aux_temperature']:g})")
             if "recon" in s["head"]:
                 terms.append(f"{s['head']['recon']:g} x the error of the decoder's reconstruction of {s['input']}")
             out.append(f"  loss: {' + '.join(terms)}")

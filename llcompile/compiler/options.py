@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from llcompile.cost.block_costs import BALANCE_CRITERIA, DEFAULT_BALANCE, ELEMENT_OP_MACS
-from llcompile.passes.aux_heads import AUX_HEAD_KINDS, AUX_LOSSES, DEFAULT_CE_WEIGHT, DEFAULT_RECON_WEIGHT
+from llcompile.passes.aux_heads import (AUX_HEAD_KINDS, AUX_LOSSES, DEFAULT_CE_WEIGHT, DEFAULT_CONTRAST_WEIGHT,
+                                        DEFAULT_RECON_WEIGHT, DEFAULT_TEMPERATURE)
 from llcompile.passes.ema_head import DEFAULT_EMA_MOMENTUM
 from llcompile.passes.hebbian import ACTIVATIONS
 from llcompile.passes.hebbian_function import RULES
@@ -45,12 +46,17 @@ class HeadOptions:
         int, "aux heads: train on every k-th sample of the batch only (about 1/k of their cost)", minimum=1,
         default_text="1, the whole batch")
     aux_loss: str | None = option(
-        str, "dbl: each block's local loss: the head's cross-entropy, or that plus a decoder's reconstruction of the "
-             "block's input (InfoPro)", choices=tuple(AUX_LOSSES), default="ce")
+        str, "dbl: each block's local loss: the head's cross-entropy, plus a decoder's reconstruction of the block's "
+             "input and/or a supervised contrastive term (InfoPro's two)", choices=tuple(AUX_LOSSES), default="ce")
     aux_recon_weight: float | str | None = option(
         Ramp, "--aux-loss ce+recon: the reconstruction term's weight, or FIRST:LAST from the first block's to the "
               "last aux block's, linear between (InfoPro's per-block weights)", minimum=0,
         default=DEFAULT_RECON_WEIGHT, metavar="W|FIRST:LAST")
+    aux_contrast_weight: float | str | None = option(
+        Ramp, "--aux-loss with contrast: the supervised contrastive term's weight, or FIRST:LAST as "
+              "--aux-recon-weight", minimum=0, default=DEFAULT_CONTRAST_WEIGHT, metavar="W|FIRST:LAST")
+    aux_temperature: float | None = option(float, "--aux-loss with contrast: the contrastive loss's temperature",
+                                           minimum=0, min_open=True, default=DEFAULT_TEMPERATURE)
     aux_ce_weight: float | str | None = option(
         Ramp, "dbl: the aux heads' cross-entropy weight in each block's loss, or FIRST:LAST as --aux-recon-weight "
               "(InfoPro's ResNet-32 K=4: --aux-ce-weight 0:2 --aux-recon-weight 6:1)", minimum=0,

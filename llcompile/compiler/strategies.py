@@ -39,6 +39,7 @@ def _blocks_with_heads(compile_program: ProgramCompiler, prefix: int, blocks: in
                        aux_pool: int | None = None, aux_width: float | None = None,
                        aux_subsample: int | None = None, aux_loss: str | None = None,
                        aux_recon_weight: float | str | None = None, aux_ce_weight: float | str | None = None,
+                       aux_contrast_weight: float | str | None = None, aux_temperature: float | None = None,
                        aux_ema_momentum: float | None = None,
                        seed: int | None = None) -> tuple[PartitionPass, AuxHeadsPass]:
     """The partition into K DBL blocks (default DEFAULT_DBL_BLOCKS) after ``prefix`` segments, balanced
@@ -46,7 +47,8 @@ def _blocks_with_heads(compile_program: ProgramCompiler, prefix: int, blocks: in
     giving them aux heads."""
     heads = {"aux_head": aux_head, "aux_depth": aux_depth, "aux_pool": aux_pool, "aux_width": aux_width,
              "aux_subsample": aux_subsample, "aux_loss": aux_loss, "aux_recon_weight": aux_recon_weight,
-             "aux_ce_weight": aux_ce_weight, "aux_ema_momentum": aux_ema_momentum, "seed": seed}
+             "aux_ce_weight": aux_ce_weight, "aux_contrast_weight": aux_contrast_weight,
+             "aux_temperature": aux_temperature, "aux_ema_momentum": aux_ema_momentum, "seed": seed}
     if blocks is None and cuts is None:
         blocks = DEFAULT_DBL_BLOCKS
     coster = segment_coster(balance_by or DEFAULT_BALANCE, {k: v for k, v in heads.items() if v is not None},
@@ -54,7 +56,8 @@ def _blocks_with_heads(compile_program: ProgramCompiler, prefix: int, blocks: in
     return (PartitionPass(blocks=blocks, cuts=cuts, prefix=prefix, coster=coster),
             AuxHeadsPass(kind=aux_head or "fc", seed=seed or 0, depth=aux_depth, pool=aux_pool, width=aux_width,
                          subsample=aux_subsample, loss=aux_loss or "ce", recon_weight=aux_recon_weight,
-                         ce_weight=aux_ce_weight, ema_momentum=aux_ema_momentum))
+                         ce_weight=aux_ce_weight, contrast_weight=aux_contrast_weight, temperature=aux_temperature,
+                         ema_momentum=aux_ema_momentum))
 
 
 # the policies that walk every cut point of the model; they do not know the inner ones

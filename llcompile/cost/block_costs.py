@@ -40,7 +40,8 @@ def segment_coster(criterion: str, head_options: dict, compile_program: ProgramC
     options that shape the aux heads and their losses (aux_head, aux_depth, aux_pool, aux_width, aux_subsample,
     aux_loss, seed; the loss terms' weights are left out: they change no cost, and a per-block ramp
     of them could leave one of the costing program's many blocks without a loss)."""
-    head_options = {k: v for k, v in head_options.items() if k not in ("aux_recon_weight", "aux_ce_weight")}
+    head_options = {k: v for k, v in head_options.items()
+                    if k not in ("aux_recon_weight", "aux_ce_weight", "aux_contrast_weight")}
     if criterion not in BALANCE_CRITERIA:
         raise LLCompileError(f"unknown {option_name('balance_by')} {criterion!r}; choose one of: "
                              f"{', '.join(BALANCE_CRITERIA)}")

@@ -5,12 +5,12 @@ Importing the package imports every family, so the registry is complete before a
 the sets below are made from it.
 """
 
-from llcompile.ops import (activation, arithmetic, average_pool, constant, conv, dropout, hebbian, loss,
-                           normalization, padding, pooling, reduce, shape, slicing)
+from llcompile.ops import (activation, arithmetic, average_pool, constant, contrastive, conv, dropout, hebbian,
+                           loss, normalization, padding, pooling, reduce, shape, slicing)
 from llcompile.ops.registry import STANDARD_DOMAIN, Role, registered_ops
 
-FAMILIES = (activation, arithmetic, average_pool, constant, conv, dropout, hebbian, loss, normalization, padding,
-            pooling, reduce, shape, slicing)
+FAMILIES = (activation, arithmetic, average_pool, constant, contrastive, conv, dropout, hebbian, loss, normalization,
+            padding, pooling, reduce, shape, slicing)
 
 # the ops the importer accepts and the training backends implement: the standard domain's
 SUPPORTED_OPS = frozenset(f.op_type for f in registered_ops() if f.domain == STANDARD_DOMAIN)

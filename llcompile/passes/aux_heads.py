@@ -14,6 +14,8 @@ from llcompile.passes.ema_head import DEFAULT_EMA_MOMENTUM, add_ema_copies
 from llcompile.frontend.canonical.dynamic_batch import BATCH_DIM
 from llcompile.frontend.graph_builder import (GraphBuilder, add_cross_entropy, add_loss_output, labels_input,
                                              subsample_batch, uniform_fan_in, value_named)
+from llcompile.ops.contrastive import contrastive_function, contrastive_loss_node
+from llcompile.ops.hebbian import DOMAIN as CONTRAST_DOMAIN, DOMAIN_VERSION as CONTRAST_DOMAIN_VERSION
 from llcompile.passes.reconstruction import reconstructable, reconstruction_error
 from llcompile.program.plan import HeadPlan, StageKind, require_plan
 from llcompile.analysis.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
@@ -23,6 +25,7 @@ from llcompile.util.ramp import ramp_at, ramp_ends, ramp_text
 
 HEAD_PREFIX = "aux@"
 DGL_HIDDEN = 128  # the dgl head's MLP width, as DGL's and InfoPro's CIFAR heads
+CONTRAST_DIM = 128  # the contrastive projection's width: InfoPro's aux_net_feature_dim
 CONV_HEADS = ("conv", "dgl")  # the heads that start with a conv-BN-ReLU on a feature map
 AUX_HEAD_KINDS = {
     "fc": "GlobalAveragePool -> Flatten -> Gemm(C -> classes): the small FC head of DBL (a token tensor: "
@@ -39,9 +42,14 @@ AUX_LOSSES = {
     "ce": "softmax cross-entropy of the head's logits",
     "ce+recon": "cross-entropy plus --aux-recon-weight x the mean squared error of a small decoder from the "
                 "block's output back to its input (InfoPro's reconstruction term)",
+    "ce+contrast": f"cross-entropy plus --aux-contrast-weight x a supervised contrastive loss of a "
+                   f"{CONTRAST_DIM}-d projection of the head's features (InfoPro's contrastive term)",
+    "ce+contrast+recon": "all three terms",
 }
 DEFAULT_RECON_WEIGHT = 1.0
 DEFAULT_CE_WEIGHT = 1.0
+DEFAULT_CONTRAST_WEIGHT = 1.0
+DEFAULT_TEMPERATURE = 0.07  # InfoPro's code, and SupCon's CIFAR setting
 
 
 def is_feature_map(value: ir.Value) -> bool:
@@ -96,28 +104,41 @@ class AuxHeadsPass(LLCompilePass):
     whose input cannot be reconstructed that way (a vector or token output) keeps the cross-entropy
     alone, and its entry has no ``recon``.
 
-    ``ce_weight`` multiplies the cross-entropy (``ce`` in the head's entry when it is not 1). Either
+    ``loss`` with ``contrast``: plus ``contrast_weight`` times the supervised contrastive loss
+    (``ops/contrastive.py``, at ``temperature``) of a fresh Gemm projecting the features the head's
+    classifier reads to ``CONTRAST_DIM`` (``aux@<cut>.proj``; ``contrast`` in the head's entry holds
+    the weight). With a cross-entropy weight of 0 this is InfoPro's contrastive head: its MLP then a
+    128-d output, the classifier beside it untrained.
+
+    ``ce_weight`` multiplies the cross-entropy (``ce`` in the head's entry when it is not 1). Any
     weight may be a ramp (``util/ramp.py``): the i-th of the n blocks with heads gets the value at i,
-    as InfoPro weighs its terms per block (more reconstruction early, more cross-entropy late).
+    as InfoPro weighs its terms per block (more reconstruction early, more task loss late).
     """
 
     def __init__(self, kind: str = "fc", seed: int = 0, depth: float | None = None, pool: int | None = None,
                  width: float | None = None, subsample: int | None = None, loss: str = "ce",
                  recon_weight: float | str | None = None, ce_weight: float | str | None = None,
+                 contrast_weight: float | str | None = None, temperature: float | None = None,
                  ema_momentum: float | None = None):
         super().__init__()
         if loss not in AUX_LOSSES:
             raise LLCompileError(f"unknown aux loss {loss!r}; choose one of: {', '.join(AUX_LOSSES)}")
-        if recon_weight is not None and loss != "ce+recon":
-            raise LLCompileError(f"{option_name('aux_recon_weight')} applies to "
-                                 f"{option_name('aux_loss', 'ce+recon')} only, not {loss}")
-        for name, weight in (("aux_recon_weight", recon_weight), ("aux_ce_weight", ce_weight)):
+        terms = loss.split("+")
+        for name, weight, term in (("aux_recon_weight", recon_weight, "recon"),
+                                   ("aux_contrast_weight", contrast_weight, "contrast"),
+                                   ("aux_temperature", temperature, "contrast")):
+            if weight is not None and term not in terms:
+                raise LLCompileError(f"{option_name(name)} applies to an {option_name('aux_loss')} with {term}, "
+                                     f"not {loss}")
+        for name, weight in (("aux_recon_weight", recon_weight), ("aux_ce_weight", ce_weight),
+                             ("aux_contrast_weight", contrast_weight)):
             ends = ramp_ends(weight) if weight is not None else (1.0, 1.0)
             if ends is None or min(ends) < 0:
                 raise LLCompileError(f"{option_name(name)} must be a number >= 0 or FIRST:LAST of two, got {weight!r}")
-        if recon_weight is not None and max(ramp_ends(recon_weight)) == 0:
-            raise LLCompileError(f"{option_name('aux_recon_weight')} must be > 0 for one block at least, "
-                                 f"got {recon_weight!r}")
+            if name != "aux_ce_weight" and max(ends) == 0:
+                raise LLCompileError(f"{option_name(name)} must be > 0 for one block at least, got {weight!r}")
+        if temperature is not None and not temperature > 0:
+            raise LLCompileError(f"{option_name('aux_temperature')} must be > 0, got {temperature}")
         if kind not in AUX_HEAD_KINDS:
             raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
         if seed < 0:
@@ -144,7 +165,12 @@ class AuxHeadsPass(LLCompilePass):
         self.pool = pool
         self.width = width
         self.subsample = subsample
-        self.recon_weight = (DEFAULT_RECON_WEIGHT if recon_weight is None else recon_weight) if loss != "ce" else None
+        self.recon_weight = ((DEFAULT_RECON_WEIGHT if recon_weight is None else recon_weight)
+                             if "recon" in terms else None)
+        self.contrast_weight = ((DEFAULT_CONTRAST_WEIGHT if contrast_weight is None else contrast_weight)
+                                if "contrast" in terms else None)
+        self.temperature = (DEFAULT_TEMPERATURE if temperature is None else temperature) if "contrast" in terms else None
+        self.loss = loss
         self.ce_weight = ce_weight
         self.depth = check_depth(DEFAULT_AUX_DEPTH if depth is None else depth) if kind == "augmented" else None
         self.ema_momentum = (DEFAULT_EMA_MOMENTUM if ema_momentum is None else ema_momentum) if kind == "ema" else None
@@ -169,7 +195,8 @@ class AuxHeadsPass(LLCompilePass):
             recon = (ramp_at(self.recon_weight, index, len(headed))
                      if self.recon_weight is not None and reconstructable(x, block_input) else None)
             ce = ramp_at(self.ce_weight, index, len(headed)) if self.ce_weight is not None else DEFAULT_CE_WEIGHT
-            if ce == 0 and not recon:
+            contrast = ramp_at(self.contrast_weight, index, len(headed)) if self.contrast_weight is not None else None
+            if ce == 0 and not recon and not contrast:
                 raise LLCompileError(f"{stage.name} would have no loss: its {option_name('aux_ce_weight')} is 0 and "
                                      "it has no reconstruction term")
             subset = self.subsample is not None and self.subsample > 1
@@ -188,8 +215,13 @@ class AuxHeadsPass(LLCompilePass):
             elif self.kind == "ema":
                 x, segments, copied_from, ema = add_ema_copies(builder, analysis, stage.output, x)
             pooled = self.pool is not None and is_feature_map(x)  # tokens and vectors are reduced whole
-            logits = self._build_head(builder, x, plan.num_classes, rng, readout)
+            logits, features, width = self._build_head(builder, x, plan.num_classes, rng, readout)
+            contrastive = None
+            if contrast is not None:
+                projection = self._linear(builder, features, "proj", width, CONTRAST_DIM, rng)
+                contrastive = self._contrastive_loss(model, builder, projection, head_labels)
             stage.loss = self._add_loss(builder, logits, head_labels, rng, stage.name, ce,
+                                        (contrastive, contrast) if contrastive is not None else None,
                                         (block_output, block_input, recon) if recon is not None else None)
             if subset:
                 _unbind_batch(node for node in graph if node not in existing)
@@ -202,7 +234,7 @@ class AuxHeadsPass(LLCompilePass):
                                   pool=self.pool if pooled else None, width=self.width,
                                   subsample=self.subsample if subset else None,
                                   segments=segments, copied_from=copied_from, recon=recon,
-                                  ce=ce if ce != DEFAULT_CE_WEIGHT else None,
+                                  ce=ce if ce != DEFAULT_CE_WEIGHT else None, contrast=contrast,
                                   ema=ema or None, momentum=self.ema_momentum if ema else None)
             modified = True
         plan.options["aux_head"] = self.kind
@@ -212,25 +244,48 @@ class AuxHeadsPass(LLCompilePass):
             plan.options["aux_depth"] = self.depth
         if self.ema_momentum is not None:
             plan.options["aux_ema_momentum"] = self.ema_momentum
+        if self.loss != "ce":
+            plan.options["aux_loss"] = self.loss
         if self.recon_weight is not None:
-            plan.options.update(aux_loss="ce+recon", aux_recon_weight=_recorded(self.recon_weight))
+            plan.options["aux_recon_weight"] = _recorded(self.recon_weight)
+        if self.contrast_weight is not None:
+            plan.options.update(aux_contrast_weight=_recorded(self.contrast_weight),
+                                aux_temperature=self.temperature)
         if self.ce_weight is not None:
             plan.options["aux_ce_weight"] = _recorded(self.ce_weight)
         plan.write(model)
         return ir.passes.PassResult(model, modified)
 
+    def _contrastive_loss(self, model: ir.Model, b: GraphBuilder, projection: ir.Value, labels: ir.Value) -> ir.Value:
+        """The supervised contrastive loss of ``projection`` (one node of llcompile's own op; its
+        model-local function definition added to the model once)."""
+        function = contrastive_function(model.opset_imports[""])
+        model.functions.setdefault(function.identifier(), function)
+        model.opset_imports[CONTRAST_DOMAIN] = CONTRAST_DOMAIN_VERSION
+        temperature = b.initializer("temperature", np.array(self.temperature, np.float32))
+        node = contrastive_loss_node(projection, labels, temperature)
+        node.name = node.outputs[0].name = b.names.fresh(f"{b.prefix}.contrast")
+        b.graph.append(node)
+        return node.outputs[0]
+
     @staticmethod
     def _add_loss(b: GraphBuilder, logits: ir.Value, labels: ir.Value, rng, stage: str, ce_weight: float,
-                  recon: tuple[ir.Value, ir.Value, float] | None) -> str:
+                  contrast: tuple[ir.Value, float] | None, recon: tuple[ir.Value, ir.Value, float] | None) -> str:
         """The block's loss, a graph output: the head's cross-entropy times ``ce_weight``, plus with
-        ``recon`` (the block's output, its input, the weight) the weighted error of the input's
-        reconstruction from the output."""
+        ``contrast`` (the loss, the weight) the weighted contrastive term, plus with ``recon`` (the
+        block's output, its input, the weight) the weighted error of the input's reconstruction from
+        the output."""
         loss_name = f"{stage}.aux_loss"
-        if recon is None and ce_weight == DEFAULT_CE_WEIGHT:
+        if recon is None and contrast is None and ce_weight == DEFAULT_CE_WEIGHT:
             return add_cross_entropy(b.graph, logits, labels, loss_name).name
         loss = b.op("SoftmaxCrossEntropyLoss", [logits, labels], "ce", reduction="mean")
         if ce_weight != DEFAULT_CE_WEIGHT:
             loss = b.op("Mul", [loss, b.initializer("ce_weight", np.array(ce_weight, np.float32))], "ce_weighted")
+        if contrast is not None:
+            term, weight = contrast
+            weighted = b.op("Mul", [term, b.initializer("contrast_weight", np.array(weight, np.float32))],
+                            "contrast_weighted")
+            loss = b.op("Add", [loss, weighted], "with_contrast")
         if recon is not None:
             output, target, weight = recon
             error = reconstruction_error(b, output, target, rng, stage)
@@ -248,7 +303,9 @@ class AuxHeadsPass(LLCompilePass):
                                  "point of this model is a token tensor [N, tokens, features] or a vector: leave it "
                                  "out")
 
-    def _build_head(self, b: GraphBuilder, x: ir.Value, classes: int, rng, readout: Readout) -> ir.Value:
+    def _build_head(self, b: GraphBuilder, x: ir.Value, classes: int, rng,
+                    readout: Readout) -> tuple[ir.Value, ir.Value, int]:
+        """The head's logits, and the features its classifier reads with their width."""
         rank = x.shape.rank() if x.shape is not None else 0
         tokens = is_token_tensor(x)
         feature_axis = 2 if tokens else 1
@@ -276,8 +333,9 @@ class AuxHeadsPass(LLCompilePass):
             x = self._linear(b, x, "fc1", features, mlp, rng)
             x = b.op("Relu", [x], "fc1_relu")
             features = mlp
-        return self._linear(b, x, "fc2" if self.kind in CONV_HEADS else "fc", features, classes, rng,
-                            output="logits")
+        logits = self._linear(b, x, "fc2" if self.kind in CONV_HEADS else "fc", features, classes, rng,
+                              output="logits")
+        return logits, x, features
 
     def _conv_bn_relu(self, b: GraphBuilder, x: ir.Value, channels: int, hidden: int, spatial: list,
                       rng) -> tuple[ir.Value, list]:

@@ -44,6 +44,7 @@ class HeadPlan:
     momentum: float | None = None
     recon: float | None = None  # ce+recon: the reconstruction term's weight; None: cross-entropy alone
     ce: float | None = None  # the cross-entropy term's weight when it is not 1
+    contrast: float | None = None  # ce+contrast: the contrastive term's weight; None: no such term
 
     @property
     def every(self) -> int:

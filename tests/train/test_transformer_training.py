@@ -12,6 +12,7 @@ STRATEGIES = {
     "bp": {},
     "dbl": {"blocks": 2},
     "dbl-augmented": {"blocks": 2, "aux_head": "augmented"},
+    "dbl-contrast": {"blocks": 2, "aux_head": "dgl", "aux_loss": "ce+contrast"},  # on the pooled tokens
     "local-sgd": {"prefix": 1},
     "dbl-hebbian": {"prefix": 2, "blocks": 2},
 }
@@ -26,7 +27,7 @@ def _run(tmp_path, name: str, label: str, backend: str, **config) -> list[float]
     model = tmp_path / f"{name}.onnx"
     if not model.exists():
         export_tiny(name, model)
-    strategy = label.removesuffix("-augmented")
+    strategy = label.removesuffix("-augmented").removesuffix("-contrast")
     program = llcompile.transform(model, strategy, **STRATEGIES[label]).save(tmp_path / f"{label}-{backend}")
     settings = dict(data="synthetic:256", epochs=3, batch_size=64, lr=2e-3, seed=0,
                     optimizer=OptimizerConfig(name="adamw"), backend=backend) | config
