@@ -85,6 +85,6 @@ def test_run_passes_raises_the_passs_own_error_not_a_pass_error():
 
 def test_passes_print_as_their_options():
     assert repr(AuxHeadsPass(kind="dgl", seed=3)) == (
-        "AuxHeadsPass(kind='dgl', seed=3, pool=None, width=None, subsample=None, recon_weight=None, ce_weight=None, "
-        "depth=None, ema_momentum=None)")
+        "AuxHeadsPass(kind='dgl', seed=3, pool=None, width=None, subsample=None, recon_weight=None, "
+        "contrast_weight=None, temperature=None, loss='ce', ce_weight=None, depth=None, ema_momentum=None)")
     assert repr(PartitionPass(cuts=[CUT_4D])).startswith(f"PartitionPass(blocks=None, cuts=['{CUT_4D}'], prefix=0")
