@@ -36,15 +36,18 @@ SELF_PENALTY = 1e4  # subtracted from each sample's similarity to itself: exp() 
 NO_POSITIVES = 1e-12  # added to each sample's count of positives: 0 / NO_POSITIVES = 0 for a sample with none
 
 
-def supervised_contrastive_loss(features: Tensor, labels: Tensor, temperature: float) -> Tensor:
-    """The op on the torch backend (generated code calls it); the same steps as ``contrastive_nodes``."""
-    z = features / torch.sqrt((features * features).sum(dim=1, keepdim=True) + NORM_EPSILON)
+def supervised_contrastive_loss(features: Tensor, labels: Tensor, temperature: float,
+                                norm_epsilon: float = NORM_EPSILON, self_penalty: float = SELF_PENALTY,
+                                no_positives: float = NO_POSITIVES) -> Tensor:
+    """The op on the torch backend (generated code calls it); the same steps as ``contrastive_nodes``.
+    The constants are arguments because TorchScript reads no module-level floats."""
+    z = features / torch.sqrt((features * features).sum(dim=1, keepdim=True) + norm_epsilon)
     similarity = torch.mm(z, z.t()) / temperature
     eye = torch.eye(labels.shape[0], dtype=similarity.dtype, device=similarity.device)
     same = (labels.unsqueeze(1) == labels.unsqueeze(0)).to(similarity.dtype)
-    log_prob = torch.log_softmax(similarity - SELF_PENALTY * eye, dim=1)
+    log_prob = torch.log_softmax(similarity - self_penalty * eye, dim=1)
     positives = same - eye
-    per_sample = (positives * log_prob).sum(dim=1) / (positives.sum(dim=1) + NO_POSITIVES)
+    per_sample = (positives * log_prob).sum(dim=1) / (positives.sum(dim=1) + no_positives)
     return -per_sample.mean()
 
 

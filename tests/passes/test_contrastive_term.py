@@ -83,3 +83,18 @@ def test_the_contrastive_term_alone_is_a_loss():
     PartitionPass(cuts=[CUT_4D, CUT_2D])(model)
     AuxHeadsPass(kind="fc", loss="ce+contrast", ce_weight=0.0)(model)
     assert [(s.head.ce, s.head.contrast) for s in Plan.read(model).stages[:2]] == [(0.0, 1.0), (0.0, 1.0)]
+
+
+def test_torchscript_runs_the_loss_like_eager():
+    from llcompile.backends.base import OptimizerConfig
+    from llcompile.backends.torch.backend import TorchBackend
+    from tests.backends.chain import train_chain
+
+    program = llcompile.transform(canonicalize(lm.small_cnn()), "dbl", cuts=[CUT_4D], aux_loss="ce+contrast")
+    x, labels = _batch(8)
+    losses = {}
+    for mode in ("eager", "script"):
+        backend = TorchBackend(mode=mode)
+        stages = backend.build(program, OptimizerConfig())
+        losses[mode] = [train_chain(stages, *backend.to_batch(x, labels), 0.05) for _ in range(2)]
+    np.testing.assert_allclose(losses["script"], losses["eager"], rtol=1e-6)
