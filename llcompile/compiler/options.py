@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from llcompile.cost.block_costs import BALANCE_CRITERIA, DEFAULT_BALANCE, ELEMENT_OP_MACS
 from llcompile.passes.aux_heads import (AUX_HEAD_KINDS, AUX_LOSSES, DEFAULT_CE_WEIGHT, DEFAULT_CONTRAST_WEIGHT,
-                                        DEFAULT_RECON_WEIGHT, DEFAULT_TEMPERATURE)
+                                        DEFAULT_RECON_WEIGHT, DEFAULT_TEMPERATURE, MIN_TEMPERATURE)
 from llcompile.passes.ema_head import DEFAULT_EMA_MOMENTUM
 from llcompile.passes.hebbian import ACTIVATIONS
 from llcompile.passes.hebbian_function import RULES
@@ -55,11 +55,14 @@ class HeadOptions:
     aux_contrast_weight: float | str | None = option(
         Ramp, "--aux-loss with contrast: the supervised contrastive term's weight, or FIRST:LAST as "
               "--aux-recon-weight", minimum=0, default=DEFAULT_CONTRAST_WEIGHT, metavar="W|FIRST:LAST")
-    aux_temperature: float | None = option(float, "--aux-loss with contrast: the contrastive loss's temperature",
-                                           minimum=0, min_open=True, default=DEFAULT_TEMPERATURE)
+    aux_temperature: float | None = option(
+        float, "--aux-loss with contrast: the contrastive loss's temperature (from 0.01: a sample's similarity to "
+               "itself is masked by a fixed penalty that must dwarf 1 / temperature)", minimum=MIN_TEMPERATURE,
+        default=DEFAULT_TEMPERATURE)
     aux_ce_weight: float | str | None = option(
         Ramp, "dbl: the aux heads' cross-entropy weight in each block's loss, or FIRST:LAST as --aux-recon-weight "
-              "(InfoPro's ResNet-32 K=4: --aux-ce-weight 0:2 --aux-recon-weight 6:1)", minimum=0,
+              "(InfoPro's ResNet-32 K=4: --aux-ce-weight 0:2 --aux-recon-weight 6:1); a ramp, or 0, needs "
+              "--boundary-policy fixed", minimum=0,
         default=DEFAULT_CE_WEIGHT, metavar="W|FIRST:LAST")
     aux_ema_momentum: float | None = option(
         float, "ema aux head: each step its averaged copy of the next segment keeps this share of its weights and "

@@ -18,6 +18,7 @@ from llcompile.passes import AuxHeadsPass, HebbianPass, ModelLossPass, Partition
 from llcompile.passes.inner_cuts import DropUnusedInnerCutsPass, JoinInnerCutsPass
 from llcompile.util.option_names import option_name
 from llcompile.util.option_spec import problem
+from llcompile.util.ramp import ramp_ends
 
 
 @dataclass(frozen=True)
@@ -64,8 +65,24 @@ def _blocks_with_heads(compile_program: ProgramCompiler, prefix: int, blocks: in
 POLICIES_OVER_ALL_CUTS = ("progressive", "sliding")
 
 
+def _check_loss_weights_hold(options: dict, moving: str | None) -> None:
+    """Per-block loss weights (a ramp, or a cross-entropy weight of 0) need blocks that stay put: a
+    ramp is spread over the blocks a program has, so a run that changes them would change every
+    block's weights, and ``adaptive`` judges blocks by their heads' accuracy, which a cross-entropy
+    weight of 0 leaves at chance. ``moving`` says what moves the blocks (None: nothing)."""
+    if moving is None:
+        return
+    for name in ("aux_recon_weight", "aux_contrast_weight", "aux_ce_weight"):
+        ends = ramp_ends(options[name]) if options.get(name) is not None else None
+        if ends is not None and (ends[0] != ends[1] or (name == "aux_ce_weight" and 0 in ends)):
+            raise OptionError(f"{option_name(name, options[name])} needs blocks that stay put "
+                              f"({option_name('boundary_policy', 'fixed')}): {moving}")
+
+
 def _dbl(compile_program: ProgramCompiler, inner_cuts: bool = False, **options) -> list[ir.passes.PassBase]:
     policy = BoundaryPolicy.from_options({k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options})
+    _check_loss_weights_hold(options, None if policy.boundary_policy == "fixed" else
+                             f"the {policy.boundary_policy} policy moves the block boundaries during training")
     partition, aux_heads = _blocks_with_heads(compile_program, 0, **options)
     if not inner_cuts:
         return [partition, aux_heads, ModelLossPass()]
@@ -92,6 +109,7 @@ def _dbl_hebbian(compile_program: ProgramCompiler, prefix: int | None = None, he
                  hebbian_subsample: int | None = None, **options) -> list[ir.passes.PassBase]:
     heads = {k: options.pop(k) for k in HEAD_OPTIONS if k in options}
     BoundaryPolicy.from_options({k: options.pop(k) for k in BOUNDARY_OPTIONS if k in options})
+    _check_loss_weights_hold(heads, "dbl-hebbian's growing Hebbian prefix takes blocks during training")
     prefix, hebbian = _hebbian_passes(prefix, hebbian_rule, hebbian_activation, hebbian_subsample, options)
     partition, aux_heads = _blocks_with_heads(compile_program, prefix, **heads)
     return [partition, hebbian, aux_heads, ModelLossPass()]

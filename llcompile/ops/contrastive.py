@@ -14,8 +14,8 @@ counts are per sample, never sees a tensor of two batch axes. Those N x D MACs o
 similarities and N x N element operations per sample (16,384 and 128 at batch 128, D = 128) are
 not counted: they are per-sample costs that depend on the batch size. The model-local ONNX
 function (``contrastive_function``) makes the node runnable by onnxruntime as it is (``verify``),
-and the ORT backend trains the same nodes inlined (``ort_rewrite``); the torch backend calls
-``supervised_contrastive_loss``.
+and the ORT backend trains its nodes inlined (as every model-local function); the torch backend
+calls ``supervised_contrastive_loss``.
 """
 
 from __future__ import annotations
@@ -32,7 +32,9 @@ from llcompile.ops.torch_builder import TorchBuilder
 
 OP_TYPE = "SupervisedContrastiveLoss"
 NORM_EPSILON = 1e-12  # inside the square root of a feature vector's squared length
-SELF_PENALTY = 1e4  # subtracted from each sample's similarity to itself: exp() of it is 0 in float32
+# subtracted from each sample's similarity to itself: exp() of it is 0 in float32 while 1 / temperature
+# (the largest similarity) is far smaller (passes/aux_heads.MIN_TEMPERATURE)
+SELF_PENALTY = 1e4
 NO_POSITIVES = 1e-12  # added to each sample's count of positives: 0 / NO_POSITIVES = 0 for a sample with none
 
 
@@ -108,10 +110,5 @@ def _supervised_contrastive_loss(g: TorchBuilder, node: ir.Node) -> fx.Proxy:
     return g.call(supervised_contrastive_loss, g.x(node, 0), g.x(node, 1), g.scalar(node, 2, "temperature"))
 
 
-def _inlined(node: ir.Node) -> list[ir.Node]:
-    return contrastive_nodes(*node.inputs)
-
-
 register(OpFacts(OP_TYPE, Role.LOSS, _supervised_contrastive_loss, no_macs, ElementOps.PER_INPUT,
-                 Backward(Keeps.INPUT), opsets=OpsetRange(DOMAIN_VERSION, DOMAIN_VERSION), domain=DOMAIN,
-                 ort_rewrite=_inlined))
+                 Backward(Keeps.INPUT), opsets=OpsetRange(DOMAIN_VERSION, DOMAIN_VERSION), domain=DOMAIN))

@@ -50,6 +50,7 @@ DEFAULT_RECON_WEIGHT = 1.0
 DEFAULT_CE_WEIGHT = 1.0
 DEFAULT_CONTRAST_WEIGHT = 1.0
 DEFAULT_TEMPERATURE = 0.07  # InfoPro's code, and SupCon's CIFAR setting
+MIN_TEMPERATURE = 0.01  # 1 / T stays far below the loss's self-similarity penalty (ops/contrastive.py)
 
 
 def is_feature_map(value: ir.Value) -> bool:
@@ -137,8 +138,8 @@ class AuxHeadsPass(LLCompilePass):
                 raise LLCompileError(f"{option_name(name)} must be a number >= 0 or FIRST:LAST of two, got {weight!r}")
             if name != "aux_ce_weight" and max(ends) == 0:
                 raise LLCompileError(f"{option_name(name)} must be > 0 for one block at least, got {weight!r}")
-        if temperature is not None and not temperature > 0:
-            raise LLCompileError(f"{option_name('aux_temperature')} must be > 0, got {temperature}")
+        if temperature is not None and not temperature >= MIN_TEMPERATURE:
+            raise LLCompileError(f"{option_name('aux_temperature')} must be >= {MIN_TEMPERATURE}, got {temperature}")
         if kind not in AUX_HEAD_KINDS:
             raise LLCompileError(f"unknown aux head {kind!r}; choose one of: {', '.join(AUX_HEAD_KINDS)}")
         if seed < 0:
@@ -192,13 +193,15 @@ class AuxHeadsPass(LLCompilePass):
             rng = np.random.default_rng([self.seed, zlib.crc32(stage.output.encode())])
             before = set(graph.initializers)
             x, head_labels, block_input = value_named(graph, stage.output), labels, value_named(graph, stage.input)
-            recon = (ramp_at(self.recon_weight, index, len(headed))
+            # a term whose weight is 0 at this block is left out (no decoder or projection to train)
+            recon = (ramp_at(self.recon_weight, index, len(headed)) or None
                      if self.recon_weight is not None and reconstructable(x, block_input) else None)
             ce = ramp_at(self.ce_weight, index, len(headed)) if self.ce_weight is not None else DEFAULT_CE_WEIGHT
-            contrast = ramp_at(self.contrast_weight, index, len(headed)) if self.contrast_weight is not None else None
+            contrast = (ramp_at(self.contrast_weight, index, len(headed)) or None
+                        if self.contrast_weight is not None else None)
             if ce == 0 and not recon and not contrast:
                 raise LLCompileError(f"{stage.name} would have no loss: its {option_name('aux_ce_weight')} is 0 and "
-                                     "it has no reconstruction term")
+                                     "it has no reconstruction or contrastive term")
             subset = self.subsample is not None and self.subsample > 1
             if subset:
                 seen = {"x_subsample": x, "labels_subsample": labels}

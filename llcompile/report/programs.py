@@ -25,7 +25,7 @@ BASELINE = "bp"
 PREFIX_OPTION = "prefix"  # the Hebbian prefix length of local-sgd / dbl-hebbian, in leading segments
 # option -> smallest value allowed
 INT_OPTIONS = {"blocks": 1, "prefix": 0, "seed": 0, "aux_pool": 1, "aux_subsample": 1}
-FLOAT_OPTIONS = {"aux_depth", "aux_width"}  # range-checked by the pass that reads them
+FLOAT_OPTIONS = {"aux_depth", "aux_width", "aux_temperature"}  # range-checked by the pass that reads them
 
 
 @dataclass

@@ -42,6 +42,11 @@ def ramp_at(value, index: int, count: int) -> float:
 
 
 def ramp_text(value) -> str:
-    """A ramp as the command line writes it: ``6`` or ``6:1``."""
-    first, last = ramp_ends(value)
-    return f"{first:g}" if first == last else f"{first:g}:{last:g}"
+    """A ramp as the command line writes it, every digit kept: ``6``, ``6:1``, ``0.1234567:2``."""
+    first, last = (_exact(end) for end in ramp_ends(value))
+    return first if first == last else f"{first}:{last}"
+
+
+def _exact(number: float) -> str:
+    """The shortest text that reads back as ``number`` (Python's repr), without a trailing ``.0``."""
+    return repr(number).removesuffix(".0")

@@ -178,7 +178,7 @@ SMALL_CNN_CUTS = "/pool/MaxPool_output_0,/fc/Flatten_output_0"  # a feature map,
 
 def test_per_block_loss_weights_reach_program_json(tmp_path, small_model):
     out = tmp_path / "out"
-    result = run("transform", small_model, "-o", out, "--cuts", SMALL_CNN_CUTS,
+    result = run("transform", small_model, "-o", out, "--cuts", SMALL_CNN_CUTS, "--boundary-policy", "fixed",
                  "--aux-loss", "ce+recon", "--aux-recon-weight", "6:1", "--aux-ce-weight", "0.5:2")
     assert result.returncode == 0, result.stderr
     program = json.loads((out / "program.json").read_text())

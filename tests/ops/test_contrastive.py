@@ -68,7 +68,8 @@ def _model(nodes_of, opset: int) -> onnx.ModelProto:
 @pytest.mark.parametrize("opset", [14, 21])
 @pytest.mark.parametrize("form", ["function", "decomposed"])
 def test_onnx_forms_in_onnxruntime(batch, opset, form):
-    """The node (run through its model-local function) and the nodes the ORT backend trains."""
+    """The node (run through its model-local function) and the function's nodes inlined, as the ORT
+    backend trains them."""
     features, labels = batch
     nodes_of = (lambda *inputs: [contrastive_loss_node(*inputs)]) if form == "function" else contrastive_nodes
     (loss,) = session(_model(nodes_of, opset)).run(None, {"features": features, "labels": labels})

@@ -47,7 +47,7 @@ def test_infopro_contrastive_form_trains_alike_on_both_backends():
     """No cross-entropy, a contrastive term ramping up and a reconstruction term ramping down."""
     program = llcompile.transform(canonicalize(lm.small_cnn()), "dbl", cuts=[CUT_4D, CUT_2D], aux_head="dgl",
                                   aux_loss="ce+contrast+recon", aux_ce_weight=0.0, aux_contrast_weight="1:2",
-                                  aux_recon_weight="1:0.5")
+                                  aux_recon_weight="1:0.5", boundary_policy="fixed")
     heads = [stage.head for stage in program.stages[:2]]
     assert [(h.ce, h.contrast, h.recon) for h in heads] == [(0.0, 1.0, 1.0), (0.0, 2.0, None)]
     x, labels = _batch(8)
@@ -69,7 +69,7 @@ def test_the_projection_is_costed_by_hand(zoo_file):
 @pytest.mark.parametrize("options, fragment", [
     (dict(contrast_weight=0.5), "aux_contrast_weight applies to an aux_loss with contrast, not ce"),
     (dict(loss="ce+recon", temperature=0.1), "aux_temperature applies to an aux_loss with contrast"),
-    (dict(loss="ce+contrast", temperature=0.0), "aux_temperature must be > 0"),
+    (dict(loss="ce+contrast", temperature=0.005), "aux_temperature must be >= 0.01"),
     (dict(loss="ce+contrast", contrast_weight="0:0"), "aux_contrast_weight must be > 0 for one block at least"),
 ])
 def test_bad_contrast_options(options, fragment):

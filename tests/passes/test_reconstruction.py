@@ -137,7 +137,7 @@ def test_per_block_weights_train_alike_on_both_backends():
     from tests.backends.chain import losses_on_both_backends
 
     program = llcompile.transform(canonicalize(lm.small_cnn()), "dbl", cuts=[CUT_4D, CUT_2D], aux_loss="ce+recon",
-                                  aux_recon_weight="6:1", aux_ce_weight="0:2")
+                                  aux_recon_weight="6:1", aux_ce_weight="0:2", boundary_policy="fixed")
     x, labels = _batch(8)
     losses = losses_on_both_backends(program, x, labels, steps=3, lr=0.05)
     np.testing.assert_allclose(losses["ort"], losses["torch"], rtol=1e-4)
@@ -145,7 +145,7 @@ def test_per_block_weights_train_alike_on_both_backends():
 
 @pytest.mark.parametrize("options, fragment", [
     (dict(loss="mse"), "unknown aux loss 'mse'"),
-    (dict(recon_weight=0.5), "aux_recon_weight applies to aux_loss='ce\\+recon' only"),
+    (dict(recon_weight=0.5), "aux_recon_weight applies to an aux_loss with recon, not ce"),
     (dict(loss="ce+recon", recon_weight=0.0), "aux_recon_weight must be > 0 for one block at least"),
     (dict(loss="ce+recon", recon_weight="1:x"), "aux_recon_weight must be a number >= 0 or FIRST:LAST"),
     (dict(loss="ce+recon", recon_weight="1:2:3"), "aux_recon_weight must be a number >= 0 or FIRST:LAST"),
@@ -154,6 +154,26 @@ def test_per_block_weights_train_alike_on_both_backends():
 def test_bad_loss_options(options, fragment):
     with pytest.raises(LLCompileError, match=fragment):
         AuxHeadsPass(**options)
+
+
+@pytest.mark.parametrize("policy", [dict(boundary_policy="adaptive"), dict(boundary_policy="schedule",
+                                                                           boundary_schedule="1:2,2:1")])
+@pytest.mark.parametrize("weights", [dict(aux_recon_weight="6:1"), dict(aux_ce_weight=0.0)])
+def test_per_block_weights_need_blocks_that_stay_put(policy, weights):
+    """A ramp is spread over the blocks a program has; adaptive judges blocks by their heads' accuracy."""
+    import llcompile
+
+    with pytest.raises(LLCompileError, match="needs blocks that stay put \\(boundary_policy='fixed'\\)"):
+        llcompile.transform(canonicalize(lm.small_cnn()), "dbl", blocks=2, aux_loss="ce+recon", **weights, **policy)
+
+
+def test_a_term_weighed_0_at_a_block_is_left_out_there():
+    model = canonicalize(lm.small_cnn())
+    PartitionPass(cuts=[CUT_4D, CUT_2D])(model)
+    AuxHeadsPass(kind="fc", loss="ce+contrast", contrast_weight="0:1")(model)
+    first, second = Plan.read(model).stages[:2]
+    assert (first.head.contrast, second.head.contrast) == (None, 1.0)
+    assert f"{HEAD}.proj.weight" not in model.graph.initializers
 
 
 def test_a_block_left_without_a_loss_is_refused():

@@ -157,8 +157,8 @@ def test_resnet20_pipeline_with_a_moving_program_equals_the_sequential_run(resne
         assert records[1]["parallel"]["placement"][0][0] == "hebbian"
 
 
-def _cli(program, run_dir, *extra):
-    return [sys.executable, "-m", "llcompile", "train", str(program), "--data", "digits", "--epochs", "3",
+def _cli(program, run_dir, *extra, epochs: int = 3):
+    return [sys.executable, "-m", "llcompile", "train", str(program), "--data", "digits", "--epochs", str(epochs),
             "--batch-size", "32", "--lr", "0.05", "--threads", "1", "--quiet", "--run-dir", str(run_dir), *extra]
 
 
@@ -175,11 +175,12 @@ def _stop_after_a_checkpoint(proc: subprocess.Popen, run_dir: Path) -> tuple[int
     """Once the first epoch's metrics are written, stop rank 1 (SIGSTOP) and wait for the checkpoint
     of the epochs the metrics hold: no epoch completes without rank 1, so that is the last one.
     Returns rank 1's pid and that epoch."""
-    start = time.time()
-    while not (run_dir / "metrics.jsonl").exists():
+    start, pid = time.time(), None
+    while not (run_dir / "metrics.jsonl").exists():  # the pid found before, so that the stop follows at once
         assert proc.poll() is None and time.time() - start < 300, "the run made no progress"
-        time.sleep(0.05)
-    pid = _worker_pid(proc.pid, rank=1)
+        pid = pid or _worker_pid(proc.pid, rank=1)
+        time.sleep(0.01)
+    pid = pid or _worker_pid(proc.pid, rank=1)
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     while True:  # rank 0 may still be writing the checkpoint of the epoch whose metrics it wrote
@@ -193,24 +194,25 @@ def _stop_after_a_checkpoint(proc: subprocess.Popen, run_dir: Path) -> tuple[int
         time.sleep(0.05)
 
 
-# the small CNN in the default run; ResNet-20 (2 s an epoch) and a rank that stops answering (its peer
-# waits out --timeout, then the agent's 30 s grace for the stopped process) in the slow set
-@pytest.mark.parametrize("program_of, sent, reported", [
-    pytest.param("small_dbl", signal.SIGKILL, "rank 1 failed (killed by SIGKILL)", id="small-killed"),
-    pytest.param("resnet_dbl_program", signal.SIGKILL, "rank 1 failed (killed by SIGKILL)",  # as the OOM killer would
+# the small CNN in the default run (6 epochs of under a second: the run must outlast the stop); ResNet-20
+# (2 s an epoch) and a rank that stops answering (its peer waits out --timeout, then the agent's 30 s grace
+# for the stopped process) in the slow set
+@pytest.mark.parametrize("program_of, epochs, sent, reported", [
+    pytest.param("small_dbl", 6, signal.SIGKILL, "rank 1 failed (killed by SIGKILL)", id="small-killed"),
+    pytest.param("resnet_dbl_program", 3, signal.SIGKILL, "rank 1 failed (killed by SIGKILL)",  # as the OOM killer
                  id="resnet-killed", marks=pytest.mark.slow),
-    pytest.param("resnet_dbl_program", signal.SIGSTOP,
+    pytest.param("resnet_dbl_program", 3, signal.SIGSTOP,
                  "rank 0 failed (exit code 1: TimeoutError: no answer from another rank within --timeout 10 s",
                  id="resnet-stopped", marks=pytest.mark.slow),
 ])
-def test_a_lost_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(request, tmp_path, program_of, sent,
+def test_a_lost_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(request, tmp_path, program_of, epochs, sent,
                                                                          reported):
     program = request.getfixturevalue(program_of)
-    train(program, TrainConfig(data="digits", epochs=3, batch_size=32, lr=0.05, threads=1), tmp_path / "reference",
-          show_progress=False)  # what _cli runs, in this process
+    train(program, TrainConfig(data="digits", epochs=epochs, batch_size=32, lr=0.05, threads=1),
+          tmp_path / "reference", show_progress=False)  # what _cli runs, in this process
     run_dir = tmp_path / "lost"
-    proc = subprocess.Popen(_cli(program, run_dir, "--nproc", "2", "--timeout", "10"), stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(_cli(program, run_dir, "--nproc", "2", "--timeout", "10", epochs=epochs),
+                            stderr=subprocess.PIPE, text=True)
     pid, epochs = _stop_after_a_checkpoint(proc, run_dir)
     before = [json.loads(line) for line in (run_dir / "metrics.jsonl").open()]
     if sent != signal.SIGSTOP:
@@ -220,8 +222,8 @@ def test_a_lost_rank_ends_the_run_and_resume_matches_an_uninterrupted_run(reques
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and reported in lines[0]
     assert f"the last complete checkpoint is epoch {epochs} " in lines[0]
-    resumed = subprocess.run(_cli(program, run_dir, "--nproc", "2", "--resume"), capture_output=True, text=True,
-                             timeout=300)
+    resumed = subprocess.run(_cli(program, run_dir, "--nproc", "2", "--resume", epochs=epochs), capture_output=True,
+                             text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
     _assert_same_run(tmp_path / "reference", run_dir)
     # resumed, not trained again from the start (which the seed would make equal too): the records of

@@ -21,5 +21,6 @@ def test_ends(value, ends):
     assert ramp_ends(value) == ends
 
 
-def test_text_as_the_command_line_writes_it():
+def test_text_as_the_command_line_writes_it_every_digit_kept():
     assert (ramp_text(6.0), ramp_text("6:1"), ramp_text((2, 2)), ramp_text("0.5:2")) == ("6", "6:1", "2", "0.5:2")
+    assert ramp_ends(ramp_text((0.1234567, 1234567.0))) == (0.1234567, 1234567.0)
