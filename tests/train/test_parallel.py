@@ -194,11 +194,11 @@ def _stop_after_a_checkpoint(proc: subprocess.Popen, run_dir: Path) -> tuple[int
         time.sleep(0.05)
 
 
-# the small CNN in the default run (6 epochs of under a second: the run must outlast the stop); ResNet-20
+# the small CNN in the default run (4 epochs of under a second: the run must outlast the stop); ResNet-20
 # (2 s an epoch) and a rank that stops answering (its peer waits out --timeout, then the agent's 30 s grace
 # for the stopped process) in the slow set
 @pytest.mark.parametrize("program_of, epochs, sent, reported", [
-    pytest.param("small_dbl", 6, signal.SIGKILL, "rank 1 failed (killed by SIGKILL)", id="small-killed"),
+    pytest.param("small_dbl", 4, signal.SIGKILL, "rank 1 failed (killed by SIGKILL)", id="small-killed"),
     pytest.param("resnet_dbl_program", 3, signal.SIGKILL, "rank 1 failed (killed by SIGKILL)",  # as the OOM killer
                  id="resnet-killed", marks=pytest.mark.slow),
     pytest.param("resnet_dbl_program", 3, signal.SIGSTOP,
