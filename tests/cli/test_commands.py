@@ -189,7 +189,6 @@ def test_per_block_loss_weights_reach_program_json(tmp_path, small_model):
     shown = run("inspect", out).stdout
     assert "loss: 0.5 x the head's cross-entropy + 6 x the error of the decoder's reconstruction of input" in shown
     assert "loss: 2 x the head's cross-entropy\n" in shown
-    assert run("verify", out).returncode == 0
 
 
 @pytest.mark.parametrize("args, fragment", [
