@@ -9,11 +9,11 @@ import click
 from llcompile.cli.parsing import parse_csv
 from llcompile.util.option_names import cli_flag
 from llcompile.util.option_spec import OptionSpec, option_specs
-from llcompile.util.ramp import Ramp, ramp_ends
+from llcompile.util.ramp import Ramp, ramp_ends, ramp_value
 
 
 class RampType(click.ParamType):
-    """A number (given as a float) or FIRST:LAST (kept as written); the range is the Python side's check."""
+    """A number or FIRST:LAST, as llcompile records it; the range is the Python side's check."""
 
     name = "number or FIRST:LAST"
 
@@ -22,7 +22,7 @@ class RampType(click.ParamType):
             return value
         if ramp_ends(value) is None:
             self.fail(f"{value!r} is not a number or FIRST:LAST (two numbers)", param, ctx)
-        return float(value) if ":" not in value else value
+        return ramp_value(value)
 
 
 def click_option(name: str, spec: OptionSpec) -> Callable:

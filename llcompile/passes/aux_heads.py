@@ -21,7 +21,7 @@ from llcompile.program.plan import HeadPlan, StageKind, require_plan
 from llcompile.analysis.readout import CLASS_TOKEN, Readout, is_token_tensor, model_readout
 from llcompile.frontend.pass_pipeline import LLCompilePass
 from llcompile.util.option_names import option_name
-from llcompile.util.ramp import ramp_at, ramp_ends, ramp_text
+from llcompile.util.ramp import ramp_at, ramp_ends, ramp_value
 
 HEAD_PREFIX = "aux@"
 DGL_HIDDEN = 128  # the dgl head's MLP width, as DGL's and InfoPro's CIFAR heads
@@ -250,12 +250,12 @@ class AuxHeadsPass(LLCompilePass):
         if self.loss != "ce":
             plan.options["aux_loss"] = self.loss
         if self.recon_weight is not None:
-            plan.options["aux_recon_weight"] = _recorded(self.recon_weight)
+            plan.options["aux_recon_weight"] = ramp_value(self.recon_weight)
         if self.contrast_weight is not None:
-            plan.options.update(aux_contrast_weight=_recorded(self.contrast_weight),
+            plan.options.update(aux_contrast_weight=ramp_value(self.contrast_weight),
                                 aux_temperature=self.temperature)
         if self.ce_weight is not None:
-            plan.options["aux_ce_weight"] = _recorded(self.ce_weight)
+            plan.options["aux_ce_weight"] = ramp_value(self.ce_weight)
         plan.write(model)
         return ir.passes.PassResult(model, modified)
 
@@ -390,12 +390,6 @@ class AuxHeadsPass(LLCompilePass):
         w = b.initializer(f"{name}.weight", uniform_fan_in(rng, (fan_out, fan_in), fan_in))
         bias = b.initializer(f"{name}.bias", uniform_fan_in(rng, (fan_out,), fan_in))
         return b.op("Gemm", [x, w, bias], output or name, transB=1)
-
-
-def _recorded(weight) -> float | str:
-    """A weight as program.json records it: a number, or FIRST:LAST as the command line writes it."""
-    text = ramp_text(weight)
-    return float(text) if ":" not in text else text
 
 
 def _unbind_batch(nodes) -> None:

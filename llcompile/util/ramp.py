@@ -47,6 +47,13 @@ def ramp_text(value) -> str:
     return first if first == last else f"{first}:{last}"
 
 
+def ramp_value(value) -> float | str:
+    """A ramp as llcompile records it (program.json, the command line's value): a number, or
+    ``FIRST:LAST`` with every digit kept."""
+    text = ramp_text(value)
+    return float(text) if ":" not in text else text
+
+
 def _exact(number: float) -> str:
     """The shortest text that reads back as ``number`` (Python's repr), without a trailing ``.0``."""
     return repr(number).removesuffix(".0")
